@@ -1,0 +1,43 @@
+# The two commands a new machine needs: `make run` (the gateway and its demo) and
+# `make test` (the suite). Both create .venv and install everything into it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# onnxruntime-gpu provides the same `onnxruntime` module with the CUDA provider:
+# `make run ORT=onnxruntime-gpu` swaps it in.
+ORT    ?= onnxruntime
+PYTEST_ARGS ?=
+
+.PHONY: all venv build lint typecheck test bench run clean
+
+all: build
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0"
+
+$(VENV)/.installed-$(ORT): pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,bench]'
+	if [ "$(ORT)" != "onnxruntime" ]; then \
+		$(BIN)/python -m pip uninstall -q -y onnxruntime && \
+		$(BIN)/python -m pip install -q "$(ORT)"; fi
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(VENV)/.installed-$(ORT)
+
+build: venv
+	$(BIN)/python setup.py -q build_ext --inplace
+
+lint: build
+	$(BIN)/ruff check voicegate bench tests setup.py
+	$(BIN)/mypy
+
+test: build lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: build
+	$(BIN)/python -m bench all
+
+clean:
+	rm -rf build $(VENV) voicegate/ext/*.c voicegate/ext/*.so voicegate/ext/includes/vg_layout.h

@@ -1,0 +1,3 @@
+from voicegate.server.cli import main
+
+raise SystemExit(main())

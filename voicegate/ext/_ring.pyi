@@ -1,0 +1,145 @@
+"""Type stub for the Cython ring (voicegate/ext/_ring.pyx).
+
+The pure-Python reference ring (voicegate/ext/reference.py) implements exactly this API.
+"""
+
+from collections.abc import Buffer, Iterable, Sequence
+from typing import Literal
+
+from voicegate.ext.errors import (
+    PeerDied as PeerDied,
+)
+from voicegate.ext.errors import (
+    RingClosed as RingClosed,
+)
+from voicegate.ext.errors import (
+    RingError as RingError,
+)
+from voicegate.ext.errors import (
+    RingLayoutError as RingLayoutError,
+)
+
+Role = Literal["producer", "consumer", "owner"]
+# (kind, flags, session, turn, seq, origin_ns, payload)
+RecordTuple = tuple[int, int, int, int, int, int, Buffer]
+
+class Record:
+    """One record read from a ring. ``payload`` is a zero-copy view into shared memory that
+    stays valid until the consumer's next read, ``wait`` or ``release`` call."""
+
+    @property
+    def kind(self) -> int: ...
+    @property
+    def flags(self) -> int: ...
+    @property
+    def session(self) -> int: ...
+    @property
+    def turn(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def origin_ns(self) -> int: ...
+    @property
+    def payload(self) -> memoryview: ...
+
+class Ring:
+    """Single-producer single-consumer ring of variable-length records in POSIX shared
+    memory. One process creates it (the owner, who alone unlinks it); one producer and one
+    consumer attach by name."""
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        capacity: int,
+        *,
+        role: Role = "owner",
+        spin_us: float = 50.0,
+    ) -> Ring: ...
+    @classmethod
+    def attach(cls, name: str, role: Role, *, spin_us: float = 50.0) -> Ring: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> Role: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def max_payload(self) -> int: ...
+    # -- producer -------------------------------------------------------------------
+    def try_write(
+        self,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer = b"",
+        flags: int = 0,
+    ) -> bool:
+        """Write and publish one record; never blocks. False (and counted) when full."""
+    def stage(
+        self,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer = b"",
+        flags: int = 0,
+    ) -> bool:
+        """Write one record without publishing it; ``publish`` makes all staged records
+        visible at once. False (and counted) when full."""
+    def publish(self) -> int:
+        """Publish staged records and wake a parked consumer; returns how many."""
+    def write_batch(self, records: Iterable[RecordTuple]) -> int:
+        """Stage records until one does not fit, then publish them all with one release
+        store and at most one wake-up. Returns how many were written."""
+    def write(
+        self,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer = b"",
+        flags: int = 0,
+        timeout: float | None = None,
+    ) -> bool:
+        """Write one record, waiting (spin, then park) up to ``timeout`` seconds for space."""
+    # -- consumer -------------------------------------------------------------------
+    def try_read(self) -> Record | None: ...
+    def read(self, timeout: float | None = None) -> Record | None:
+        """Next record, waiting up to ``timeout`` seconds (None: forever)."""
+    def read_batch(self, max_records: int = 256, timeout: float | None = 0.0) -> list[Record]:
+        """Up to ``max_records`` records; waits up to ``timeout`` for the first one."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release what was read, then wait until a record is available. GIL released."""
+    def release(self) -> None:
+        """Hand the space of every record read so far back to the producer."""
+    def available(self) -> int:
+        """Bytes published and not yet released (occupancy)."""
+    # -- liveness -------------------------------------------------------------------
+    def beat(self) -> None:
+        """Publish this side's heartbeat (done implicitly by reads, writes and waits)."""
+    @property
+    def peer_pid(self) -> int: ...
+    def peer_alive(self) -> bool:
+        """False when the peer role's process has exited (kill -9 included, zombies and
+        reused pids detected), or when it has not attached yet."""
+    def peer_beat_age(self) -> float:
+        """Seconds since the peer's last heartbeat; inf before it attached."""
+    # -- misc -----------------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        """written, dropped_full, read, wakeups_sent, consumer_parks, producer_parks,
+        space_wakeups_sent, occupancy_bytes, capacity."""
+    def close(self) -> None:
+        """Detach; the owner also unlinks the segment and semaphores."""
+    def unlink(self) -> None: ...
+    def __enter__(self) -> Ring: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+def cleanup_stale(prefix: str = "vg-") -> list[str]:
+    """Unlink segments and semaphores under ``prefix`` whose creator process is gone."""
+
+def monotonic_ns() -> int: ...
