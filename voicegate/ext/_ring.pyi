@@ -3,9 +3,10 @@
 The pure-Python reference ring (voicegate/ext/reference.py) implements exactly this API.
 """
 
-from collections.abc import Buffer, Iterable, Sequence
+from collections.abc import Iterable
 from typing import Literal
 
+from typing_extensions import Buffer
 from voicegate.ext.errors import (
     PeerDied as PeerDied,
 )

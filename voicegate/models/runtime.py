@@ -82,9 +82,11 @@ def create_session(path: Path, config: ExecutionConfig | None = None) -> ort.Inf
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=config.providers())
-    except (ort.capi.onnxruntime_pybind11_state.InvalidGraph,  # type: ignore[attr-defined]
-            ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,  # type: ignore[attr-defined]
-            ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # type: ignore[attr-defined]
+    except (
+        ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+        ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+        ort.capi.onnxruntime_pybind11_state.Fail,
+    ) as exc:
         raise BundleError(path, f"onnxruntime cannot load the model: {exc}") from exc
 
 
