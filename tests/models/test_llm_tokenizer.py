@@ -31,8 +31,10 @@ def test_training_is_deterministic() -> None:
         train_tokenizer(["", "  "], 100)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.text(min_size=1, max_size=40).filter(lambda t: not t[0].isspace()))
+# SentencePiece writes spaces as U+2581, so that one character cannot survive.
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(exclude_characters="\u2581", exclude_categories=["Cs"]),
+               max_size=40))
 def test_any_text_round_trips(tokenizer: SentencePieceTokenizer, text: str) -> None:
     assert tokenizer.decode(tokenizer.encode(text)) == text
 

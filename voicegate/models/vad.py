@@ -208,29 +208,37 @@ class SpeechSegmenter:
 
 
 class _Session:
-    __slots__ = ("buffer", "filled", "position", "segmenter", "slot")
+    __slots__ = ("buffer", "end", "position", "segmenter", "slot", "start")
 
     def __init__(self, slot: int, segmenter: SpeechSegmenter) -> None:
         self.slot = slot
         self.segmenter = segmenter
         self.buffer = np.zeros(CHUNK * 4, dtype=np.float32)
-        self.filled = 0
+        self.start = 0  # queued audio is buffer[start:end]
+        self.end = 0
         self.position = 0  # samples of this session's stream already run through the model
 
+    @property
+    def queued(self) -> int:
+        return self.end - self.start
+
     def append(self, samples: FloatArray) -> None:
-        need = self.filled + len(samples)
+        # Move the unread tail to the front once per append, not once per chunk, so a
+        # long backlog is not copied over and over.
+        queued = self.queued
+        need = queued + len(samples)
         if need > len(self.buffer):
             grown = np.zeros(max(need, 2 * len(self.buffer)), dtype=np.float32)
-            grown[: self.filled] = self.buffer[: self.filled]
+            grown[:queued] = self.buffer[self.start : self.end]
             self.buffer = grown
-        self.buffer[self.filled : need] = samples
-        self.filled = need
+        elif self.start:
+            self.buffer[:queued] = self.buffer[self.start : self.end]
+        self.buffer[queued:need] = samples
+        self.start, self.end = 0, need
 
     def take_chunk(self, out: FloatArray) -> None:
-        out[:] = self.buffer[:CHUNK]
-        rest = self.filled - CHUNK
-        self.buffer[:rest] = self.buffer[CHUNK : self.filled]
-        self.filled = rest
+        out[:] = self.buffer[self.start : self.start + CHUNK]
+        self.start += CHUNK
 
 
 def as_float_audio(samples: npt.NDArray[Any]) -> FloatArray:
@@ -334,7 +342,7 @@ class SileroVad:
         sessions with a chunk ready (a session with a backlog takes several rounds)."""
         out = VadOutput()
         while True:
-            ready = [(sid, s) for sid, s in self._sessions.items() if s.filled >= CHUNK]
+            ready = [(sid, s) for sid, s in self._sessions.items() if s.queued >= CHUNK]
             if not ready:
                 return out
             self._run(ready, out)
