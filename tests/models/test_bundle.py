@@ -64,7 +64,7 @@ def test_load_errors_name_file_and_field(tmp_path: Path, text: str, message: str
 def test_missing_directory_and_file(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="bundle directory not found"):
         load_bundle(tmp_path / "nope")
-    with pytest.raises(BundleError, match="bundle.toml not found"):
+    with pytest.raises(BundleError, match=r"bundle\.toml not found"):
         load_bundle(tmp_path)
 
 

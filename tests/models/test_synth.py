@@ -53,9 +53,9 @@ def test_cli_synth_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_missing_stage_module_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "voicegate.models.tts", None)
-    with pytest.raises(RuntimeError, match="voicegate.models.tts is not available"):
+    with pytest.raises(RuntimeError, match=r"voicegate\.models\.tts is not available"):
         stage_module("tts")
-    with pytest.raises(RuntimeError, match="voicegate.models.tts is not available"):
+    with pytest.raises(RuntimeError, match=r"voicegate\.models\.tts is not available"):
         synth_bundle(tmp_path / "b", stages=("vad", "tts"))
     assert not (tmp_path / "b").exists()
     with pytest.raises(ValueError, match="unknown stage 'asr'"):
