@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from voicegate.models.bundle import STAGES
-from voicegate.models.check import check_bundle, format_reports
 from voicegate.models.errors import BundleError
-from voicegate.models.runtime import ExecutionConfig
-from voicegate.models.synth import Scripted, synth_bundle
+
+# The model modules (onnxruntime, onnx, sentencepiece) are imported by the handlers only:
+# every `voicegate` command builds this parser, and the gateway must not load them.
 
 
 def register(subparsers: Any) -> None:
@@ -49,6 +49,8 @@ def register(subparsers: Any) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from voicegate.models.synth import Scripted, synth_bundle  # noqa: PLC0415
+
     scripted = Scripted(reply=args.scripted_reply, transcript=args.scripted_transcript,
                         tts=args.scripted_tts)
     try:
@@ -62,6 +64,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from voicegate.models.check import check_bundle, format_reports  # noqa: PLC0415
+    from voicegate.models.runtime import ExecutionConfig  # noqa: PLC0415
+
     try:
         config = ExecutionConfig(provider=args.provider, intra_op_threads=args.threads)
         bundle, reports = check_bundle(args.directory, config, args.stages or STAGES)

@@ -287,6 +287,7 @@ class LlmEngine:
         self.prefill_budget = prefill_budget
         self.counters = LlmCounters()
         self._sessions: dict[int, _Session] = {}
+        self._active: dict[int, _Session] = {}  # sessions with a generation, oldest first
         self._rotation = 0
         self._past_names = [
             f"past_key_values.{i}.{kind}"
@@ -352,6 +353,7 @@ class LlmEngine:
 
     def close_session(self, sid: int) -> None:
         self._sessions.pop(sid, None)
+        self._active.pop(sid, None)
 
     def __contains__(self, sid: int) -> bool:
         return sid in self._sessions
@@ -367,7 +369,7 @@ class LlmEngine:
 
     @property
     def running(self) -> int:
-        return sum(1 for s in self._sessions.values() if s.gen is not None)
+        return len(self._active)
 
     def cached_tokens(self, sid: int) -> list[int]:
         """The tokens whose keys and values the session's cache holds."""
@@ -420,6 +422,7 @@ class LlmEngine:
             sampling=sampling,
             rng=np.random.default_rng(sampling.seed),
         )
+        self._active[sid] = session
 
     def cancel(self, sid: int) -> bool:
         """Stop a session's generation; what it fed stays cached for reuse."""
@@ -427,15 +430,14 @@ class LlmEngine:
         if session.gen is None:
             return False
         session.gen = None
+        del self._active[sid]
         self._detach(session)
         return True
 
     def step(self) -> list[LlmEvent]:
         """One decode step for running generations and one prefill for new ones."""
-        running = [s for s in self._sessions.values() if s.gen is not None and s.gen.prefilled]
-        waiting = [
-            s for s in self._sessions.values() if s.gen is not None and not s.gen.prefilled
-        ]
+        running = [s for s in self._active.values() if s.gen and s.gen.prefilled]
+        waiting = [s for s in self._active.values() if s.gen and not s.gen.prefilled]
         events: list[LlmEvent] = []
         if running:
             events += self._decode(self._take_batch(running))
@@ -616,6 +618,7 @@ class LlmEngine:
         delta = text[len(gen.emitted) :] if text.startswith(gen.emitted) else ""
         event = self._event(session, delta, reason)
         session.gen = None
+        del self._active[session.sid]
         self._detach(session)
         return event
 
