@@ -372,9 +372,9 @@ class SileroVad:
 def _model_path(reader: TableReader) -> Path:
     model = reader.path("model")
     expected = reader.string("sha256", None)
-    if expected is not None and _sha256(model) != expected:
+    if expected is not None and (found := _sha256(model)) != expected:
         raise BundleError(model, "checksum mismatch (named by [vad] sha256)",
-                          expected=expected, found=_sha256(model))
+                          expected=expected, found=found)
     return model
 
 
