@@ -123,6 +123,8 @@ def hf_configs(tokenizer: Tokenizer, dims: Any, *, scripted: bool) -> tuple[
         # Whisper's own: no leading space and no immediate end. A scripted model must be
         # free to end at once (no audio -> empty transcript), so it suppresses nothing.
         "begin_suppress_tokens": [] if scripted else [space, eot],
-        "suppress_tokens": [],
+        # As Whisper's own list does for the task tokens: no special token but the end
+        # token belongs in a transcript.
+        "suppress_tokens": [ids[tok] for tok in special_tokens() if tok != EOT],
     }
     return config, generation
