@@ -99,6 +99,23 @@ def test_synth_writes_the_optimum_layout(scripted: tuple[dict[str, Any], Path]) 
     assert table["encoder"] == "stt/encoder_model.onnx"
 
 
+def test_with_past_branch_returns_empty_cross_attention_presents(
+    scripted_engine: stt.SttEngine,
+) -> None:
+    """As optimum's merge does: the cross-attention cache of the first step stays in use,
+    the with-past branch gives back empty [0, H, 1, hd] tensors in its place."""
+    model = scripted_engine.model
+    hidden = model.encode(model.features([np.ones(16000, dtype=np.float32) * 0.1]))
+    logits, cache = model.decode_start(hidden)
+    feeds = {"input_ids": logits.argmax(axis=1).reshape(1, 1), "encoder_hidden_states": hidden,
+             "use_cache_branch": np.ones(1, dtype=bool), **cache}
+    outputs = dict(zip(model.decoder.output_names, model.decoder.session.run(None, feeds),
+                       strict=True))
+    assert outputs["present.0.encoder.key"].shape == (0, model.n_heads, 1, model.head_dim)
+    assert outputs["present.1.decoder.value"].shape[2] == len(model.prompt) + 1
+    assert cache["past_key_values.0.encoder.key"].shape == (1, model.n_heads, 1500, model.head_dim)
+
+
 def test_engine_prompt_is_the_forced_start(scripted_engine: stt.SttEngine) -> None:
     tok = scripted_engine.model.tokenizer
     assert [tok.id_to_token(i) for i in scripted_engine.model.prompt] == [

@@ -142,20 +142,28 @@ def input_features(audio: npt.ArrayLike, n_mels: int = 80) -> npt.NDArray[np.flo
     Only the frames that overlap the audio are transformed: every later frame sees only
     zero padding, whose power is exactly zero, so its values are filled in directly.
     For a short utterance this is most of the 3000 frames."""
-    x = pad_or_trim(audio)
+    x = _as_audio(audio)[:N_SAMPLES]
     nonzero = np.flatnonzero(x)
-    if nonzero.size == 0:
-        return _log_compress(np.zeros((n_mels, N_FRAMES)))
-    used = int(nonzero[-1]) + 1
+    used = int(nonzero[-1]) + 1 if nonzero.size else 0
     # Frame t covers samples [t*HOP - N_FFT/2, t*HOP + N_FFT/2).
-    n_live = (used + N_FFT // 2 + HOP_LENGTH - 1) // HOP_LENGTH + 1
+    n_live = (used + N_FFT // 2 + HOP_LENGTH - 1) // HOP_LENGTH + 1 if used else 0
     if n_live * HOP_LENGTH + N_FFT > N_SAMPLES:
         # The live frames reach the reflect padding at the end: no shortcut.
-        return log_mel_spectrogram(x, n_mels)
-    head = np.pad(x[: n_live * HOP_LENGTH + N_FFT], (N_FFT // 2, 0), mode="reflect")
-    mel = np.zeros((n_mels, N_FRAMES))
-    mel[:, :n_live] = mel_filters(n_mels).astype(np.float64) @ _frames_power(head, n_live)
-    return _log_compress(mel)
+        return log_mel_spectrogram(pad_or_trim(x), n_mels)
+    out = np.empty((n_mels, N_FRAMES), dtype=np.float32)
+    floor = np.log10(_LOG_FLOOR)  # what zero power becomes
+    top = floor
+    if n_live:
+        head = np.zeros(n_live * HOP_LENGTH + N_FFT // 2)
+        take = min(x.size, head.size)
+        head[:take] = x[:take]
+        head = np.pad(head, (N_FFT // 2, 0), mode="reflect")
+        mel = mel_filters(n_mels).astype(np.float64) @ _frames_power(head, n_live)
+        live = np.log10(np.maximum(mel, _LOG_FLOOR))
+        top = max(top, float(live.max()))
+        out[:, :n_live] = (np.maximum(live, top - 8.0) + 4.0) / 4.0
+    out[:, n_live:] = (max(floor, top - 8.0) + 4.0) / 4.0
+    return out
 
 
 def batch_input_features(

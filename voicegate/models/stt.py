@@ -208,7 +208,7 @@ class WhisperModel:
             "use_cache_branch": np.zeros(1, dtype=bool),
             **self._empty_past(batch),
         }
-        return self._run_decoder(feeds)
+        return self._run_decoder(feeds, None)
 
     def decode_step(
         self,
@@ -216,26 +216,33 @@ class WhisperModel:
         hidden: npt.NDArray[np.float32],
         cache: Mapping[str, npt.NDArray[np.float32]],
     ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
-        """One token per row through the with-past branch."""
+        """One token per row through the with-past branch. The cross-attention cache
+        is the one from the first step: optimum's with-past branch returns empty
+        tensors for it."""
         feeds: dict[str, np.ndarray] = {
             "input_ids": tokens.reshape(-1, 1).astype(np.int64),
             "encoder_hidden_states": hidden,
             "use_cache_branch": np.ones(1, dtype=bool),
             **cache,
         }
-        return self._run_decoder(feeds)
+        return self._run_decoder(feeds, cache)
 
-    def _run_decoder(self, feeds: Mapping[str, np.ndarray]) -> tuple[
-        npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]
-    ]:
+    def _run_decoder(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        cross: Mapping[str, npt.NDArray[np.float32]] | None,
+    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
         outputs = self.decoder.run(feeds)
         logits = outputs[self._present_index["logits"]][:, -1, :]
         cache = {}
         for i in range(self.layers):
             for part in ("decoder", "encoder"):
                 for kv in ("key", "value"):
-                    present = outputs[self._present_index[f"present.{i}.{part}.{kv}"]]
-                    cache[f"past_key_values.{i}.{part}.{kv}"] = present
+                    name = f"past_key_values.{i}.{part}.{kv}"
+                    if part == "encoder" and cross is not None:
+                        cache[name] = cross[name]
+                    else:
+                        cache[name] = outputs[self._present_index[f"present.{i}.{part}.{kv}"]]
         return logits, cache
 
     def _pick(self, logits: npt.NDArray[np.float32], first: bool) -> npt.NDArray[np.int64]:

@@ -7,7 +7,8 @@ past_key_values.{i}.decoder.key/value [B, H, P, hd], past_key_values.{i}.encoder
 present.{i}.decoder.key/value, present.{i}.encoder.key/value. As in optimum's merge, one
 ``If`` on use_cache_branch selects the first-step graph (which ignores the past inputs and
 computes the cross-attention keys from the encoder states) or the with-past graph (which
-appends to the self-attention cache and passes the cross-attention cache through).
+appends to the self-attention cache and reads the cross-attention cache from its past
+inputs, returning empty tensors [0, H, 1, hd] in its place).
 
 Two kinds of weights: Whisper's architecture with seeded random weights, and scripted
 graphs whose output is known in advance (see ``build_scripted_decoder``).
@@ -229,18 +230,28 @@ def _decoder_branch(
         q = split_heads(b, _proj(b, y, lw, "cross_q"), h, hd)
         if with_past:
             ck, cv = past[2], past[3]
+            empty = _empty_cross_cache(b, dims)
+            cross_presents = [empty, empty]
         else:
             ck = split_heads(b, _proj(b, "encoder_hidden_states", lw, "cross_k"), h, hd)
             cv = split_heads(b, _proj(b, "encoder_hidden_states", lw, "cross_v"), h, hd)
+            cross_presents = [ck, cv]
         a = merge_heads(b, attention(b, q, ck, cv, head_dim=hd), h, hd)
         x = b.op("Add", x, _proj(b, a, lw, "cross_o"))
         y = _ln(b, x, lw, "ln3")
         y = _proj(b, b.gelu(_proj(b, y, lw, "fc1")), lw, "fc2")
         x = b.op("Add", x, y)
-        presents += [k, v, ck, cv]
+        presents += [k, v, *cross_presents]
     x = b.op("LayerNormalization", x, *w.ln_f, axis=-1, epsilon=1e-5)
     logits = b.op("MatMul", x, b.op("Transpose", w.embed_tokens, perm=[1, 0]))
     _branch_outputs(b, logits, presents, dims)
+
+
+def _empty_cross_cache(b: GraphBuilder, dims: WhisperDims) -> str:
+    """What optimum's merge puts in the with-past branch for the cross-attention
+    presents: an empty constant, since the cache from the first step stays valid."""
+    return b.const(np.zeros((0, dims.n_heads, 1, dims.head_dim), dtype=np.float32),
+                   "empty_cross_cache")
 
 
 def _branch_outputs(b: GraphBuilder, logits: str, presents: list[str], dims: WhisperDims) -> None:
@@ -371,7 +382,8 @@ def build_scripted_decoder(
             if with_past:
                 self_k = b.op("Concat", past[0], rows, axis=2)
                 self_v = b.op("Concat", past[1], rows, axis=2)
-                presents += [self_k, self_v, past[2], past[3]]
+                empty = _empty_cross_cache(b, dims)
+                presents += [self_k, self_v, empty, empty]
             else:
                 presents += [rows, rows, enc_value, enc_value]
         _branch_outputs(b, logits, presents, dims)
