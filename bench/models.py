@@ -274,11 +274,9 @@ def table_text(rows: Sequence[Row]) -> str:
 
 
 def plot(rows: Sequence[Row], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    # Loaded here, with the file backend chosen first: a bench run needs no display.
+    importlib.import_module("matplotlib").use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
     fig, (cost_ax, gain_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     for engine in dict.fromkeys(r.engine for r in rows):
         mine = [r for r in rows if r.engine == engine]
