@@ -181,7 +181,8 @@ def llm_decode_factory(ctx: Context) -> Factory:
                 break
         if len(started) != batch:
             raise RuntimeError(f"LLM prefill of {batch} sessions did not finish")
-        return engine.step
+        step: Call = engine.step
+        return step
 
     return make
 
