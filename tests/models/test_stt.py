@@ -361,3 +361,29 @@ def test_every_shared_recording_transcribes_to_its_allowance(
             engine.close_session(sid)
     for sid, audio in enumerate(audios, start=100):
         assert list(events[sid].tokens) == script[: allowance(audio, len(script))]
+
+
+def test_audio_after_an_endpoint_starts_the_next_utterance(
+    scripted_engine: stt.SttEngine,
+) -> None:
+    audio, _ = load_speech("00_store_hours.wav")
+    engine = scripted_engine
+    script = script_tokens(engine)
+    first, second = audio[: 8000 + 3 * SAMPLES_PER_TOKEN], audio
+    engine.open_session(41)
+    try:
+        engine.feed(41, first)
+        engine.end_utterance(41)
+        engine.feed(41, second[:16000])  # the next turn begins before the final is out
+        engine.feed(41, second[16000:])
+        assert engine.buffered_samples(41) == first.size + second.size
+        (final,) = [e for e in engine.step() if e.final]
+        assert final.audio_samples == first.size
+        assert list(final.tokens) == script[: allowance(first, len(script))]
+        assert engine.buffered_samples(41) == second.size
+        engine.end_utterance(41)
+        events = engine.step()
+        assert [e.final for e in events] == [True]
+        assert events[0].text == SCRIPT and events[0].audio_samples == second.size
+    finally:
+        engine.close_session(41)

@@ -297,3 +297,19 @@ def test_check_rejects_renamed_input_missing_field_and_wrong_dtype(
     (base / table["model"]).unlink()
     with pytest.raises(BundleError, match=r"voice.onnx: file named by \[tts\] model not found"):
         tts.check(table, base)
+
+
+def test_a_second_reply_queues_behind_the_first(scripted: tuple[dict[str, Any], Path]) -> None:
+    table, base = scripted
+    engine = tts.TtsEngine.from_table(table, base)
+    engine.open_session(1, 22050)
+    engine.push_text(1, "First reply. ")
+    engine.end_reply(1)
+    engine.push_text(1, "Second one. ")  # before the first reply was synthesized
+    engine.end_reply(1)
+    chunks = []
+    while engine.pending():
+        chunks += engine.step()
+    assert [(c.clause, c.last) for c in chunks] == [(0, True), (0, True)]
+    assert [decode_ids(c.audio, table) for c in chunks] == [
+        piper_ids("First reply."), piper_ids("Second one.")]

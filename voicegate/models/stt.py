@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,7 +315,9 @@ class SttEngine:
         self.model = model
         self.params = params
         self._interval = params.partial_interval_ms * SAMPLE_RATE // 1000
-        self._sessions: dict[int, _Utterance] = {}
+        # Per session: the utterance being decoded, then any that began after its
+        # endpoint and before its final transcript.
+        self._sessions: dict[int, deque[_Utterance]] = {}
 
     @classmethod
     def from_table(
@@ -329,45 +332,51 @@ class SttEngine:
     def open_session(self, sid: int) -> None:
         if sid in self._sessions:
             raise KeyError(f"STT session {sid} is already open")
-        self._sessions[sid] = _Utterance()
+        self._sessions[sid] = deque([_Utterance()])
 
     def close_session(self, sid: int) -> None:
         self._sessions.pop(sid, None)
 
-    def _get(self, sid: int) -> _Utterance:
+    def _get(self, sid: int) -> deque[_Utterance]:
         try:
             return self._sessions[sid]
         except KeyError:
             raise KeyError(f"STT session {sid} is not open") from None
 
+    def _open_utterance(self, sid: int) -> _Utterance:
+        """The utterance new audio belongs to: after an endpoint, a new one."""
+        queue = self._get(sid)
+        if queue[-1].endpoint:
+            queue.append(_Utterance())
+        return queue[-1]
+
     def feed(self, sid: int, audio: npt.NDArray[np.float32]) -> None:
-        """Append 16 kHz float32 samples to the session's current utterance."""
+        """Append 16 kHz float32 samples to the session's current utterance (or, after
+        an endpoint whose final is still to come, to the next one)."""
         if audio.ndim != 1:
             raise ValueError(f"audio must be mono 1-D samples, found shape {audio.shape}")
-        utt = self._get(sid)
-        if utt.endpoint:
-            raise RuntimeError(f"STT session {sid}: audio fed after the endpoint and "
-                               "before its final transcript")
+        utt = self._open_utterance(sid)
         if audio.size:
             utt.chunks.append(np.asarray(audio, dtype=np.float32))
             utt.samples += audio.size
 
     def end_utterance(self, sid: int) -> None:
-        """The endpoint: the next step emits this utterance's final transcript."""
-        self._get(sid).endpoint = True
+        """The endpoint: a step emits this utterance's final transcript."""
+        self._open_utterance(sid).endpoint = True
 
     def cancel_utterance(self, sid: int) -> None:
-        """Forget the current utterance without a transcript."""
+        """Forget all buffered audio of the session, without transcripts."""
         self._get(sid)
-        self._sessions[sid] = _Utterance()
+        self._sessions[sid] = deque([_Utterance()])
 
     def buffered_samples(self, sid: int) -> int:
-        return self._get(sid).samples
+        return sum(utt.samples for utt in self._get(sid))
 
     def _due(self) -> list[tuple[int, bool]]:
         finals: list[tuple[int, bool]] = []
         partials: list[tuple[int, int]] = []
-        for sid, utt in self._sessions.items():
+        for sid, queue in self._sessions.items():
+            utt = queue[0]
             if utt.endpoint or utt.samples >= melspec.N_SAMPLES:
                 finals.append((sid, True))
             elif self._interval and utt.samples - utt.decoded_at >= self._interval:
@@ -385,7 +394,7 @@ class SttEngine:
             return []
         audios = []
         for sid, _final in due:
-            audio = self._sessions[sid].audio()
+            audio = self._sessions[sid][0].audio()
             audios.append(audio[: melspec.N_SAMPLES])
         decode = [i for i, audio in enumerate(audios) if audio.size]
         tokens: list[list[int]] = [[] for _ in due]
@@ -398,15 +407,17 @@ class SttEngine:
         return events
 
     def _emit(self, sid: int, final: bool, covered: int, hyp: tuple[int, ...]) -> Transcript:
-        utt = self._sessions[sid]
+        queue = self._sessions[sid]
+        utt = queue[0]
         text = self.model.text(hyp)
         if final:
+            queue.popleft()
             rest = utt.audio()[covered:]
-            # A window that overflowed 30 s continues as a new utterance.
-            fresh = _Utterance()
             if rest.size:
-                fresh.chunks, fresh.samples, fresh.endpoint = [rest], rest.size, utt.endpoint
-            self._sessions[sid] = fresh
+                # A window that overflowed 30 s continues as a new utterance.
+                queue.appendleft(_Utterance([rest], rest.size, endpoint=utt.endpoint))
+            if not queue:
+                queue.append(_Utterance())
             return Transcript(sid, text, text, True, hyp, len(hyp), covered)
         stable = 0
         if utt.previous is not None:

@@ -254,25 +254,38 @@ class SpeechChunk:
 
 
 @dataclass
-class _Reply:
+class _Item:
+    """A queued piece of a reply: a clause, or (clause None) the close of a reply whose
+    last clause has already been spoken."""
+
+    order: int  # when it became ready, across all sessions
+    reply: int
+    clause: Clause | None
+    last: bool = False
+
+
+@dataclass
+class _Session:
     sample_rate: int
     speaker: int
     chunker: ClauseChunker
     resampler: StreamResampler
-    queue: deque[tuple[int, Clause]] = field(default_factory=deque)  # (ready order, clause)
-    ended: bool = False  # end_reply seen: the last queued clause closes the reply
-    owe_close: bool = False  # ended with nothing queued: a closing flush is due
-    clauses: int = 0
+    queue: deque[_Item] = field(default_factory=deque)
+    reply: int = 0  # the reply that text is pushed into
+    spoken: int = 0  # clauses of the reply now playing already synthesized
 
 
 class TtsEngine:
-    """Streaming synthesis for many sessions, one batched model call per ``step``."""
+    """Streaming synthesis for many sessions, one batched model call per ``step``.
+
+    A session's replies queue one after another: text pushed after ``end_reply`` begins
+    the next reply, whose clauses follow the previous reply's."""
 
     def __init__(self, voice: PiperVoice, params: TtsParams) -> None:
         self.voice = voice
         self.params = params
         self._default_speaker = voice.speaker_id(params.speaker)
-        self._sessions: dict[int, _Reply] = {}
+        self._sessions: dict[int, _Session] = {}
         self._order = 0
 
     @classmethod
@@ -290,7 +303,7 @@ class TtsEngine:
                      speaker: int | str | None = None) -> None:
         if sid in self._sessions:
             raise KeyError(f"TTS session {sid} is already open")
-        self._sessions[sid] = _Reply(
+        self._sessions[sid] = _Session(
             sample_rate=sample_rate,
             speaker=self._default_speaker if speaker is None else self.voice.speaker_id(speaker),
             chunker=ClauseChunker(self.params.max_words, self.params.first_max_words),
@@ -300,79 +313,75 @@ class TtsEngine:
     def close_session(self, sid: int) -> None:
         self._sessions.pop(sid, None)
 
-    def _get(self, sid: int) -> _Reply:
+    def _get(self, sid: int) -> _Session:
         try:
             return self._sessions[sid]
         except KeyError:
             raise KeyError(f"TTS session {sid} is not open") from None
 
-    def _enqueue(self, reply: _Reply, clauses: list[Clause]) -> None:
-        for clause in clauses:
-            self._order += 1
-            reply.queue.append((self._order, clause))
+    def _enqueue(self, session: _Session, clause: Clause | None, *, last: bool = False) -> None:
+        self._order += 1
+        session.queue.append(_Item(self._order, session.reply, clause, last))
 
     def push_text(self, sid: int, text: str) -> None:
         """More reply text; complete clauses become ready for the next step."""
-        reply = self._get(sid)
-        if reply.ended:
-            raise RuntimeError(f"TTS session {sid}: text pushed after end_reply and before "
-                               "the reply's last chunk")
-        self._enqueue(reply, reply.chunker.push(text))
+        session = self._get(sid)
+        for clause in session.chunker.push(text):
+            self._enqueue(session, clause)
 
     def end_reply(self, sid: int) -> None:
-        """The reply is complete: what is buffered becomes the last clause."""
-        reply = self._get(sid)
-        self._enqueue(reply, reply.chunker.flush())
-        reply.ended = True
-        if not reply.queue:
-            reply.owe_close = True
+        """The reply is complete: what is buffered becomes its last clause."""
+        session = self._get(sid)
+        for clause in session.chunker.flush():
+            self._enqueue(session, clause)
+        tail = session.queue[-1] if session.queue else None
+        if tail is not None and tail.reply == session.reply and tail.clause is not None:
+            tail.last = True
+        else:
+            self._enqueue(session, None, last=True)
+        session.reply += 1
 
     def cancel(self, sid: int) -> None:
-        """Barge-in: drop queued text and audio held in the resampler."""
-        reply = self._get(sid)
-        reply.queue.clear()
-        reply.chunker.reset()
-        reply.resampler.reset()
-        reply.ended = reply.owe_close = False
-        reply.clauses = 0
+        """Barge-in: drop queued text and the audio held in the resampler."""
+        session = self._get(sid)
+        session.queue.clear()
+        session.chunker.reset()
+        session.resampler.reset()
+        session.spoken = 0
+        session.reply += 1
 
     def pending(self) -> bool:
-        return any(r.queue or r.owe_close for r in self._sessions.values())
+        return any(s.queue for s in self._sessions.values())
 
     def step(self, max_batch: int = 8) -> list[SpeechChunk]:
         """Synthesize the next clause of up to ``max_batch`` sessions, oldest first."""
         ready = sorted(
-            (reply.queue[0][0] if reply.queue else 0, sid)
-            for sid, reply in self._sessions.items() if reply.queue or reply.owe_close
+            (session.queue[0].order, sid)
+            for sid, session in self._sessions.items() if session.queue
         )[:max_batch]
-        jobs: list[tuple[int, Clause, list[int]]] = []
+        jobs: list[tuple[int, _Item, list[int]]] = []
         chunks: list[SpeechChunk] = []
         for _, sid in ready:
-            reply = self._sessions[sid]
-            if not reply.queue:
-                reply.owe_close = False
-                reply.ended = False
-                reply.clauses = 0
-                tail = reply.resampler.process(np.zeros(0, dtype=np.float32), last=True)
-                chunks.append(SpeechChunk(sid, tail, reply.sample_rate, -1, True))
+            session = self._sessions[sid]
+            item = session.queue.popleft()
+            if item.clause is None:
+                tail = session.resampler.process(np.zeros(0, dtype=np.float32), last=True)
+                chunks.append(SpeechChunk(sid, tail, session.sample_rate, -1, True))
+                session.spoken = 0
                 continue
-            _, clause = reply.queue.popleft()
-            jobs.append((sid, clause, self.voice.text_ids(clause.text)))
+            jobs.append((sid, item, self.voice.text_ids(item.clause.text)))
         audios = self.voice.synthesize(
             [ids for _, _, ids in jobs], [self._sessions[sid].speaker for sid, _, _ in jobs]
         )
         silence = self.params.sentence_silence_ms * self.voice.sample_rate // 1000
-        for (sid, clause, _), voiced in zip(jobs, audios, strict=True):
-            reply = self._sessions[sid]
-            pause = silence if clause.ends_sentence else 0
+        for (sid, item, _), voiced in zip(jobs, audios, strict=True):
+            session = self._sessions[sid]
+            assert item.clause is not None
+            pause = silence if item.clause.ends_sentence else 0
             audio = np.concatenate([voiced, np.zeros(pause, dtype=np.float32)])
-            last = reply.ended and not reply.queue
-            out = reply.resampler.process(audio, last=last)
-            chunks.append(SpeechChunk(sid, out, reply.sample_rate, reply.clauses, last))
-            reply.clauses += 1
-            if last:
-                reply.ended = False
-                reply.clauses = 0
+            out = session.resampler.process(audio, last=item.last)
+            chunks.append(SpeechChunk(sid, out, session.sample_rate, session.spoken, item.last))
+            session.spoken = 0 if item.last else session.spoken + 1
         return chunks
 
 
