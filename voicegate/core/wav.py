@@ -56,9 +56,7 @@ def read_wav(path: str | os.PathLike[str]) -> Wav:
     return Wav(samples=samples, sample_rate=rate)
 
 
-def write_wav(
-    path: str | os.PathLike[str], samples: NDArray[np.int16], sample_rate: int
-) -> None:
+def write_wav(path: str | os.PathLike[str], samples: NDArray[np.int16], sample_rate: int) -> None:
     """Write 1-D int16 samples as a 16-bit PCM mono WAV file."""
     name = os.fspath(path)
     if samples.dtype != np.int16:
