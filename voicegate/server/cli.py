@@ -7,12 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from voicegate import __version__
+from voicegate.server import talk
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicegate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"voicegate {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    talk.add_parser(subparsers)
     return parser
 
 

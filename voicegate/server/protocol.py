@@ -268,7 +268,10 @@ def _audio_format(fields: _Fields | None, default: AudioFormat) -> AudioFormat:
 
 
 def _parse_session_start(fields: _Fields, limits: ProtocolLimits) -> SessionStart:
-    input_format = _audio_format(fields.obj("input"), PCM16_16K)
+    input_fields = fields.obj("input")
+    input_format = _audio_format(input_fields, PCM16_16K)
+    if input_fields is not None:
+        input_fields.done()
     output_fields = fields.obj("output")
     output_format = _audio_format(output_fields, input_format)
     fallback: AudioFormat | None = None
