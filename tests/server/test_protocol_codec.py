@@ -60,7 +60,9 @@ def test_encode_decision_values(threshold: int, below: int, at: int) -> None:
     pcm = np.array([4 * (threshold - 1), 4 * threshold], dtype=np.int16)
     assert codec.mulaw_encode(pcm) == bytes([below, at])
     # Negative samples get the same codes without the sign bit (0 stays positive zero).
-    negative = [code if value == 0 else code & 0x7F for value, code in zip(pcm, (below, at))]
+    negative = [
+        code if value == 0 else code & 0x7F for value, code in zip(pcm, (below, at), strict=True)
+    ]
     assert codec.mulaw_encode(-pcm) == bytes(negative)
 
 

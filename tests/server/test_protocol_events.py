@@ -182,9 +182,9 @@ def test_latency_timeline_out_of_order() -> None:
 
 
 def test_latency_validation() -> None:
-    with pytest.raises(ValueError, match="latency_ms.vad must be finite and >= 0"):
+    with pytest.raises(ValueError, match=r"latency_ms\.vad must be finite and >= 0"):
         TurnLatency(1.0, -0.5, 0.0, 0.0, 0.0, 0.0)
-    with pytest.raises(ValueError, match="latency_ms.gateway must be finite"):
+    with pytest.raises(ValueError, match=r"latency_ms\.gateway must be finite"):
         TurnLatency(1.0, 0.0, 0.0, 0.0, 0.0, float("inf"))
 
 
@@ -197,7 +197,8 @@ def test_latency_validation() -> None:
         ('{"type": "speech.started", "turn": "1", "audio_start_ms": 0}', "turn must be an integer"),
         ('{"type": "error", "code": "x", "message": "m", "fatal": 1}', "fatal must be a boolean"),
         (
-            '{"type": "response.audio.started", "turn": 1, "encoding": "opus", "sample_rate": 8000}',
+            '{"type": "response.audio.started", "turn": 1, "encoding": "opus",'
+            ' "sample_rate": 8000}',
             "unknown encoding 'opus'",
         ),
         (

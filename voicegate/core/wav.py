@@ -32,7 +32,7 @@ def read_wav(path: str | os.PathLike[str]) -> Wav:
     """The samples and rate of a 16-bit PCM mono WAV file."""
     name = os.fspath(path)
     try:
-        with wave.open(name, "rb") as reader:
+        with open(name, "rb") as file, wave.open(file, "rb") as reader:
             channels = reader.getnchannels()
             width = reader.getsampwidth()
             rate = reader.getframerate()
@@ -66,7 +66,9 @@ def write_wav(path: str | os.PathLike[str], samples: NDArray[np.int16], sample_r
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise WavError(f"{name}: invalid sample rate {sample_rate!r}")
     try:
-        with wave.open(name, "wb") as writer:
+        # Opening the file first: a failed open inside `wave` leaves a half-built writer
+        # whose finaliser raises.
+        with open(name, "wb") as file, wave.open(file, "wb") as writer:
             writer.setnchannels(1)
             writer.setsampwidth(2)
             writer.setframerate(sample_rate)

@@ -340,8 +340,9 @@ class _Session:
         self.frames = frames
         self.on_event = on_event
         self.answer = AnswerAudio(options.output)
-        self.finished = asyncio.Event()
-        self.file_sent = asyncio.Event()
+        self.finished = asyncio.Event()  # the answer is complete, or the session failed
+        self.failed = asyncio.Event()  # the session failed: stop streaming at once
+        self.file_done = asyncio.Event()  # the sender has sent the whole file, or stopped
         self.outcome: TalkError | None = None
         self.t0 = time.monotonic_ns()
 
@@ -349,6 +350,14 @@ class _Session:
         if not self.finished.is_set():
             self.outcome = outcome
             self.finished.set()
+            if outcome is not None:
+                self.failed.set()
+
+    def _streaming(self, index: int) -> bool:
+        # The whole file always goes out, then silence until the answer is complete.
+        if self.failed.is_set():
+            return False
+        return index < len(self.frames) or not self.finished.is_set()
 
     def _record(self, now_ns: int, event: ServerEvent | UnknownEvent) -> None:
         t_ms = (now_ns - self.t0) / 1e6
@@ -372,7 +381,10 @@ class _Session:
             self.options.fallback,
             self.options.instructions,
         )
-        await self.ws.send(start.to_json())
+        # If the server refuses at once (at capacity), its error event is still waiting
+        # to be read even though sending fails.
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(start.to_json())
         try:
             async with asyncio.timeout(self.options.timeout_s):
                 message = await self.ws.recv()
@@ -380,6 +392,8 @@ class _Session:
             raise TalkError(
                 ExitCode.TIMEOUT, f"no session.started within {self.options.timeout_s} s"
             ) from None
+        except ConnectionClosed:
+            raise self._closed_error("before session.started") from None
         now = time.monotonic_ns()
         if isinstance(message, bytes):
             raise TalkError(ExitCode.SERVER_ERROR, "the server sent audio before session.started")
@@ -396,9 +410,9 @@ class _Session:
         silence = codec.silence(self.options.input, self.options.frame_ms)
         pacer = FramePacer(self.options.frame_ms / 1000.0 / self.options.pace)
         index = 0
-        while not self.finished.is_set():
+        while self._streaming(index):
             await pacer.wait(index)
-            if self.finished.is_set():
+            if not self._streaming(index):
                 break
             payload = self.frames[index] if index < len(self.frames) else silence
             sent_ns = time.monotonic_ns()
@@ -408,43 +422,49 @@ class _Session:
             index += 1
             report.frames_sent = index
             if index == len(self.frames):
-                self.file_sent.set()
+                self.file_done.set()
 
     async def receive(self) -> None:
-        report = self.report
-        async for message in self.ws:
-            now = time.monotonic_ns()
-            if isinstance(message, bytes):
-                if report.first_audio_ns is None and report.speech_end_sent_ns is not None:
-                    report.first_audio_ns = now
-                self.answer.add(message)
-                continue
-            event = self._parse(message)
-            self._record(now, event)
-            if isinstance(event, ErrorEvent):
-                self._finish(
-                    TalkError(ExitCode.SERVER_ERROR, f"server error {event.code}: {event.message}")
-                )
-            elif isinstance(event, OutputDegraded):
-                report.degraded_to = event.format
-                self.answer.switch(event.format)
-            elif isinstance(event, TranscriptFinal):
-                report.transcript = event.text
-            elif isinstance(event, ResponseTextDelta):
-                report.answer_text += event.delta
-            elif isinstance(event, ResponseDone) and report.speech_end_sent_ns is not None:
-                report.response_done = event
-                report.answer_text = event.text
-                self._finish(None)
+        try:
+            async for message in self.ws:
+                self._on_message(message, time.monotonic_ns())
+        except ConnectionClosed:
+            pass  # any close code: reported below
+        self._finish(self._closed_error("before the answer was complete"))
+
+    def _closed_error(self, when: str) -> TalkError:
         code, reason = self.ws.close_code, self.ws.close_reason
-        self._finish(
-            TalkError(
-                ExitCode.CLOSED,
-                f"the server closed the connection with code {code}"
-                + (f" ({reason})" if reason else "")
-                + " before the answer was complete",
-            )
+        return TalkError(
+            ExitCode.CLOSED,
+            f"the server closed the connection with code {code}"
+            + (f" ({reason})" if reason else "")
+            + f" {when}",
         )
+
+    def _on_message(self, message: str | bytes, now: int) -> None:
+        report = self.report
+        if isinstance(message, bytes):
+            if report.first_audio_ns is None and report.speech_end_sent_ns is not None:
+                report.first_audio_ns = now
+            self.answer.add(message)
+            return
+        event = self._parse(message)
+        self._record(now, event)
+        if isinstance(event, ErrorEvent):
+            self._finish(
+                TalkError(ExitCode.SERVER_ERROR, f"server error {event.code}: {event.message}")
+            )
+        elif isinstance(event, OutputDegraded):
+            report.degraded_to = event.format
+            self.answer.switch(event.format)
+        elif isinstance(event, TranscriptFinal):
+            report.transcript = event.text
+        elif isinstance(event, ResponseTextDelta):
+            report.answer_text += event.delta
+        elif isinstance(event, ResponseDone) and report.speech_end_sent_ns is not None:
+            report.response_done = event
+            report.answer_text = event.text
+            self._finish(None)
 
     async def run(self) -> None:
         """Stream until the answer is done, the server fails, or the timeout runs out."""
@@ -454,7 +474,7 @@ class _Session:
             asyncio.create_task(self._guard(self.receive()), name="talk-receive"),
         ]
         try:
-            await _first_of(self.file_sent, self.finished)
+            await _first_of(self.file_done, self.failed)
             if not self.finished.is_set():
                 try:
                     async with asyncio.timeout(self.options.timeout_s):
@@ -467,6 +487,7 @@ class _Session:
                             "after the file was sent",
                         )
                     )
+            await _first_of(self.file_done, self.failed)
         finally:
             for task in tasks:
                 task.cancel()
@@ -485,6 +506,8 @@ class _Session:
             # A failed send means the server closed: the receiver reports how and why,
             # after it has read any error event that came before the close.
             pass
+        finally:
+            self.file_done.set()
 
     def save(self) -> None:
         samples = self.answer.samples()
@@ -579,9 +602,10 @@ def _parse_format(text: str, flag: str) -> AudioFormat:
     try:
         return AudioFormat(Encoding(encoding_name), int(rate_text))
     except ValueError:
-        raise argparse.ArgumentTypeError(
+        raise TalkError(
+            ExitCode.BAD_INPUT,
             f"{flag} must be ENCODING:RATE with ENCODING pcm16 or mulaw and RATE one of "
-            f"{', '.join(map(str, SUPPORTED_SAMPLE_RATES))}, got {text!r}"
+            f"{', '.join(map(str, SUPPORTED_SAMPLE_RATES))}, got {text!r}",
         ) from None
 
 
@@ -673,7 +697,7 @@ def run(args: argparse.Namespace) -> int:
     """The `talk` subcommand."""
     try:
         options = options_from_args(args)
-    except (TalkError, ValueError) as exc:
+    except TalkError as exc:
         print(f"voicegate talk: {exc}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
     on_event = None if args.json else _print_event(sys.stdout)
