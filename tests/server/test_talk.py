@@ -29,7 +29,7 @@ from starlette.websockets import WebSocket
 from voicegate.core import codec
 from voicegate.core.codec import AudioFormat, Encoding
 from voicegate.core.wav import Wav, read_wav, write_wav
-from voicegate.server import cli, talk
+from voicegate.server import cli, talk, talk_audio
 from voicegate.server.events import (
     ResponseAudioStarted,
     ResponseDone,
@@ -77,6 +77,7 @@ class Script:
     internal_error_at_frame: int | None = None
     close_at_frame: tuple[int, int] | None = None  # (frame, close code), no error event
     close_on_session_end: bool = False
+    raw_text_at_frame: dict[int, str] = field(default_factory=dict)  # sent as is
 
 
 @dataclass
@@ -138,6 +139,8 @@ class FakeGateway:
             record.recv_ns.append(time.monotonic_ns())
             record.frames.append(data)
             index = len(record.frames) - 1
+            if index in script.raw_text_at_frame:
+                await ws.send_text(script.raw_text_at_frame[index])
             if index == script.internal_error_at_frame:
                 return await perform(conn.internal_error("the STT worker stopped"))
             if script.close_at_frame is not None and index == script.close_at_frame[0]:
@@ -155,7 +158,7 @@ class FakeGateway:
             if script.degrade:
                 await perform(conn.degrade_output())
             assert output is not None
-            samples = talk.resample(script.answer, RATE, output.sample_rate)
+            samples = talk_audio.resample(script.answer, RATE, output.sample_rate)
             await perform(
                 conn.send_event(ResponseAudioStarted(1, output.encoding, output.sample_rate))
             )
@@ -314,7 +317,7 @@ def test_other_formats_and_detected_speech_end(
     assert {len(f) for f in record.frames} == {240}
     file_frames = -(-int(DURATION_S * 8000) // 240)
     assert report["file_frames"] == file_frames
-    resampled = talk.resample(read_wav(utterance).samples, RATE, 8000)
+    resampled = talk_audio.resample(read_wav(utterance).samples, RATE, 8000)
     padded = np.zeros(file_frames * 240, dtype=np.int16)
     padded[: len(resampled)] = resampled
     assert b"".join(record.frames[:file_frames]) == codec.mulaw_encode(padded)
@@ -323,7 +326,9 @@ def test_other_formats_and_detected_speech_end(
     assert report["speech_end_s"] == pytest.approx(SPEECH_END_S, abs=0.01)
     assert report["speech_end_frame"] == (6400 - 1) // 240
     # The answer came as mu-law at 8 kHz and is saved as its decoded samples.
-    expected = codec.mulaw_decode(codec.mulaw_encode(talk.resample(Script().answer, RATE, 8000)))
+    expected = codec.mulaw_decode(
+        codec.mulaw_encode(talk_audio.resample(Script().answer, RATE, 8000))
+    )
     saved = read_wav(out)
     assert saved.sample_rate == 8000
     assert saved.samples.tolist() == expected.tolist()
@@ -360,6 +365,11 @@ def test_degraded_output_is_saved_at_the_negotiated_rate(
         (Script(close_at_frame=(5, 1011)), talk.ExitCode.CLOSED, "code 1011"),
         (Script(close_at_frame=(5, 1000)), talk.ExitCode.CLOSED, "code 1000"),
         (Script(at_capacity=True), talk.ExitCode.SERVER_ERROR, "at_capacity"),
+        (
+            Script(raw_text_at_frame={3: '{"type": "speech.started", "turn": "one"}'}),
+            talk.ExitCode.SERVER_ERROR,
+            "the server sent a malformed event: speech.started.turn must be an integer",
+        ),
     ],
 )
 def test_server_failures(
@@ -380,6 +390,17 @@ def test_server_failures(
     # It stopped streaming: the server saw no frame after the failure.
     if script.internal_error_at_frame is not None:
         assert len(served.record.frames) == script.internal_error_at_frame + 1
+
+
+def test_unknown_events_are_skipped(
+    serve: Any, utterance: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = serve(Script(raw_text_at_frame={3: '{"type": "server.news", "turn": 1, "x": [1]}'}))
+    code, report, err = run_talk(
+        capsys, str(utterance), "--url", served.url, "--out", str(tmp_path / "a.wav")
+    )
+    assert code == 0, err
+    assert {"type": "server.news", "turn": 1, "x": [1]}.items() <= report["events"][1].items()
 
 
 def test_timeout_still_hangs_up(
@@ -482,36 +503,36 @@ def test_detect_speech_end_on_synthetic_signals() -> None:
     rng = np.random.default_rng(7)
     samples = np.zeros(16000, dtype=np.int16)
     samples[3200:9600] = (rng.standard_normal(6400) * 3000).astype(np.int16)
-    assert talk.detect_speech_end(Wav(samples, 16000)) == 0.6
+    assert talk_audio.detect_speech_end(Wav(samples, 16000)) == 0.6
     # Over a noise floor, speech must stand 6 dB above it.
     noisy = samples + (rng.standard_normal(16000) * 30).astype(np.int16)
-    assert talk.detect_speech_end(Wav(noisy, 16000)) == 0.6
+    assert talk_audio.detect_speech_end(Wav(noisy, 16000)) == 0.6
     with pytest.raises(ValueError, match="no speech found"):
-        talk.detect_speech_end(Wav(np.zeros(800, dtype=np.int16), 8000))
+        talk_audio.detect_speech_end(Wav(np.zeros(800, dtype=np.int16), 8000))
 
 
 def test_demo_utterance_speech_end() -> None:
     wav = read_wav(talk.DEMO_WAV)
     manifest = json.loads((talk.DEMO_WAV.parent / "manifest.json").read_text())
     expected = manifest["utterances"][0]["speech_end_s"]
-    assert talk.speech_end_from_manifest(talk.DEMO_WAV) == expected
-    assert talk.detect_speech_end(wav) == pytest.approx(expected, abs=0.01)
+    assert talk_audio.speech_end_from_manifest(talk.DEMO_WAV) == expected
+    assert talk_audio.detect_speech_end(wav) == pytest.approx(expected, abs=0.01)
 
 
 def test_manifest_lookup(tmp_path: Path) -> None:
     wav = tmp_path / "a.wav"
-    assert talk.speech_end_from_manifest(wav) is None
+    assert talk_audio.speech_end_from_manifest(wav) is None
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"utterances": [{"file": "b.wav", "speech_end_s": 1.0}]}))
-    assert talk.speech_end_from_manifest(wav) is None
+    assert talk_audio.speech_end_from_manifest(wav) is None
     manifest.write_text(json.dumps({"utterances": [{"file": "a.wav", "speech_end_s": 1.25}]}))
-    assert talk.speech_end_from_manifest(wav) == 1.25
+    assert talk_audio.speech_end_from_manifest(wav) == 1.25
     manifest.write_text(json.dumps({"utterances": [{"file": "a.wav", "speech_end_s": "x"}]}))
-    with pytest.raises(talk.TalkError, match=r"utterances\[0\]\.speech_end_s"):
-        talk.speech_end_from_manifest(wav)
+    with pytest.raises(ValueError, match=r"utterances\[0\]\.speech_end_s"):
+        talk_audio.speech_end_from_manifest(wav)
     manifest.write_text("{")
-    with pytest.raises(talk.TalkError, match=r"manifest\.json: cannot read"):
-        talk.speech_end_from_manifest(wav)
+    with pytest.raises(ValueError, match=r"manifest\.json: cannot read"):
+        talk_audio.speech_end_from_manifest(wav)
 
 
 @pytest.mark.parametrize(
@@ -519,7 +540,7 @@ def test_manifest_lookup(tmp_path: Path) -> None:
     [(0.0, 16000, 320, 0), (0.02, 16000, 320, 0), (0.0201, 16000, 320, 1), (0.8, 8000, 240, 26)],
 )
 def test_speech_end_frame(end_s: float, rate: int, per_frame: int, frame: int) -> None:
-    assert talk.speech_end_frame(end_s, rate, per_frame) == frame
+    assert talk_audio.speech_end_frame(end_s, rate, per_frame) == frame
 
 
 # Pacing, with a fake clock.
@@ -540,7 +561,7 @@ class FakeClock:
 
 def test_pacer_sends_each_frame_on_its_deadline() -> None:
     clock = FakeClock()
-    pacer = talk.FramePacer(0.02, clock=clock, sleep=clock.sleep)
+    pacer = talk_audio.FramePacer(0.02, clock=clock, sleep=clock.sleep)
     sent_at = []
 
     async def stream() -> None:
@@ -555,7 +576,7 @@ def test_pacer_sends_each_frame_on_its_deadline() -> None:
 
 def test_pacer_catches_up_after_a_stall() -> None:
     clock = FakeClock()
-    pacer = talk.FramePacer(0.02, clock=clock, sleep=clock.sleep)
+    pacer = talk_audio.FramePacer(0.02, clock=clock, sleep=clock.sleep)
     sent_at = []
 
     async def stream() -> None:
