@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from voicegate import __version__
 from voicegate.models.cli import register as register_models
+from voicegate.server import talk
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"voicegate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     register_models(commands)
+    talk.add_parser(commands)
     return parser
 
 
