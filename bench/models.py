@@ -15,26 +15,34 @@ Without ``--bundle`` each stage is generated into a temporary directory (random 
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
 import os
-import platform
-import statistics
 import sys
-import tempfile
-import time
-import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import onnxruntime as ort
+# A pinned worker runs numpy's BLAS on one thread as well. Left alone, OpenBLAS keeps a
+# spinning thread per core: on a shared box that doubles the CPU time per item of the
+# log-mel front end and adds outliers. It only takes effect if numpy is not loaded yet.
+_NUMPY_PRELOADED = "numpy" in sys.modules
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from voicegate.models.runtime import ExecutionConfig
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import tomllib  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+from voicegate.models.runtime import ExecutionConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -323,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     batches = [b for b in (QUICK_BATCHES if args.quick else FULL_BATCHES) if b <= args.max_batch]
     config = ExecutionConfig(provider=args.provider, intra_op_threads=args.threads)
     notes: list[str] = []
+    if _NUMPY_PRELOADED:
+        notes.append("numpy was loaded before bench.models: BLAS threads were not limited "
+                     "to 1 (set OPENBLAS_NUM_THREADS=1 to compare with a pinned worker)")
     with tempfile.TemporaryDirectory(prefix="vg-bench-models-") as tmp:
         if args.bundle is not None:
             base = args.bundle
@@ -351,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "intra_op_threads": args.threads, "onnxruntime": ort.__version__,
         "python": platform.python_version(), "cpu_count": os.cpu_count(),
         "machine": platform.machine(), "batches": batches, "notes": notes,
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "blas_threads_applied": not _NUMPY_PRELOADED,
         "gain_at_max_batch": summary,
     }
     (args.out / "models.json").write_text(
