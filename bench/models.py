@@ -78,13 +78,22 @@ class Context:
     config: ExecutionConfig
 
 
+MAX_CALLS = 64  # per measurement: bounds how far an LLM's caches grow while timed
+
+
+class StateChangedError(RuntimeError):
+    """The engine left the state being measured (a generation ended): measure again."""
+
+
 def _time_call(call: Call, *, min_seconds: float, min_calls: int) -> tuple[float, float, int]:
     """Median wall seconds per call and total CPU seconds per call."""
     call()  # warm-up: first-run allocations and kernel choice
     walls: list[float] = []
     cpu_start = time.process_time()
     started = time.perf_counter()
-    while len(walls) < min_calls or time.perf_counter() - started < min_seconds:
+    while len(walls) < min_calls or (
+        time.perf_counter() - started < min_seconds and len(walls) < MAX_CALLS
+    ):
         t0 = time.perf_counter()
         call()
         walls.append(time.perf_counter() - t0)
@@ -172,15 +181,20 @@ def stt_decode_factory(ctx: Context) -> Factory:
 def llm_decode_factory(ctx: Context) -> Factory:
     llm = importlib.import_module("voicegate.models.llm")
     engine = llm.LlmEngine.from_table(ctx.tables["llm"], ctx.base, ctx.config, max_batch=64)
-    sampling = llm.Sampling(max_tokens=100_000)
     opened: list[int] = []
+    attempt = [0]
 
     def make(batch: int) -> Call:
         while opened:
             engine.close_session(opened.pop())
+        attempt[0] += 1
         for sid in range(batch):
             engine.open_session(sid)
             opened.append(sid)
+            # Sampled, not greedy: a random model's greedy path can lock onto its end
+            # token, and a generation that ends leaves the batch being measured.
+            sampling = llm.Sampling(temperature=1.0, max_tokens=100_000,
+                                    seed=attempt[0] * 1000 + sid)
             engine.start(sid, [llm.Message("user", CLAUSES[sid % len(CLAUSES)])], sampling)
         started: set[int] = set()
         for _ in range(batch + 4):  # prefill, possibly over several steps
@@ -189,8 +203,14 @@ def llm_decode_factory(ctx: Context) -> Factory:
                 break
         if len(started) != batch:
             raise RuntimeError(f"LLM prefill of {batch} sessions did not finish")
-        step: Call = engine.step
-        return step
+
+        def call() -> object:
+            events = engine.step()
+            if any(event.finished is not None for event in events):
+                raise StateChangedError("an LLM generation ended while timed")
+            return events
+
+        return call
 
     return make
 
@@ -257,8 +277,17 @@ def run(ctx: Context, batches: Sequence[int], *, min_seconds: float, min_calls: 
         make = factory(ctx)
         base_cost: float | None = None
         for batch in batches:
-            wall, cpu, calls = _time_call(make(batch), min_seconds=min_seconds,
-                                          min_calls=min_calls)
+            for _attempt in range(4):
+                try:
+                    wall, cpu, calls = _time_call(make(batch), min_seconds=min_seconds,
+                                                  min_calls=min_calls)
+                    break
+                except StateChangedError:
+                    continue
+            else:
+                notes.append(f"{name} batch {batch}: the engine kept leaving the measured "
+                             "state; row skipped")
+                continue
             per_item = wall / batch
             base_cost = per_item if base_cost is None else base_cost
             cpu_per_item = max(cpu, 1e-9) / batch

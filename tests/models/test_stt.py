@@ -28,9 +28,11 @@ SAMPLES_PER_TOKEN = 8 * 2 * melspec.HOP_LENGTH  # 8 encoder positions of 2 mel f
 
 def speech_dir() -> Path:
     override = os.environ.get("VOICEGATE_SPEECH_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "speech"
+    folder = (Path(override) if override
+              else Path(__file__).resolve().parents[2].parent / "shared" / "speech")
+    if not (folder / "manifest.json").is_file():
+        pytest.fail(f"speech samples not found in {folder} (set VOICEGATE_SPEECH_DIR)")
+    return folder
 
 
 def load_speech(name: str) -> tuple[np.ndarray, dict[str, Any]]:
