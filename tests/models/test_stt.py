@@ -137,7 +137,7 @@ def test_final_transcript_of_a_recorded_utterance_is_exact(
         (final,) = engine.step()
     finally:
         engine.close_session(1)
-    assert final.final and final.session == 1
+    assert final.final and final.endpoint and final.session == 1
     assert final.text == SCRIPT == entry["text"]
     assert final.stable_text == final.text
     assert final.audio_samples == audio.size
@@ -229,11 +229,11 @@ def test_window_overflow_emits_a_final_and_continues(scripted_engine: stt.SttEng
         first = engine.step()
         assert [e.final for e in first] == [True]
         assert first[0].audio_samples == melspec.N_SAMPLES
-        assert first[0].text == SCRIPT
+        assert first[0].text == SCRIPT and not first[0].endpoint
         assert engine.buffered_samples(21) == 16000
         engine.end_utterance(21)
         (second,) = engine.step()
-        assert second.final and second.audio_samples == 16000
+        assert second.final and second.endpoint and second.audio_samples == 16000
     finally:
         engine.close_session(21)
 
