@@ -57,7 +57,17 @@ CLAUSES = (
 
 # A callable that runs one batched call of the engine at the batch size it was made for.
 Call = Callable[[], object]
-Factory = Callable[[int], Call]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What to time, and untimed work that restores the measured state between calls."""
+
+    call: Call
+    between: Callable[[], None] | None = None
+
+
+Factory = Callable[[int], Probe]
 
 
 @dataclass(frozen=True)
@@ -81,24 +91,23 @@ class Context:
 MAX_CALLS = 64  # per measurement: bounds how far an LLM's caches grow while timed
 
 
-class StateChangedError(RuntimeError):
-    """The engine left the state being measured (a generation ended): measure again."""
-
-
-def _time_call(call: Call, *, min_seconds: float, min_calls: int) -> tuple[float, float, int]:
-    """Median wall seconds per call and total CPU seconds per call."""
-    call()  # warm-up: first-run allocations and kernel choice
+def _time_call(probe: Probe, *, min_seconds: float, min_calls: int) -> (
+    tuple[float, float, int]
+):
+    """Median wall seconds per call and mean CPU seconds per call."""
+    probe.call()  # warm-up: first-run allocations and kernel choice
     walls: list[float] = []
-    cpu_start = time.process_time()
-    started = time.perf_counter()
-    while len(walls) < min_calls or (
-        time.perf_counter() - started < min_seconds and len(walls) < MAX_CALLS
-    ):
-        t0 = time.perf_counter()
-        call()
+    cpus: list[float] = []
+    timed = 0.0
+    while len(walls) < min_calls or (timed < min_seconds and len(walls) < MAX_CALLS):
+        if probe.between is not None:
+            probe.between()
+        c0, t0 = time.process_time(), time.perf_counter()
+        probe.call()
         walls.append(time.perf_counter() - t0)
-    cpu = (time.process_time() - cpu_start) / len(walls)
-    return statistics.median(walls), cpu, len(walls)
+        cpus.append(time.process_time() - c0)
+        timed += walls[-1]
+    return statistics.median(walls), statistics.fmean(cpus), len(walls)
 
 
 # ------------------------------------------------------------------------- engines
@@ -113,7 +122,7 @@ def vad_factory(ctx: Context) -> Factory:
 
     opened: list[int] = []
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         while opened:
             engine.close_session(opened.pop())
         for sid in range(batch):
@@ -125,7 +134,7 @@ def vad_factory(ctx: Context) -> Factory:
                 engine.feed(sid, audio)
             return engine.step()
 
-        return call
+        return Probe(call)
 
     return make
 
@@ -145,9 +154,9 @@ def _utterances(batch: int) -> list[np.ndarray]:
 def stt_features_factory(ctx: Context) -> Factory:
     model = _stt_model(ctx)
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         audios = _utterances(batch)
-        return lambda: model.features(audios)
+        return Probe(lambda: model.features(audios))
 
     return make
 
@@ -155,9 +164,9 @@ def stt_features_factory(ctx: Context) -> Factory:
 def stt_encoder_factory(ctx: Context) -> Factory:
     model = _stt_model(ctx)
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         features = model.features(_utterances(batch))
-        return lambda: model.encode(features)
+        return Probe(lambda: model.encode(features))
 
     return make
 
@@ -166,14 +175,14 @@ def stt_decode_factory(ctx: Context) -> Factory:
     model = _stt_model(ctx)
     one = model.encode(model.features(_utterances(1)))
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         hidden = np.repeat(one, batch, axis=0)
         logits, cache = model.decode_start(hidden)
         tokens = logits.argmax(axis=1).astype(np.int64)
         for _ in range(8):  # a cache of a dozen tokens, as mid-transcript
             logits, cache = model.decode_step(tokens, hidden, cache)
             tokens = logits.argmax(axis=1).astype(np.int64)
-        return lambda: model.decode_step(tokens, hidden, cache)
+        return Probe(lambda: model.decode_step(tokens, hidden, cache))
 
     return make
 
@@ -182,35 +191,54 @@ def llm_decode_factory(ctx: Context) -> Factory:
     llm = importlib.import_module("voicegate.models.llm")
     engine = llm.LlmEngine.from_table(ctx.tables["llm"], ctx.base, ctx.config, max_batch=64)
     opened: list[int] = []
-    attempt = [0]
+    seeds = iter(range(1, 1 << 30))
 
-    def make(batch: int) -> Call:
+    greedy = llm.Sampling(max_tokens=100_000)
+
+    def begin(sid: int) -> None:
+        # Greedy, the default; a numbered prompt gives each restart its own path.
+        text = f"{CLAUSES[sid % len(CLAUSES)]} ({next(seeds)})"
+        engine.start(sid, [llm.Message("user", text)], greedy)
+
+    def start(sids: Sequence[int]) -> None:
+        """Start generations and step (untimed) until each has its first token and is
+        still running, so that the next step is a pure decode step of the whole batch."""
+        pending = set(sids)
+        for sid in pending:
+            begin(sid)
+        for _ in range(8 * (len(opened) + 4)):
+            for event in engine.step():
+                if event.finished is not None:
+                    begin(event.sid)
+                    pending.add(event.sid)
+                else:
+                    pending.discard(event.sid)
+            if not pending:
+                return
+        raise RuntimeError(f"could not keep {len(opened)} LLM generations running")
+
+    def make(batch: int) -> Probe:
         while opened:
             engine.close_session(opened.pop())
-        attempt[0] += 1
         for sid in range(batch):
             engine.open_session(sid)
             opened.append(sid)
-            # Sampled, not greedy: a random model's greedy path can lock onto its end
-            # token, and a generation that ends leaves the batch being measured.
-            sampling = llm.Sampling(temperature=1.0, max_tokens=100_000,
-                                    seed=attempt[0] * 1000 + sid)
-            engine.start(sid, [llm.Message("user", CLAUSES[sid % len(CLAUSES)])], sampling)
-        started: set[int] = set()
-        for _ in range(batch + 4):  # prefill, possibly over several steps
-            started.update(event.sid for event in engine.step())
-            if len(started) == batch:
-                break
-        if len(started) != batch:
-            raise RuntimeError(f"LLM prefill of {batch} sessions did not finish")
+        start(range(batch))
+        ended: list[int] = []
 
         def call() -> object:
             events = engine.step()
-            if any(event.finished is not None for event in events):
-                raise StateChangedError("an LLM generation ended while timed")
+            ended.extend(event.sid for event in events if event.finished is not None)
             return events
 
-        return call
+        def restart_ended() -> None:
+            # A generation that ended (its end token) leaves the batch: start it again,
+            # untimed, so every timed step decodes all of them.
+            if ended:
+                start(list(dict.fromkeys(ended)))
+                ended.clear()
+
+        return Probe(call, restart_ended)
 
     return make
 
@@ -220,9 +248,9 @@ def tts_factory(ctx: Context) -> Factory:
     voice = tts.load_voice(ctx.tables["tts"], ctx.base, ctx.config)
     ids = [voice.text_ids(text) for text in CLAUSES]
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         batch_ids = [ids[i % len(ids)] for i in range(batch)]
-        return lambda: voice.synthesize(batch_ids)
+        return Probe(lambda: voice.synthesize(batch_ids))
 
     return make
 
@@ -277,17 +305,8 @@ def run(ctx: Context, batches: Sequence[int], *, min_seconds: float, min_calls: 
         make = factory(ctx)
         base_cost: float | None = None
         for batch in batches:
-            for _attempt in range(4):
-                try:
-                    wall, cpu, calls = _time_call(make(batch), min_seconds=min_seconds,
-                                                  min_calls=min_calls)
-                    break
-                except StateChangedError:
-                    continue
-            else:
-                notes.append(f"{name} batch {batch}: the engine kept leaving the measured "
-                             "state; row skipped")
-                continue
+            wall, cpu, calls = _time_call(make(batch), min_seconds=min_seconds,
+                                          min_calls=min_calls)
             per_item = wall / batch
             base_cost = per_item if base_cost is None else base_cost
             cpu_per_item = max(cpu, 1e-9) / batch
