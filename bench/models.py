@@ -15,26 +15,34 @@ Without ``--bundle`` each stage is generated into a temporary directory (random 
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
 import os
-import platform
-import statistics
 import sys
-import tempfile
-import time
-import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import onnxruntime as ort
+# A pinned worker runs numpy's BLAS on one thread as well. Left alone, OpenBLAS keeps a
+# spinning thread per core: on a shared box that doubles the CPU time per item of the
+# log-mel front end and adds outliers. It only takes effect if numpy is not loaded yet.
+_NUMPY_PRELOADED = "numpy" in sys.modules
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from voicegate.models.runtime import ExecutionConfig
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import tomllib  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+from voicegate.models.runtime import ExecutionConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FULL_BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -49,7 +57,17 @@ CLAUSES = (
 
 # A callable that runs one batched call of the engine at the batch size it was made for.
 Call = Callable[[], object]
-Factory = Callable[[int], Call]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What to time, and untimed work that restores the measured state between calls."""
+
+    call: Call
+    between: Callable[[], None] | None = None
+
+
+Factory = Callable[[int], Probe]
 
 
 @dataclass(frozen=True)
@@ -70,18 +88,26 @@ class Context:
     config: ExecutionConfig
 
 
-def _time_call(call: Call, *, min_seconds: float, min_calls: int) -> tuple[float, float, int]:
-    """Median wall seconds per call and total CPU seconds per call."""
-    call()  # warm-up: first-run allocations and kernel choice
+MAX_CALLS = 64  # per measurement: bounds how far an LLM's caches grow while timed
+
+
+def _time_call(probe: Probe, *, min_seconds: float, min_calls: int) -> (
+    tuple[float, float, int]
+):
+    """Median wall seconds per call and mean CPU seconds per call."""
+    probe.call()  # warm-up: first-run allocations and kernel choice
     walls: list[float] = []
-    cpu_start = time.process_time()
-    started = time.perf_counter()
-    while len(walls) < min_calls or time.perf_counter() - started < min_seconds:
-        t0 = time.perf_counter()
-        call()
+    cpus: list[float] = []
+    timed = 0.0
+    while len(walls) < min_calls or (timed < min_seconds and len(walls) < MAX_CALLS):
+        if probe.between is not None:
+            probe.between()
+        c0, t0 = time.process_time(), time.perf_counter()
+        probe.call()
         walls.append(time.perf_counter() - t0)
-    cpu = (time.process_time() - cpu_start) / len(walls)
-    return statistics.median(walls), cpu, len(walls)
+        cpus.append(time.process_time() - c0)
+        timed += walls[-1]
+    return statistics.median(walls), statistics.fmean(cpus), len(walls)
 
 
 # ------------------------------------------------------------------------- engines
@@ -96,7 +122,7 @@ def vad_factory(ctx: Context) -> Factory:
 
     opened: list[int] = []
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         while opened:
             engine.close_session(opened.pop())
         for sid in range(batch):
@@ -108,7 +134,7 @@ def vad_factory(ctx: Context) -> Factory:
                 engine.feed(sid, audio)
             return engine.step()
 
-        return call
+        return Probe(call)
 
     return make
 
@@ -128,9 +154,9 @@ def _utterances(batch: int) -> list[np.ndarray]:
 def stt_features_factory(ctx: Context) -> Factory:
     model = _stt_model(ctx)
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         audios = _utterances(batch)
-        return lambda: model.features(audios)
+        return Probe(lambda: model.features(audios))
 
     return make
 
@@ -138,9 +164,9 @@ def stt_features_factory(ctx: Context) -> Factory:
 def stt_encoder_factory(ctx: Context) -> Factory:
     model = _stt_model(ctx)
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         features = model.features(_utterances(batch))
-        return lambda: model.encode(features)
+        return Probe(lambda: model.encode(features))
 
     return make
 
@@ -149,14 +175,14 @@ def stt_decode_factory(ctx: Context) -> Factory:
     model = _stt_model(ctx)
     one = model.encode(model.features(_utterances(1)))
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         hidden = np.repeat(one, batch, axis=0)
         logits, cache = model.decode_start(hidden)
         tokens = logits.argmax(axis=1).astype(np.int64)
         for _ in range(8):  # a cache of a dozen tokens, as mid-transcript
             logits, cache = model.decode_step(tokens, hidden, cache)
             tokens = logits.argmax(axis=1).astype(np.int64)
-        return lambda: model.decode_step(tokens, hidden, cache)
+        return Probe(lambda: model.decode_step(tokens, hidden, cache))
 
     return make
 
@@ -164,25 +190,55 @@ def stt_decode_factory(ctx: Context) -> Factory:
 def llm_decode_factory(ctx: Context) -> Factory:
     llm = importlib.import_module("voicegate.models.llm")
     engine = llm.LlmEngine.from_table(ctx.tables["llm"], ctx.base, ctx.config, max_batch=64)
-    sampling = llm.Sampling(max_tokens=100_000)
     opened: list[int] = []
+    seeds = iter(range(1, 1 << 30))
 
-    def make(batch: int) -> Call:
+    greedy = llm.Sampling(max_tokens=100_000)
+
+    def begin(sid: int) -> None:
+        # Greedy, the default; a numbered prompt gives each restart its own path.
+        text = f"{CLAUSES[sid % len(CLAUSES)]} ({next(seeds)})"
+        engine.start(sid, [llm.Message("user", text)], greedy)
+
+    def start(sids: Sequence[int]) -> None:
+        """Start generations and step (untimed) until each has its first token and is
+        still running, so that the next step is a pure decode step of the whole batch."""
+        pending = set(sids)
+        for sid in pending:
+            begin(sid)
+        for _ in range(8 * (len(opened) + 4)):
+            for event in engine.step():
+                if event.finished is not None:
+                    begin(event.sid)
+                    pending.add(event.sid)
+                else:
+                    pending.discard(event.sid)
+            if not pending:
+                return
+        raise RuntimeError(f"could not keep {len(opened)} LLM generations running")
+
+    def make(batch: int) -> Probe:
         while opened:
             engine.close_session(opened.pop())
         for sid in range(batch):
             engine.open_session(sid)
             opened.append(sid)
-            engine.start(sid, [llm.Message("user", CLAUSES[sid % len(CLAUSES)])], sampling)
-        started: set[int] = set()
-        for _ in range(batch + 4):  # prefill, possibly over several steps
-            started.update(event.sid for event in engine.step())
-            if len(started) == batch:
-                break
-        if len(started) != batch:
-            raise RuntimeError(f"LLM prefill of {batch} sessions did not finish")
-        step: Call = engine.step
-        return step
+        start(range(batch))
+        ended: list[int] = []
+
+        def call() -> object:
+            events = engine.step()
+            ended.extend(event.sid for event in events if event.finished is not None)
+            return events
+
+        def restart_ended() -> None:
+            # A generation that ended (its end token) leaves the batch: start it again,
+            # untimed, so every timed step decodes all of them.
+            if ended:
+                start(list(dict.fromkeys(ended)))
+                ended.clear()
+
+        return Probe(call, restart_ended)
 
     return make
 
@@ -192,9 +248,9 @@ def tts_factory(ctx: Context) -> Factory:
     voice = tts.load_voice(ctx.tables["tts"], ctx.base, ctx.config)
     ids = [voice.text_ids(text) for text in CLAUSES]
 
-    def make(batch: int) -> Call:
+    def make(batch: int) -> Probe:
         batch_ids = [ids[i % len(ids)] for i in range(batch)]
-        return lambda: voice.synthesize(batch_ids)
+        return Probe(lambda: voice.synthesize(batch_ids))
 
     return make
 
@@ -323,6 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     batches = [b for b in (QUICK_BATCHES if args.quick else FULL_BATCHES) if b <= args.max_batch]
     config = ExecutionConfig(provider=args.provider, intra_op_threads=args.threads)
     notes: list[str] = []
+    if _NUMPY_PRELOADED:
+        notes.append("numpy was loaded before bench.models: BLAS threads were not limited "
+                     "to 1 (set OPENBLAS_NUM_THREADS=1 to compare with a pinned worker)")
     with tempfile.TemporaryDirectory(prefix="vg-bench-models-") as tmp:
         if args.bundle is not None:
             base = args.bundle
@@ -351,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "intra_op_threads": args.threads, "onnxruntime": ort.__version__,
         "python": platform.python_version(), "cpu_count": os.cpu_count(),
         "machine": platform.machine(), "batches": batches, "notes": notes,
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "blas_threads_applied": not _NUMPY_PRELOADED,
         "gain_at_max_batch": summary,
     }
     (args.out / "models.json").write_text(

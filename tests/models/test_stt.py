@@ -28,9 +28,11 @@ SAMPLES_PER_TOKEN = 8 * 2 * melspec.HOP_LENGTH  # 8 encoder positions of 2 mel f
 
 def speech_dir() -> Path:
     override = os.environ.get("VOICEGATE_SPEECH_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "speech"
+    folder = (Path(override) if override
+              else Path(__file__).resolve().parents[2].parent / "shared" / "speech")
+    if not (folder / "manifest.json").is_file():
+        pytest.fail(f"speech samples not found in {folder} (set VOICEGATE_SPEECH_DIR)")
+    return folder
 
 
 def load_speech(name: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -135,7 +137,7 @@ def test_final_transcript_of_a_recorded_utterance_is_exact(
         (final,) = engine.step()
     finally:
         engine.close_session(1)
-    assert final.final and final.session == 1
+    assert final.final and final.endpoint and final.session == 1
     assert final.text == SCRIPT == entry["text"]
     assert final.stable_text == final.text
     assert final.audio_samples == audio.size
@@ -227,11 +229,11 @@ def test_window_overflow_emits_a_final_and_continues(scripted_engine: stt.SttEng
         first = engine.step()
         assert [e.final for e in first] == [True]
         assert first[0].audio_samples == melspec.N_SAMPLES
-        assert first[0].text == SCRIPT
+        assert first[0].text == SCRIPT and not first[0].endpoint
         assert engine.buffered_samples(21) == 16000
         engine.end_utterance(21)
         (second,) = engine.step()
-        assert second.final and second.audio_samples == 16000
+        assert second.final and second.endpoint and second.audio_samples == 16000
     finally:
         engine.close_session(21)
 

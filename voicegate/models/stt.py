@@ -15,7 +15,7 @@ Bundle table ``[stt]``::
     tokenizer = "stt/tokenizer.json"
     config = "stt/config.json"
     generation_config = "stt/generation_config.json"   # optional
-    language = "en"              # None-language models (".en") ignore it
+    language = "en"              # English-only (".en") models ignore it
     task = "transcribe"
     partial_interval_ms = 500    # 0: finals only
     max_new_tokens = 96
@@ -84,7 +84,8 @@ class Transcript:
     session: int
     text: str
     stable_text: str  # the part two successive hypotheses agree on (all of it when final)
-    final: bool
+    final: bool  # no later hypothesis will cover this audio
+    endpoint: bool  # final because the utterance ended (not because 30 s filled up)
     tokens: tuple[int, ...]
     stable_tokens: int
     audio_samples: int  # utterance audio (16 kHz samples) this hypothesis covers
@@ -418,7 +419,8 @@ class SttEngine:
                 queue.appendleft(_Utterance([rest], rest.size, endpoint=utt.endpoint))
             if not queue:
                 queue.append(_Utterance())
-            return Transcript(sid, text, text, True, hyp, len(hyp), covered)
+            return Transcript(sid, text, text, True, utt.endpoint and not rest.size, hyp,
+                              len(hyp), covered)
         stable = 0
         if utt.previous is not None:
             for a, b in zip(utt.previous, hyp, strict=False):
@@ -427,7 +429,8 @@ class SttEngine:
                 stable += 1
         utt.previous = hyp
         utt.decoded_at = covered
-        return Transcript(sid, text, self.model.text(hyp[:stable]), False, hyp, stable, covered)
+        return Transcript(sid, text, self.model.text(hyp[:stable]), False, False, hyp, stable,
+                          covered)
 
 
 # ------------------------------------------------------------------------- bundle table
