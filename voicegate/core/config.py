@@ -371,9 +371,12 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     try:
         return _build_node(data, sources)
     except ConfigError as exc:
-        if exc.source or exc.key not in sources:
+        source = sources.get(exc.key) or next(
+            (src for key, src in sources.items() if key.startswith(exc.key + ".")), ""
+        )
+        if exc.source or not source:
             raise
-        raise ConfigError(exc.key, exc.value, exc.problem, sources[exc.key]) from None
+        raise ConfigError(exc.key, exc.value, exc.problem, source) from None
 
 
 def _leaf_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
