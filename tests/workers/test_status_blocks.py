@@ -26,7 +26,7 @@ from voicegate.workers.status import (
 
 @pytest.fixture
 def name() -> Iterator[str]:
-    block_name = f"vg-t{os.getpid()}-{uuid.uuid4().hex[:8]}-st-x"
+    block_name = f"vg-t{os.getpid()}-{uuid.uuid4().hex[:8]}-x.status"
     yield block_name
     StatusBlock.unlink_name(block_name)
 
@@ -112,8 +112,14 @@ def _create_and_exit(name: str) -> None:
 
 def test_remove_stale_blocks_keeps_live_ones(name: str) -> None:
     prefix = name.rsplit("-", 1)[0] + "-"
-    dead_name = prefix + "dead"
+    dead_name = prefix + "dead.status"
+    other_name = prefix + "other"  # not a status block name: left alone
     live = StatusBlock.create(name)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_create_and_exit, args=(other_name,)
+    )
+    process.start()
+    process.join(60)
     process = multiprocessing.get_context("spawn").Process(
         target=_create_and_exit, args=(dead_name,)
     )
@@ -124,6 +130,8 @@ def test_remove_stale_blocks_keeps_live_ones(name: str) -> None:
         assert remove_stale_blocks(prefix) == [dead_name]
         assert not os.path.exists("/dev/shm/" + dead_name)
         assert os.path.exists("/dev/shm/" + name)
+        assert os.path.exists("/dev/shm/" + other_name)
     finally:
         live.close()
         StatusBlock.unlink_name(dead_name)
+        StatusBlock.unlink_name(other_name)

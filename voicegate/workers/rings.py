@@ -7,23 +7,30 @@ stops with an error that says how to build it, rather than running several times
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from types import ModuleType
 from typing import TYPE_CHECKING, cast
+
+from voicegate.ext.segment import cleanup_stale
 
 if TYPE_CHECKING:
     from voicegate.ext._ring import Ring
 
-_MODULES = {"native": "voicegate.ext._ring", "reference": "voicegate.ext.reference"}
+# impl -> (module, class)
+_IMPLS = {
+    "native": ("voicegate.ext._ring", "Ring"),
+    "reference": ("voicegate.ext.reference", "ReferenceRing"),
+}
+
+__all__ = ["cleanup_stale", "ring_class"]
 
 
-def ring_module(impl: str) -> ModuleType:
+def ring_class(impl: str) -> type[Ring]:
+    """The ring class of ``impl`` ("native" or "reference"); both have the same API."""
     try:
-        module_name = _MODULES[impl]
+        module_name, class_name = _IMPLS[impl]
     except KeyError:
-        raise ValueError(f"rings.impl {impl!r} is not one of {sorted(_MODULES)}") from None
+        raise ValueError(f"rings.impl {impl!r} is not one of {sorted(_IMPLS)}") from None
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except ImportError as exc:
         hint = (
             " (build it with `python setup.py build_ext --inplace`, or set rings.impl = "
@@ -32,13 +39,4 @@ def ring_module(impl: str) -> ModuleType:
             else ""
         )
         raise RuntimeError(f"ring implementation {impl!r} cannot be imported: {exc}{hint}") from exc
-
-
-def ring_class(impl: str) -> type[Ring]:
-    """The ``Ring`` class of ``impl`` ("native" or "reference")."""
-    return cast("type[Ring]", ring_module(impl).Ring)
-
-
-def cleanup_function(impl: str) -> Callable[[str], list[str]]:
-    """``cleanup_stale`` of ``impl``: unlinks ring segments whose creator is gone."""
-    return cast("Callable[[str], list[str]]", ring_module(impl).cleanup_stale)
+    return cast("type[Ring]", getattr(module, class_name))

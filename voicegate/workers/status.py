@@ -300,16 +300,16 @@ class StatusSnapshot:
     last_error: str
 
 
-def remove_stale_blocks(prefix: str) -> list[str]:
-    """Unlink the status blocks named ``prefix...`` whose creator is gone (or that are not
-    valid blocks); returns their names."""
+def remove_stale_blocks(prefix: str, suffix: str = ".status") -> list[str]:
+    """Unlink the status blocks named ``<prefix>...<suffix>`` whose creator is gone (or
+    that are not valid blocks); returns their names."""
     try:
         names = sorted(os.listdir("/dev/shm"))
     except FileNotFoundError:
         return []
     removed: list[str] = []
     for name in names:
-        if not name.startswith(prefix):
+        if not (name.startswith(prefix) and name.endswith(suffix)):
             continue
         try:
             block = StatusBlock.attach(name)

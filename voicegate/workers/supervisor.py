@@ -2,7 +2,7 @@
 
 Lifecycle of ``Supervisor.run``:
 
-1. Claim the node name through its status block ``vg-<node>-st-node``: a live supervisor
+1. Claim the node name through its status block ``vg-<node>-node.status``: a live supervisor
    of the same node is an error; anything a dead one left (rings, semaphores, status
    blocks) is removed.
 2. Create every ring of the topology (the supervisor owns them and alone unlinks them,
@@ -47,7 +47,7 @@ from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import DrainEvent, Kind, RestartReason, StageId, WorkerRestarted
 from voicegate.workers.process import WorkerSpec, worker_main
-from voicegate.workers.rings import cleanup_function, ring_class
+from voicegate.workers.rings import cleanup_stale, ring_class
 from voicegate.workers.status import Field, State, StatusBlock, remove_stale_blocks
 from voicegate.workers.topology import Topology
 
@@ -209,11 +209,7 @@ class Supervisor:
 
     def _remove_leftovers(self) -> None:
         prefix = self.topology.prefix
-        removed = remove_stale_blocks(prefix + "st-")
-        try:
-            removed += cleanup_function(self.config.rings.impl)(prefix)
-        except RuntimeError as exc:
-            raise NodeFailureError(str(exc)) from exc
+        removed = remove_stale_blocks(prefix) + cleanup_stale(prefix)
         if removed:
             log.warning("removed %d stale shared-memory objects under %s", len(removed), prefix)
 

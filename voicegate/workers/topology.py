@@ -9,7 +9,10 @@ configuration has to be passed to a spawned worker or a gateway::
     vg-<node>-llm-tts          LLM -> TTS
     vg-<node>-tts-gw<i>        TTS -> gateway i            (one per gateway)
     vg-<node>-ctl-gw<i>        supervisor -> gateway i     (WORKER_RESTARTED, DRAIN)
-    vg-<node>-st-<process>     status block of vad, stt, llm, tts, gw<i> and node
+    vg-<node>-<process>.status status block of vad, stt, llm, tts, gw<i> and node
+
+Status block names contain a dot so that the ring's ``cleanup_stale``, which only looks
+at dot-free names, never mistakes one for a ring segment.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from voicegate.core.config import STAGES, NodeConfig
 from voicegate.core.kinds import gateway_of
 
 SUPERVISOR = "supervisor"
+STATUS_SUFFIX = ".status"
 
 
 def gateway_name(index: int) -> str:
@@ -99,7 +103,7 @@ class Topology:
 
     def status_block(self, process: str) -> str:
         """Name of the status block of a stage, a gateway ("gw0") or the node ("node")."""
-        return f"{self.prefix}st-{process}"
+        return f"{self.prefix}{process}{STATUS_SUFFIX}"
 
     @property
     def node_block(self) -> str:

@@ -43,6 +43,7 @@ from voicegate.core.kinds import (
     split_stamp,
     stamp_buffer,
 )
+from voicegate.ext.errors import PeerDied, RingClosed
 from voicegate.workers.stage import Message, Stage
 from voicegate.workers.status import Field, Histogram, StatusBlock
 
@@ -117,8 +118,13 @@ class Outbox:
                     break
                 kind, flags, session, turn, seq, origin_ns, payload = pending[done]
                 set_stamp(payload, monotonic_ns())
-                if ring.write(kind, session, turn, seq, origin_ns, payload, flags, timeout=wait_s):
-                    done += 1
+                try:
+                    if ring.write(
+                        kind, session, turn, seq, origin_ns, payload, flags, timeout=wait_s
+                    ):
+                        done += 1
+                except PeerDied:
+                    pass  # the consumer's replacement will attach and drain the ring
                 beat()
                 blocked_ns += monotonic_ns() - now
             self._status.add(Field.RECORDS_OUT, done)
@@ -184,8 +190,11 @@ class Worker(Generic[S]):
         ``stop_flush_s`` for room in full output rings."""
         self._stopping = should_stop
         self.status.beat()
-        while not should_stop():
-            self.run_once(self._idle_timeout_s())
+        try:
+            while not should_stop():
+                self.run_once(self._idle_timeout_s())
+        except RingClosed:
+            return  # the supervisor removed the rings: the node is going down
         deadline = monotonic_ns() + int(stop_flush_s * NS_PER_S)
         if not self.outbox.flush(
             self.status.beat, self._beat_s, lambda: monotonic_ns() >= deadline
@@ -204,7 +213,11 @@ class Worker(Generic[S]):
                 # in turn, for a short slice.
                 ring = self.inputs[self._next_input]
                 self._next_input = (self._next_input + 1) % len(self.inputs)
-                if ring.wait(min(timeout_s, self._poll_s)):
+                try:
+                    ready = ring.wait(min(timeout_s, self._poll_s))
+                except PeerDied:
+                    ready = False  # that gateway is gone; the others are read next pass
+                if ready:
                     got = self._read(ring, 0.0)
         if self._tick_ns:
             self._tick_if_due()
@@ -230,7 +243,12 @@ class Worker(Generic[S]):
         self._next_tick_ns = max(self._next_tick_ns + self._tick_ns, done)
 
     def _read(self, ring: Ring, timeout_s: float) -> int:
-        records = ring.read_batch(self._batch, timeout=timeout_s)
+        try:
+            records = ring.read_batch(self._batch, timeout=timeout_s)
+        except PeerDied:
+            # The producer died with the ring empty (the wait already took its time):
+            # its replacement attaches to the same ring, so there is nothing to do.
+            return 0
         if not records:
             return 0
         read_ns = monotonic_ns()
