@@ -2,7 +2,8 @@
 
 The child pins itself to its CPU set, names itself ``voicegate: <stage>`` in the process
 list, asks to die with the supervisor, loads its stage, attaches its rings (a
-replacement takes over the dead holder's place in each ring) and serves until SIGTERM.
+replacement takes over the dead holder's place in each ring) and serves until SIGTERM,
+which it keeps blocked and polls between batches.
 SIGINT is ignored: on Ctrl-C the terminal signals the whole process group, and shutdown
 order belongs to the supervisor.
 
@@ -17,10 +18,8 @@ import logging
 import os
 import signal
 import sys
-import threading
 import traceback
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from setproctitle import setproctitle
@@ -37,6 +36,8 @@ from voicegate.workers.worker import Worker
 log = logging.getLogger("voicegate.worker")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"
+# Blocked in worker processes from their first instruction on.
+WORKER_BLOCKED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,12 @@ def load_stage_class(path: str) -> type[Stage[Any]]:
 
 def worker_main(spec: WorkerSpec) -> None:
     """Entry point of the spawned worker process."""
-    stop = threading.Event()
-
-    def handle_sigterm(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
+    # SIGTERM stays blocked and is polled between batches: a handler would interrupt
+    # the semaphore waits inside the ring (sem_timedwait is never restarted). The
+    # supervisor started us with it blocked already, so that no thread started during
+    # the imports can take it with the default action.
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_BLOCKED_SIGNALS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, handle_sigterm)
     die_with_parent()
     if os.getppid() != spec.supervisor_pid:  # the supervisor died before prctl took effect
         os._exit(1)
@@ -84,7 +84,7 @@ def worker_main(spec: WorkerSpec) -> None:
     status = StatusBlock.attach(topology.status_block(name))
     code = 0
     try:
-        code = _serve(spec, topology, status, cpus, stop)
+        code = _serve(spec, topology, status, cpus)
     finally:
         status.close()
     sys.exit(code)
@@ -95,7 +95,6 @@ def _serve(
     topology: Topology,
     status: StatusBlock,
     cpus: tuple[int, ...],
-    stop: threading.Event,
 ) -> int:
     name = spec.stage
     settings = spec.config.workers[name]
@@ -147,8 +146,8 @@ def _serve(
 
         def should_stop() -> bool:
             # A supervisor that vanished without PR_SET_PDEATHSIG firing (it only covers
-            # the thread that spawned us) is noticed here.
-            return stop.is_set() or os.getppid() != spec.supervisor_pid
+            # the thread that spawned us) is noticed here too.
+            return signal.SIGTERM in signal.sigpending() or os.getppid() != spec.supervisor_pid
 
         worker.run(should_stop)
         stage.unload()
@@ -162,4 +161,7 @@ def _serve(
         return 1
     finally:
         for ring in rings:
-            ring.close()
+            try:
+                ring.close()
+            except BufferError:
+                log.error("%s: a stage kept a payload view of ring %s", name, ring.name)

@@ -39,6 +39,7 @@ import signal
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
+from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import DrainEvent, Kind, RestartReason, StageId, WorkerRestarted
-from voicegate.workers.process import WorkerSpec, worker_main
+from voicegate.workers.process import WORKER_BLOCKED_SIGNALS, WorkerSpec, worker_main
 from voicegate.workers.rings import cleanup_stale, ring_class
 from voicegate.workers.status import Field, State, StatusBlock, remove_stale_blocks
 from voicegate.workers.topology import Topology
@@ -265,7 +266,17 @@ class Supervisor:
         status.state = State.STARTING
         spec = WorkerSpec(slot.name, self.config, slot.generation, os.getpid(), self.log_level)
         process = self._mp.Process(target=worker_main, args=(spec,), name=f"voicegate-{slot.name}")
-        process.start()
+        # The child inherits the signal mask across fork and exec: it starts with SIGTERM
+        # blocked in every thread, including those its imports start (OpenBLAS) before it
+        # could block it itself. It polls for it instead (see process.py). The spawn
+        # start method launches multiprocessing's resource tracker on first use and
+        # unblocks SIGTERM after doing so: launch it first, outside the masked section.
+        resource_tracker.ensure_running()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_BLOCKED_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         slot.process = process
         slot.state = SlotState.STARTING
         slot.spawned_ns = monotonic_ns()
