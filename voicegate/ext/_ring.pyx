@@ -871,6 +871,8 @@ cdef class Ring:
                 f"ring {self._name!r}: payload views of records read are still alive; "
                 "drop or release() them before close()"
             ) from None
+        if self._side == SIDE_CONSUMER and not vg_load_relaxed_u32(self._ctrl, VG_CTRL_CLOSED):
+            self._release()  # a clean detach consumes what was read
         self._closed = True
         self._seg.release_claim()
         if self._owner:

@@ -691,6 +691,8 @@ class ReferenceRing:
                 f"ring {self._name!r}: payload views of records read are still alive; "
                 "drop or release() them before close()"
             ) from None
+        if self._role == "consumer" and not self._owner_closed():
+            self._release()  # a clean detach consumes what was read
         self._closed = True
         self._seg.release_claim()
         if self._owner:
