@@ -130,12 +130,23 @@ def drain_to(impl: str, name: str, results: Any, count: int) -> None:
     """Attach as consumer and send the seqs of the next ``count`` records to ``results``."""
     ring = ring_class(impl).attach(name, "consumer")
     try:
-        seqs = []
+        seqs: list[int] = []
         while len(seqs) < count:
             batch = ring.read_batch(count - len(seqs), timeout=10.0)
             assert batch, "nothing to read"
             seqs.extend(r.seq for r in batch)
         del batch
         results.put(seqs)
+    finally:
+        ring.close()
+
+
+def paced_producer(impl: str, name: str, count: int, gap_s: float) -> None:
+    """Send ``count`` records ``gap_s`` apart, so the consumer waits for each one."""
+    ring = ring_class(impl).attach(name, "producer")
+    try:
+        for seq in range(count):
+            time.sleep(gap_s)
+            assert ring.write(KIND_DATA, 0, 0, seq, 0, seq.to_bytes(4, "little"), timeout=10.0)
     finally:
         ring.close()
