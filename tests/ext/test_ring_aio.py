@@ -103,12 +103,14 @@ def test_dead_producer_raises(impl: Any, ring_name: str, procs: list[Any]) -> No
         proc.start()
         procs.append(proc)
         assert ready.wait(60)
+        pid = proc.pid
+        assert pid is not None
 
         async def main() -> None:
             async with AsyncRingReader(ring, park_slice_s=0.02) as reader:
                 assert (await reader.read(timeout=5.0)) is not None
                 loop = asyncio.get_running_loop()
-                loop.call_later(0.05, lambda: os.kill(proc.pid, signal.SIGKILL))
+                loop.call_later(0.05, lambda: os.kill(pid, signal.SIGKILL))
                 with pytest.raises(PeerDied):
                     await reader.wait(timeout=None)
 
