@@ -159,8 +159,9 @@ class Ring:
         """written, dropped_full, read, wakeups_sent, consumer_parks, producer_parks,
         space_wakeups_sent, occupancy_bytes, capacity, producer_pid, consumer_pid."""
     def close(self) -> None:
-        """Detach; the owner also unlinks the segment and semaphores. Raises BufferError
-        (and changes nothing) while payload views of records read are still alive."""
+        """Detach (a consumer first releases what it read); the owner also unlinks the
+        segment and semaphores. Raises BufferError (and changes nothing) while payload
+        views of records read are still alive."""
     def unlink(self) -> None:
         """Mark the ring closed, wake both sides and remove its names (owner only)."""
     def __enter__(self) -> Ring: ...

@@ -3,6 +3,7 @@ values of the sleeping flags, default timings, segment names and record field ch
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -83,6 +84,13 @@ def check_role(role: str, allowed: tuple[str, ...]) -> Role:
     if role not in allowed:
         raise ValueError(f"role must be one of {', '.join(allowed)}; got {role!r}")
     return role  # type: ignore[return-value]
+
+
+def check_timing(spin_us: float, park_slice_s: float) -> None:
+    if not (math.isfinite(spin_us) and spin_us >= 0):
+        raise ValueError(f"spin_us must be a finite number >= 0, got {spin_us}")
+    if not (math.isfinite(park_slice_s) and park_slice_s > 0):
+        raise ValueError(f"park_slice_s must be a finite number > 0, got {park_slice_s}")
 
 
 def record_field_error(

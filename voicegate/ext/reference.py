@@ -57,6 +57,7 @@ from voicegate.ext.protocol import (
     PARKED_ON_SEMAPHORE,
     Role,
     check_role,
+    check_timing,
     payload_too_large,
     record_field_error,
 )
@@ -112,10 +113,7 @@ class ReferenceRing:
 
     def __init__(self, segment: Segment, role: Role, spin_us: float, park_slice_s: float) -> None:
         """Use :meth:`create` or :meth:`attach`."""
-        if spin_us < 0 or not math.isfinite(spin_us):
-            raise ValueError(f"spin_us must be a finite number >= 0, got {spin_us}")
-        if not park_slice_s > 0:
-            raise ValueError(f"park_slice_s must be > 0, got {park_slice_s}")
+        check_timing(spin_us, park_slice_s)
         self._seg = segment
         self._name = segment.names.name
         self._role: Role = role
@@ -693,6 +691,8 @@ class ReferenceRing:
                 f"ring {self._name!r}: payload views of records read are still alive; "
                 "drop or release() them before close()"
             ) from None
+        if self._role == "consumer" and not self._owner_closed():
+            self._release()  # a clean detach consumes what was read
         self._closed = True
         self._seg.release_claim()
         if self._owner:
