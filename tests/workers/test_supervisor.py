@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from runtime_helpers import (
+    RING_IMPL,
     NodeProcess,
     TestGateway,
     group_members,
@@ -66,10 +67,11 @@ def stop_cleanly(node: NodeProcess, gateways: list[TestGateway]) -> None:
     assert node.leftovers() == []
 
 
+@pytest.mark.parametrize("impl", sorted({RING_IMPL, "reference"}))
 def test_pipeline_carries_frames_of_many_sessions_in_order(
-    start_node: StartNode, connect: Connect
+    start_node: StartNode, connect: Connect, impl: str
 ) -> None:
-    node = start_node()
+    node = start_node({"rings": {"impl": impl}})
     node.wait_ready()
     gateways = [connect(node, 0), connect(node, 1)]
     sessions = {gw.index: [gw.session(local) for local in range(6)] for gw in gateways}

@@ -79,9 +79,11 @@ class Harness:
         outputs: int = 1,
         route: Callable[[int], int] | None = None,
         out_capacity: int = 1 << 16,
+        impl: str = RING_IMPL,
     ) -> None:
         self.node = unique_node_name()
-        ring_type = ring_class(RING_IMPL)
+        self.impl = impl
+        ring_type = ring_class(impl)
         prefix = f"vg-{self.node}-"
         in_names = [f"{prefix}in{i}" for i in range(inputs)]
         out_names = [f"{prefix}out{i}" for i in range(outputs)]
@@ -147,12 +149,13 @@ class Harness:
         assert shm_leftovers(f"vg-{self.node}-") == []
 
 
-@pytest.fixture
-def make() -> Iterator[Callable[..., Harness]]:
+@pytest.fixture(params=sorted({RING_IMPL, "reference"}))
+def make(request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
+    """Harnesses on the ring the runtime tests use, and on the reference ring."""
     made: list[Harness] = []
 
     def factory(stage_type: type[Stage[Any]], **kwargs: Any) -> Harness:
-        made.append(Harness(stage_type, **kwargs))
+        made.append(Harness(stage_type, impl=request.param, **kwargs))
         return made[-1]
 
     yield factory
@@ -356,8 +359,8 @@ def test_too_large_a_record_is_an_error_naming_the_ring(make: Callable[..., Harn
         h.worker.outbox.emit(Kind.AUDIO_OUT, S1, 1, 1, 0, bytes(5000))
 
 
-def _attach_and_die(name: str) -> None:
-    ring_class(RING_IMPL).attach(name, "producer")
+def _attach_and_die(name: str, impl: str) -> None:
+    ring_class(impl).attach(name, "producer")
     os._exit(0)  # holding the role, as a killed process would
 
 
@@ -366,15 +369,15 @@ def test_a_dead_producer_is_not_an_error(make: Callable[..., Harness]) -> None:
     # Hand the producer role to another process, which dies: the worker keeps serving.
     feed_name = h.feeds[0].name
     h.feeds[0].close()
-    h.feeds[0] = ring_class(RING_IMPL).attach(feed_name, "observer")
+    h.feeds[0] = ring_class(h.impl).attach(feed_name, "observer")
     process = multiprocessing.get_context("spawn").Process(
-        target=_attach_and_die, args=(feed_name,)
+        target=_attach_and_die, args=(feed_name, h.impl)
     )
     process.start()
     process.join(60)
     assert process.exitcode == 0
     assert h.worker.run_once(0.05) == 0
-    replacement = ring_class(RING_IMPL).attach(feed_name, "producer")
+    replacement = ring_class(h.impl).attach(feed_name, "producer")
     try:
         assert replacement.try_write(Kind.SESSION_OPEN, S1, 1, 0, 0)
         assert h.worker.run_once(1.0) == 1
