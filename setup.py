@@ -23,6 +23,7 @@ def write_layout_header() -> None:
     # pure-Python table that the reference ring reads too.
     layout = runpy.run_path(str(ROOT / "voicegate" / "core" / "layout.py"))
     text = layout["generate_c_header"]()
+    INCLUDES.mkdir(parents=True, exist_ok=True)
     target = INCLUDES / "vg_layout.h"
     if not target.exists() or target.read_text() != text:
         target.write_text(text)

@@ -7,12 +7,16 @@ import sys
 from collections.abc import Sequence
 
 from voicegate import __version__
+from voicegate.models.cli import register as register_models
+from voicegate.server import talk
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicegate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"voicegate {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    register_models(commands)
+    talk.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,312 @@
+"""The lifecycle of one ``/v1/stream`` connection as a pure state machine.
+
+The gateway coroutine feeds it what happens (a client message arrived, the pipeline
+produced an event, the client is too slow, the server is shutting down) and carries
+out the actions it returns, in order. No I/O happens here, so every rule of the
+protocol is testable without a socket.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from voicegate.core.codec import AudioFormat
+from voicegate.server.events import (
+    ErrorEvent,
+    OutputDegraded,
+    ResponseCancelled,
+    ResponseDone,
+    ResponseStarted,
+    ServerEvent,
+    SessionStarted,
+)
+from voicegate.server.protocol import (
+    DEFAULT_LIMITS,
+    AudioInput,
+    CloseCode,
+    ErrorCode,
+    ProtocolError,
+    ProtocolLimits,
+    SessionEnd,
+    SessionStart,
+    TextInput,
+    parse_client_audio,
+    parse_client_text,
+)
+
+
+class ConnectionState(enum.Enum):
+    CONNECTING = 0  # handshake received, not accepted yet
+    CONNECTED = 1  # accepted, waiting for session.start
+    STARTED = 2  # session running: audio and events flow
+    ENDING = 3  # server shutting down: no new input, the answer in flight is finished
+    CLOSED = 4  # close sent or client gone: nothing more is sent
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Accept the WebSocket handshake."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    """Open the session in the pipeline, before `session.started` is sent."""
+
+    session: str
+    start: SessionStart
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardAudio:
+    """Hand client audio (input format, unparsed) to the pipeline."""
+
+    audio: AudioInput
+    stream_ms: int  # position of its first sample in the session's input audio
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardText:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchOutput:
+    """Send all later answer audio in this format."""
+
+    format: AudioFormat
+
+
+@dataclass(frozen=True, slots=True)
+class SendText:
+    """Send this text message (a JSON event) to the client."""
+
+    text: str = field(repr=False)
+    type: str  # the event type, for logs and tests
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession:
+    """Close the session in the pipeline: in-flight work for it is cancelled."""
+
+    session: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: CloseCode
+    reason: str
+
+
+Action = (
+    Accept
+    | OpenSession
+    | ForwardAudio
+    | ForwardText
+    | SwitchOutput
+    | SendText
+    | CloseSession
+    | Close
+)
+
+
+def _send(event: ServerEvent) -> SendText:
+    return SendText(event.to_json(), event.type)
+
+
+class StreamConnection:
+    """The protocol state of one connection; see `ConnectionState` for the states."""
+
+    def __init__(self, session: str, limits: ProtocolLimits = DEFAULT_LIMITS) -> None:
+        self.session = session
+        self.limits = limits
+        self.state = ConnectionState.CONNECTING
+        self.start: SessionStart | None = None
+        self.output: AudioFormat | None = None  # current output format, after degradation
+        self.audio_ms_received = 0
+        self.close_code: CloseCode | None = None
+        self._responses_in_flight: set[int] = set()
+
+    @property
+    def degraded(self) -> bool:
+        return self.start is not None and self.output != self.start.output
+
+    def connect(self, *, at_capacity: bool = False) -> list[Action]:
+        """The handshake arrived; refuse it with 1013 when the node is full."""
+        self._expect(ConnectionState.CONNECTING, "connect")
+        self.state = ConnectionState.CONNECTED
+        if at_capacity:
+            return [
+                Accept(),
+                *self._fail(
+                    ErrorCode.AT_CAPACITY,
+                    CloseCode.TRY_AGAIN_LATER,
+                    "the server is at capacity, try again later",
+                ),
+            ]
+        return [Accept()]
+
+    def receive_text(self, text: str) -> list[Action]:
+        if self.state in (ConnectionState.CONNECTING, ConnectionState.CLOSED):
+            return []
+        try:
+            message = parse_client_text(text, self.limits)
+        except ProtocolError as exc:
+            return self._refuse(exc)
+        if isinstance(message, SessionStart):
+            return self._on_session_start(message)
+        if isinstance(message, SessionEnd):
+            return self._close_normally()
+        return self._on_text_input(message)
+
+    def receive_bytes(self, data: bytes) -> list[Action]:
+        if self.state is ConnectionState.STARTED:
+            assert self.start is not None
+            try:
+                audio = parse_client_audio(data, self.start.input, self.limits)
+            except ProtocolError as exc:
+                return self._refuse(exc)
+            position = self.audio_ms_received
+            self.audio_ms_received += audio.duration_ms
+            return [ForwardAudio(audio, position)]
+        if self.state is ConnectionState.CONNECTED:
+            return self._refuse(
+                ProtocolError(
+                    ErrorCode.SESSION_NOT_STARTED,
+                    CloseCode.POLICY_VIOLATION,
+                    "binary audio before session.start",
+                )
+            )
+        # ENDING: a microphone keeps streaming until it sees the close; that is not an error.
+        return []
+
+    def send_event(self, event: ServerEvent) -> list[Action]:
+        """An event from the pipeline for this client."""
+        if self.state not in (ConnectionState.STARTED, ConnectionState.ENDING):
+            return []
+        if isinstance(event, SessionStarted | ErrorEvent | OutputDegraded):
+            raise ValueError(f"{event.type} is sent by the connection itself, not the pipeline")
+        if isinstance(event, ResponseStarted):
+            self._responses_in_flight.add(event.turn)
+        elif isinstance(event, ResponseDone | ResponseCancelled):
+            self._responses_in_flight.discard(event.turn)
+        actions: list[Action] = [_send(event)]
+        if self.state is ConnectionState.ENDING and not self._responses_in_flight:
+            actions += self._shutdown_now()
+        return actions
+
+    def degrade_output(self) -> list[Action]:
+        """The client does not take its audio fast enough."""
+        if self.state not in (ConnectionState.STARTED, ConnectionState.ENDING):
+            return []
+        assert self.start is not None
+        fallback = self.start.fallback
+        if fallback is None or self.degraded:
+            return self._fail(
+                ErrorCode.SLOW_CLIENT,
+                CloseCode.POLICY_VIOLATION,
+                "the client does not receive its audio fast enough"
+                + (" even in the fallback format" if self.degraded else ""),
+            )
+        self.output = fallback
+        event = OutputDegraded(fallback.encoding, fallback.sample_rate, "slow_client")
+        # The event goes first: every later binary message is in the new format.
+        return [_send(event), SwitchOutput(fallback)]
+
+    def begin_shutdown(self) -> list[Action]:
+        """The server is stopping: finish the answer in flight, then close with 1001."""
+        if self.state is ConnectionState.STARTED and self._responses_in_flight:
+            self.state = ConnectionState.ENDING
+            return []
+        if self.state in (ConnectionState.CONNECTED, ConnectionState.STARTED):
+            return self._shutdown_now()
+        return []
+
+    def shutdown_deadline(self) -> list[Action]:
+        """The grace period is over: cancel what is in flight and close with 1001."""
+        if self.state in (ConnectionState.CONNECTING, ConnectionState.CLOSED):
+            return []
+        return self._shutdown_now()
+
+    def internal_error(self, message: str) -> list[Action]:
+        """Something failed on the server side; `message` goes to the client as is."""
+        if self.state in (ConnectionState.CONNECTING, ConnectionState.CLOSED):
+            return []
+        return self._fail(ErrorCode.INTERNAL_ERROR, CloseCode.INTERNAL_ERROR, message)
+
+    def disconnected(self) -> list[Action]:
+        """The client went away (or the close handshake finished)."""
+        was_open = self.state in (ConnectionState.STARTED, ConnectionState.ENDING)
+        self.state = ConnectionState.CLOSED
+        self._responses_in_flight.clear()
+        return [CloseSession(self.session)] if was_open else []
+
+    def _on_session_start(self, start: SessionStart) -> list[Action]:
+        if self.state is not ConnectionState.CONNECTED:
+            return self._refuse(
+                ProtocolError(
+                    ErrorCode.SESSION_ALREADY_STARTED,
+                    CloseCode.POLICY_VIOLATION,
+                    "session.start sent twice",
+                )
+            )
+        self.state = ConnectionState.STARTED
+        self.start = start
+        self.output = start.output
+        started = SessionStarted(
+            self.session, start.input, start.output, start.fallback, self.limits
+        )
+        return [OpenSession(self.session, start), _send(started)]
+
+    def _on_text_input(self, message: TextInput) -> list[Action]:
+        if self.state is ConnectionState.CONNECTED:
+            return self._refuse(
+                ProtocolError(
+                    ErrorCode.SESSION_NOT_STARTED,
+                    CloseCode.POLICY_VIOLATION,
+                    "text.input before session.start",
+                )
+            )
+        if self.state is ConnectionState.ENDING:
+            return []
+        return [ForwardText(message.text)]
+
+    def _refuse(self, exc: ProtocolError) -> list[Action]:
+        if exc.close_code is None:
+            return [_send(ErrorEvent(exc.code.value, exc.message, fatal=False))]
+        return self._fail(exc.code, exc.close_code, exc.message)
+
+    def _fail(self, code: ErrorCode, close_code: CloseCode, message: str) -> list[Action]:
+        return [
+            _send(ErrorEvent(code.value, message, fatal=True)),
+            *self._close(close_code, code.value),
+        ]
+
+    def _close_normally(self) -> list[Action]:
+        return self._cancel_in_flight("session_end") + self._close(
+            CloseCode.NORMAL, "session ended"
+        )
+
+    def _shutdown_now(self) -> list[Action]:
+        return self._cancel_in_flight("shutdown") + self._fail(
+            ErrorCode.SERVER_SHUTDOWN, CloseCode.GOING_AWAY, "the server is shutting down"
+        )
+
+    def _cancel_in_flight(self, reason: str) -> list[Action]:
+        turns = sorted(self._responses_in_flight)
+        self._responses_in_flight.clear()
+        return [_send(ResponseCancelled(turn, reason)) for turn in turns]
+
+    def _close(self, code: CloseCode, reason: str) -> list[Action]:
+        actions: list[Action] = []
+        if self.state in (ConnectionState.STARTED, ConnectionState.ENDING):
+            actions.append(CloseSession(self.session))
+        self.state = ConnectionState.CLOSED
+        self.close_code = code
+        self._responses_in_flight.clear()
+        actions.append(Close(code, reason))
+        return actions
+
+    def _expect(self, state: ConnectionState, what: str) -> None:
+        if self.state is not state:
+            raise RuntimeError(f"{what} in state {self.state.name}")
