@@ -32,6 +32,7 @@ def test_topology_of_a_two_gateway_node() -> None:
     assert [r.name for r in topology.inputs("vad")] == ["vg-n1-gw0-vad", "vg-n1-gw1-vad"]
     assert [r.name for r in topology.outputs("tts")] == ["vg-n1-tts-gw0", "vg-n1-tts-gw1"]
     assert [r.name for r in topology.inputs("llm")] == ["vg-n1-stt-llm"]
+    assert sorted(r.name for r in topology.rings if r.lossy) == ["vg-n1-tts-gw0", "vg-n1-tts-gw1"]
     assert topology.status_block("stt") == "vg-n1-stt.status"
     assert topology.node_block == "vg-n1-node.status"
     route = topology.router("tts")

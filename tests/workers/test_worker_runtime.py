@@ -79,6 +79,7 @@ class Harness:
         outputs: int = 1,
         route: Callable[[int], int] | None = None,
         out_capacity: int = 1 << 16,
+        lossy: bool = False,
         impl: str = RING_IMPL,
     ) -> None:
         self.node = unique_node_name()
@@ -105,6 +106,7 @@ class Harness:
             self.worker_rings[inputs:],
             route or (lambda session: 0),
             self.status,
+            lossy_outputs=[lossy] * outputs,
         )
 
     def send(  # noqa: PLR0917 - the ring's record fields, in the ring's order
@@ -384,3 +386,18 @@ def test_a_dead_producer_is_not_an_error(make: Callable[..., Harness]) -> None:
         assert [r[0] for r in h.received()] == [Kind.SESSION_OPEN]
     finally:
         replacement.close()
+
+
+def test_lossy_output_drops_what_does_not_fit_instead_of_waiting(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(PassThroughStage, out_capacity=4096, lossy=True)
+    h.send(Kind.SESSION_OPEN, S1, 1)
+    for seq in range(1, 41):
+        h.send(Kind.AUDIO_IN, S1, 1, seq, bytes(200))
+    h.pump()  # never waits, whatever give_up says
+    assert h.worker.outbox.pending() == 0
+    got = h.received()
+    assert [r[3] for r in got] == list(range(len(got)))  # a prefix, in order
+    assert 0 < len(got) < 41
+    assert h.status.get(Field.DROPPED_OUTPUT) == 41 - len(got)

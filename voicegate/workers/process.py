@@ -128,6 +128,7 @@ def _serve(
             outputs,
             topology.router(name),
             status,
+            lossy_outputs=[ring_spec.lossy for ring_spec in topology.outputs(name)],
             batch_records=spec.config.rings.batch_records,
             heartbeat_interval_s=health.heartbeat_interval_s,
             multi_input_poll_s=spec.config.rings.multi_input_poll_s,

@@ -40,6 +40,9 @@ class RingSpec:
     capacity: int
     producer: str
     consumer: str
+    # A full ring drops rather than blocks its producer: rings to gateways, where one
+    # gateway that stopped reading must not stall the others.
+    lossy: bool = False
 
 
 class Topology:
@@ -66,7 +69,7 @@ class Topology:
             self._outputs[upstream].append(spec)
             self._inputs[downstream].append(spec)
         for gw in self.gateways:
-            spec = self._ring(last, gw, rings.gateway_capacity)
+            spec = self._ring(last, gw, rings.gateway_capacity, lossy=True)
             self.gateway_out.append(spec)
             self._outputs[last].append(spec)
         for gw in self.gateways:
@@ -74,8 +77,10 @@ class Topology:
                 RingSpec(f"{self.prefix}ctl-{gw}", rings.control_capacity, SUPERVISOR, gw)
             )
 
-    def _ring(self, producer: str, consumer: str, capacity: int) -> RingSpec:
-        return RingSpec(f"{self.prefix}{producer}-{consumer}", capacity, producer, consumer)
+    def _ring(
+        self, producer: str, consumer: str, capacity: int, *, lossy: bool = False
+    ) -> RingSpec:
+        return RingSpec(f"{self.prefix}{producer}-{consumer}", capacity, producer, consumer, lossy)
 
     @property
     def rings(self) -> list[RingSpec]:

@@ -12,7 +12,8 @@ Per batch read from an input ring it
    record or a turn change, so the stage's output keeps the input's order, and records
    the call's duration as the compute time of each record in the run;
 5. writes what the stage emitted with one publish per output ring, waiting for space
-   when an output ring is full (backpressure) while still beating.
+   when an output ring is full (backpressure) while still beating; a ring to a gateway
+   never makes it wait: what does not fit there is dropped and counted.
 
 Sessions are re-known after a restart through SESSION_OPEN with ``Flag.REOPEN``, which
 the gateways send on WORKER_RESTARTED: a replacement starts with an empty table and drops
@@ -62,14 +63,25 @@ _NOT_STAMPED = ~int(Flag.STAMPED) & 0xFFFF
 
 
 class Outbox:
-    """Records a stage emitted, per output ring, until the runtime writes them."""
+    """Records a stage emitted, per output ring, until the runtime writes them.
+
+    A full ring is waited on (backpressure), except a lossy one: a ring to a gateway,
+    where what does not fit is dropped and counted, so that one gateway that stopped
+    reading cannot stall the answers of every other gateway's sessions."""
 
     def __init__(
-        self, rings: Sequence[Ring], route: Callable[[int], int], status: StatusBlock
+        self,
+        rings: Sequence[Ring],
+        route: Callable[[int], int],
+        status: StatusBlock,
+        lossy: Sequence[bool] | None = None,
     ) -> None:
         self._rings = list(rings)
         self._route = route
         self._status = status
+        self._lossy = list(lossy) if lossy is not None else [False] * len(self._rings)
+        if len(self._lossy) != len(self._rings):
+            raise ValueError(f"{len(self._lossy)} lossy flags for {len(self._rings)} rings")
         self._pending: list[list[_Pending]] = [[] for _ in self._rings]
         self._max_payload = [ring.max_payload - STAMP_SIZE for ring in self._rings]
 
@@ -104,7 +116,7 @@ class Outbox:
         """Write everything queued. A full ring is waited on in slices of ``wait_s``,
         beating between them, until there is room or ``give_up()``; then what is left
         stays queued. True when nothing is left."""
-        for ring, pending in zip(self._rings, self._pending, strict=True):
+        for ring, pending, lossy in zip(self._rings, self._pending, self._lossy, strict=True):
             if not pending:
                 continue
             done = 0
@@ -114,7 +126,13 @@ class Outbox:
                 for record in islice(pending, done, None):
                     set_stamp(record[6], now)
                 done += ring.write_batch(islice(pending, done, None))
-                if done == len(pending) or give_up():
+                if done == len(pending):
+                    break
+                if lossy:
+                    self._status.add(Field.DROPPED_OUTPUT, len(pending) - done)
+                    del pending[done:]
+                    break
+                if give_up():
                     break
                 kind, flags, session, turn, seq, origin_ns, payload = pending[done]
                 set_stamp(payload, monotonic_ns())
@@ -154,6 +172,7 @@ class Worker(Generic[S]):
         route: Callable[[int], int],
         status: StatusBlock,
         *,
+        lossy_outputs: Sequence[bool] | None = None,
         batch_records: int = 256,
         heartbeat_interval_s: float = 0.1,
         multi_input_poll_s: float = 0.002,
@@ -163,7 +182,7 @@ class Worker(Generic[S]):
         self.stage = stage
         self.inputs = list(inputs)
         self.status = status
-        self.outbox = Outbox(outputs, route, status)
+        self.outbox = Outbox(outputs, route, status, lossy_outputs)
         self._batch = batch_records
         self._beat_s = heartbeat_interval_s
         self._poll_s = multi_input_poll_s
