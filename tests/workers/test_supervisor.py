@@ -57,11 +57,14 @@ def connect() -> Iterator[Connect]:
         gateway.close()
 
 
-def stop_cleanly(node: NodeProcess, gateways: list[TestGateway]) -> None:
-    """SIGTERM with no turn in flight: exit 0, no process left, nothing in /dev/shm."""
+def stop_cleanly(
+    node: NodeProcess, gateways: list[TestGateway], sig: signal.Signals = signal.SIGTERM
+) -> None:
+    """SIGTERM (or SIGINT) with no turn in flight: exit 0, no process left, nothing in
+    /dev/shm."""
     for gateway in gateways:
         gateway.close()
-    os.kill(node.pid, signal.SIGTERM)
+    os.kill(node.pid, sig)
     assert node.wait_exit() == 0, node.log()
     wait_until(lambda: not group_members(node.pid), "every process of the node to exit")
     assert node.leftovers() == []
@@ -174,7 +177,7 @@ def test_stopped_worker_is_detected_and_replaced(start_node: StartNode, connect:
     for _ in range(2):
         gw.run_turn(sessions, frames=3)
     assert "stopped answering" in node.log()
-    stop_cleanly(node, [gw])
+    stop_cleanly(node, [gw], signal.SIGINT)
 
 
 def test_sigterm_drains_the_turn_in_flight_then_removes_everything(

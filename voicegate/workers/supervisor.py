@@ -109,7 +109,8 @@ class Supervisor:
     # -- entry point ----------------------------------------------------------------
 
     def run(self) -> int:
-        """Run the node until a signal stops it (0) or it cannot go on (1)."""
+        """Run the node until a signal stops it (0) or it cannot go on (1; ``reason``
+        says why). Call it from the main thread: it installs the signal handlers."""
         code = 0
         try:
             self._install_signals()
