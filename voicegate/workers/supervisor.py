@@ -44,9 +44,12 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import posix_ipc
+
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import DrainEvent, Kind, RestartReason, StageId, WorkerRestarted
+from voicegate.ext.errors import RingError
 from voicegate.workers.process import WORKER_BLOCKED_SIGNALS, WorkerSpec, worker_main
 from voicegate.workers.rings import cleanup_stale, ring_class
 from voicegate.workers.status import Field, State, StatusBlock, remove_stale_blocks
@@ -115,7 +118,10 @@ class Supervisor:
         try:
             self._install_signals()
             self._claim_node()
-            self._create_shared_memory()
+            try:
+                self._create_shared_memory()
+            except (OSError, ValueError, RingError, posix_ipc.Error) as exc:
+                raise NodeFailureError(f"cannot create the node's shared memory: {exc}") from exc
             self._start_workers()
             if not self._stop_requested:
                 assert self._node is not None
