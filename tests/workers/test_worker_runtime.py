@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -318,8 +319,28 @@ def test_several_input_rings_are_all_read(make: Callable[..., Harness]) -> None:
             (Kind.AUDIO_IN, 2, b"2|stt"),
             (Kind.AUDIO_IN, 3, b"3|stt"),
         ]
-    # Idle with several rings: the pass waits briefly on one ring and reads nothing.
+    # Idle with several rings: the pass waits on all of them and reads nothing.
     assert h.worker.run_once(0.01) == 0
+
+
+def test_a_record_on_any_input_ring_wakes_a_parked_worker(make: Callable[..., Harness]) -> None:
+    h = make(PassThroughStage, inputs=3)
+    for ring in range(3):
+        h.send(Kind.SESSION_OPEN, session_id(ring, 1), 1, ring=ring)
+    h.pump()
+    h.received()
+    for ring in (2, 0, 1):
+        # Written while the worker is parked on every ring's doorbell: it must wake well
+        # before its 60 s timeout, whichever ring the record is on.
+        writer = threading.Timer(
+            0.05, h.send, (Kind.AUDIO_IN, session_id(ring, 1), 1, 1, b"x"), {"ring": ring}
+        )
+        writer.start()
+        try:
+            assert h.worker.run_once(60.0) == 1
+        finally:
+            writer.join()
+        assert [(r[1], r[4]) for r in h.received()] == [(session_id(ring, 1), b"x|stt")]
 
 
 def test_tick_runs_and_is_timed(make: Callable[..., Harness]) -> None:

@@ -113,7 +113,6 @@ class RingSettings:
     control_capacity: int = 1 << 16  # bytes, supervisor -> gateway control rings
     spin_us: float = 50.0  # spin this long before parking on the semaphore
     batch_records: int = 256  # records a worker takes from one ring per read
-    multi_input_poll_s: float = 0.002  # idle wait per input ring when a worker has several
 
     def __post_init__(self) -> None:
         _check(
@@ -132,12 +131,6 @@ class RingSettings:
             )
         _check(self.spin_us >= 0, "rings.spin_us", self.spin_us, "must be >= 0")
         _check(self.batch_records >= 1, "rings.batch_records", self.batch_records, "must be >= 1")
-        _check(
-            0 < self.multi_input_poll_s <= 1,
-            "rings.multi_input_poll_s",
-            self.multi_input_poll_s,
-            "must be > 0 and <= 1",
-        )
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,16 @@ from voicegate.workers.topology import Topology
 
 def read_node_status(config: NodeConfig) -> dict[str, StatusSnapshot]:
     """Snapshot of every status block of the node that exists now, keyed by process name
-    ("node", "vad", ..., "gw0", ...). Blocks that do not exist (node not running) are
-    left out."""
+    ("node", "vad", ..., "gw0", ...). Blocks that do not exist (node not running) or
+    are not initialised yet are left out."""
     topology = Topology(config)
     now = monotonic_ns()
     result: dict[str, StatusSnapshot] = {}
     for process in ("node", *topology.stages, *topology.gateways):
         try:
             block = StatusBlock.attach(topology.status_block(process))
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, ValueError):
+            continue  # absent, or being created right now
         try:
             result[process] = block.snapshot(now)
         finally:

@@ -131,7 +131,6 @@ def _serve(
             lossy_outputs=[ring_spec.lossy for ring_spec in topology.outputs(name)],
             batch_records=spec.config.rings.batch_records,
             heartbeat_interval_s=health.heartbeat_interval_s,
-            multi_input_poll_s=spec.config.rings.multi_input_poll_s,
         )
         status.set(Field.LOAD_NS, load_ns)
         status.set(Field.READY_NS, monotonic_ns())

@@ -36,6 +36,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("voicegate.supervisor")
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How long a node block with no valid header is taken for one being created.
+_HALF_MADE_GRACE_S = 2.0
 
 
 class NodeFailureError(Exception):
@@ -189,16 +192,31 @@ class Supervisor:
     # -- shared memory --------------------------------------------------------------
 
     def _claim_node(self) -> None:
+        """Create the node's status block, which doubles as the node's lock: creation
+        is exclusive, and an existing block names the supervisor holding the node."""
         name = self.topology.node_block
         node_name = self.config.node.name
-        try:
-            old = StatusBlock.attach(name)
-        except FileNotFoundError:
-            old = None
-        except ValueError:
-            StatusBlock.unlink_name(name)
-            old = None
-        if old is not None:
+        unreadable_since: float | None = None
+        for _ in range(1000):
+            try:
+                self._node = StatusBlock.create(name)
+                break
+            except posix_ipc.ExistentialError:
+                pass
+            try:
+                old = StatusBlock.attach(name)
+            except FileNotFoundError:
+                continue  # removed in between: try to create it again
+            except ValueError:
+                # Being created by another supervisor right now, or left half made by a
+                # crash: wait a little before deciding it is garbage.
+                now = time.monotonic()
+                unreadable_since = unreadable_since or now
+                if now - unreadable_since < _HALF_MADE_GRACE_S:
+                    time.sleep(0.02)
+                else:
+                    StatusBlock.unlink_name(name)
+                continue
             alive, pid = old.creator_alive(), old.get(Field.CREATOR_PID)
             old.close()
             if alive:
@@ -207,13 +225,11 @@ class Supervisor:
                 )
             log.warning("node %s: removing what a crashed supervisor (pid %d) left", node_name, pid)
             StatusBlock.unlink_name(name)
-        self._remove_leftovers()
-        try:
-            self._node = StatusBlock.create(name)
-        except Exception as exc:
-            raise NodeFailureError(f"node {node_name!r}: cannot create {name!r}: {exc}") from exc
+        else:
+            raise NodeFailureError(f"node {node_name!r}: cannot create {name!r}")
         self._node.claim()
         self._node.state = State.STARTING
+        self._remove_leftovers()
 
     def _remove_leftovers(self) -> None:
         prefix = self.topology.prefix

@@ -27,6 +27,7 @@ publishes (``Flag.STAMPED``); the gateway's frames carry one too. The stamp is t
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -175,7 +176,6 @@ class Worker(Generic[S]):
         lossy_outputs: Sequence[bool] | None = None,
         batch_records: int = 256,
         heartbeat_interval_s: float = 0.1,
-        multi_input_poll_s: float = 0.002,
     ) -> None:
         if not inputs:
             raise ValueError("a worker needs at least one input ring")
@@ -185,10 +185,9 @@ class Worker(Generic[S]):
         self.outbox = Outbox(outputs, route, status, lossy_outputs)
         self._batch = batch_records
         self._beat_s = heartbeat_interval_s
-        self._poll_s = multi_input_poll_s
         self._turns: dict[int, int] = {}
         self._states: dict[int, S] = {}
-        self._next_input = 0
+        self._bells: list[int] | None = None
         tick = stage.tick_interval_s
         self._tick_ns = int(tick * NS_PER_S) if tick else 0
         self._next_tick_ns = monotonic_ns() + self._tick_ns if tick else 0
@@ -228,21 +227,30 @@ class Worker(Generic[S]):
         else:
             got = sum(self._read(ring, 0.0) for ring in self.inputs)
             if got == 0 and timeout_s > 0:
-                # No ring offers a wait on several rings at once: park on one at a time,
-                # in turn, for a short slice.
-                ring = self.inputs[self._next_input]
-                self._next_input = (self._next_input + 1) % len(self.inputs)
-                try:
-                    ready = ring.wait(min(timeout_s, self._poll_s))
-                except PeerDied:
-                    ready = False  # that gateway is gone; the others are read next pass
-                if ready:
-                    got = self._read(ring, 0.0)
+                self._wait_any(timeout_s)
+                got = sum(self._read(ring, 0.0) for ring in self.inputs)
         if self._tick_ns:
             self._tick_if_due()
         self.outbox.flush(self.status.beat, self._beat_s, self._stopping)
         self.status.beat()
         return got
+
+    def _wait_any(self, timeout_s: float) -> None:
+        """Park until any input ring has a record: each ring's doorbell is armed (the
+        producer then writes a byte to its FIFO instead of posting the semaphore) and one
+        ``select`` waits on them all."""
+        if self._bells is None:
+            self._bells = [ring.doorbell_fileno() for ring in self.inputs]
+        armed: list[Ring] = []
+        try:
+            for ring in self.inputs:
+                if not ring.arm_doorbell():
+                    return  # a record is there already (or the ring closed): read now
+                armed.append(ring)
+            select.select(self._bells, [], [], timeout_s)
+        finally:
+            for ring in armed:
+                ring.disarm_doorbell()
 
     def _idle_timeout_s(self) -> float:
         timeout = self._beat_s
