@@ -13,6 +13,7 @@ the same small cost to every transport.
 from __future__ import annotations
 
 import abc
+import functools
 import itertools
 import os
 import queue
@@ -49,6 +50,20 @@ class Endpoint(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 (an optional hook: most ends hold nothing)
         """Release this end (sockets, ring handles)."""
+
+    def ping_calls(self, spin: bool) -> tuple[Callable[[Any], Any], Callable[[], Any]]:
+        """The cheapest (send, receive) pair for the pinging side of a latency run."""
+        return self.send, (self.recv_spin if spin else self.recv)
+
+    def echo(self, spin: bool) -> None:
+        """Return every frame until the stop message."""
+        receive = self.recv_spin if spin else self.recv
+        send = self.send
+        while True:
+            message = receive()
+            if not len(message):
+                return
+            send(message)
 
     def produce(self, frame: bytes, deadline: float, batch: bool) -> None:
         """Send frames (one by one, or in batches of BATCH) until ``deadline``, then stop."""
@@ -95,6 +110,18 @@ class RingEndpoint(Endpoint):
         return record.payload if record.kind == KIND_FRAME else STOP
 
     recv_spin = recv  # the ring's own spin_us decides whether it spins or parks
+
+    def ping_calls(self, spin: bool) -> tuple[Callable[[Any], Any], Callable[[], Any]]:
+        return functools.partial(self.tx.write, KIND_FRAME, 0, 0, 0, 0), functools.partial(
+            self.rx.read, None
+        )
+
+    def echo(self, spin: bool) -> None:
+        read, write = self.rx.read, self.tx.write
+        record = read(None)
+        while record.kind == KIND_FRAME:
+            write(KIND_FRAME, 0, 0, 0, 0, record.payload)
+            record = read(None)
 
     def produce(self, frame: bytes, deadline: float, batch: bool) -> None:
         clock = time.perf_counter
@@ -419,15 +446,8 @@ def echo_child(spec: Any, cpu: int, spin: bool, ready: Any) -> None:
     os.sched_setaffinity(0, {cpu})
     end = child_end(spec)
     ready.set()
-    receive: Callable[[], Any] = end.recv_spin if spin else end.recv
-    send = end.send
     try:
-        while True:
-            message = receive()
-            if not len(message):
-                break
-            send(message)
-            del message
+        end.echo(spin)
     finally:
         end.close()
 

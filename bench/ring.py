@@ -24,7 +24,6 @@ import os
 import tempfile
 import time
 from array import array
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from bench._ring_peers import (
     echo_child,
     produce_child,
 )
+from voicegate.ext import cleanup_stale
 
 PEERS = ("voicegate", "mp.Queue", "mp.Pipe", "faster-fifo", "pyzmq")
 RING_SPIN_US = 50.0  # the ring's default: spin this long, then park
@@ -101,18 +101,18 @@ def measure_latency(
             end = transport.parent_end()
             if not ready.wait(60):
                 raise RuntimeError(f"{name}: echo child did not start")
-            receive: Callable[[], Any] = end.recv_spin if spin else end.recv
+            send, receive = end.ping_calls(spin)
             frame = bytes(range(256)) * 2 + bytes(FRAME_BYTES - 512)
             warm_until = time.perf_counter() + min(0.2, duration / 4)
             while time.perf_counter() < warm_until:
-                end.send(frame)
+                send(frame)
                 receive()
             samples = array("q")
             now_ns = time.perf_counter_ns
             deadline = time.perf_counter() + duration
             while len(samples) < max_samples:
                 t0 = now_ns()
-                end.send(frame)
+                send(frame)
                 receive()
                 samples.append(now_ns() - t0)
                 if not len(samples) & 63 and time.perf_counter() > deadline:
@@ -172,6 +172,7 @@ def _stats_us(samples_ns: npt.NDArray[np.float64]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    cleanup_stale("vg-bench")  # rings of an earlier bench run that was killed
     ctx = mp.get_context("spawn")
     cpus = sorted(os.sched_getaffinity(0))
     placements: list[tuple[str, tuple[int, int]]] = [("same", (cpus[0], cpus[0]))]

@@ -21,7 +21,8 @@ found data) stays in the semaphore and is drained before the next park announces
 Between slices the waiter refreshes its heartbeat, checks the owner's ``closed`` flag
 and whether its peer died, and honours its own timeout.
 
-Setup, role claims and removal are shared with the reference ring (segment.py).
+Setup, role claims and removal are shared with the reference ring (segment.py). A handle
+is used by one thread at a time (single producer, single consumer: one handle per side).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
@@ -923,7 +924,8 @@ cdef class Ring:
         if not self._closed and self._ctrl != NULL:
             if self._side != SIDE_NONE and vg_load_relaxed_u32(self._ctrl, self._pid_off) == <uint32_t>getpid():
                 vg_store_release_u32(self._ctrl, self._pid_off, 0)
-            if self._owner and self._creator_pid == getpid() and self._unlink_names is not None:
+            if (self._owner and self._creator_pid == getpid() and self._unlink_names is not None
+                    and not self._seg.unlinked):
                 vg_store_release_u32(self._ctrl, VG_CTRL_CLOSED, 1)
                 names = self._unlink_names.split(b"\0")
                 shm_unlink(names[0])
