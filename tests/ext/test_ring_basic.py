@@ -300,3 +300,23 @@ def test_create_validates_arguments(impl: Any, ring_name: str) -> None:
         impl.attach(ring_name, "consumer")
     with impl.create(ring_name, CAP), pytest.raises(RingError, match="already exists"):
         impl.create(ring_name, CAP)
+
+
+def test_unlinked_names_are_not_removed_twice(impl: Any, ring_name: str) -> None:
+    first = impl.create(ring_name, CAP)
+    first.unlink()
+    assert not os.path.exists(f"{SHM_DIR}/{ring_name}")
+    with impl.create(ring_name, CAP) as second:
+        first.close()  # must not remove the new ring that reuses the name
+        del first
+        gc.collect()
+        assert os.path.exists(f"{SHM_DIR}/{ring_name}")
+        assert second.stats()["written"] == 0
+
+
+def test_dropped_owner_removes_its_ring(impl: Any, ring_name: str) -> None:
+    owner = impl.create(ring_name, CAP, role="producer")
+    assert owner.try_write(1, 0, 0, 0, 0, b"x")
+    del owner
+    gc.collect()
+    assert not os.path.exists(f"{SHM_DIR}/{ring_name}")

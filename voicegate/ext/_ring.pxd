@@ -74,6 +74,9 @@ cdef class Ring:
     cdef int _stage(self, long long kind, long long session, long long turn, long long seq,
                     long long origin_ns, object payload, long long flags,
                     bint count_drop) except -1
+    cdef int _stage_bytes(self, long long kind, long long session, long long turn,
+                          long long seq, long long origin_ns, const char *body,
+                          Py_ssize_t body_len, long long flags, bint count_drop) except -1
     cdef int _publish(self) except -1
     cdef int _wake_consumer(self) except -1
     cdef int _drop(self) except -1

@@ -21,9 +21,11 @@ found data) stays in the semaphore and is drained before the next park announces
 Between slices the waiter refreshes its heartbeat, checks the owner's ``closed`` flag
 and whether its peer died, and honours its own timeout.
 
-Setup, role claims and removal are shared with the reference ring (segment.py).
+Setup, role claims and removal are shared with the reference ring (segment.py). A handle
+is used by one thread at a time (single producer, single consumer: one handle per side).
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, ETIMEDOUT, errno
@@ -33,6 +35,7 @@ from posix.time cimport CLOCK_MONOTONIC, timespec
 from posix.unistd cimport getpid
 
 from voicegate.ext.includes.atomic cimport (
+    vg_coarse_now_ns,
     vg_cpu_relax,
     vg_exchange_u32,
     vg_fence_seq_cst,
@@ -386,7 +389,7 @@ cdef class Ring:
         return 0
 
     cdef inline void _beat(self) noexcept:
-        vg_store_relaxed_u64(self._ctrl, self._beat_off, <uint64_t>vg_now_ns())
+        vg_store_relaxed_u64(self._ctrl, self._beat_off, <uint64_t>vg_coarse_now_ns())
 
     # -- producer -----------------------------------------------------------------------
 
@@ -395,8 +398,7 @@ cdef class Ring:
                     bint count_drop) except -1:
         """Stage one record: 1 when written, 0 when the ring is full."""
         cdef Py_buffer view
-        cdef uint64_t length, size, w, idx, pad, end
-        cdef vg_record_header *header
+        cdef int staged
         if (kind < 0 or kind > MAX_KIND or flags < 0 or flags > U16_MAX
                 or session < 0 or <uint64_t>session > U32_MAX
                 or turn < 0 or <uint64_t>turn > U32_MAX
@@ -404,43 +406,56 @@ cdef class Ring:
             raise protocol.record_field_error(
                 kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns
             )
+        if PyBytes_CheckExact(payload):  # the common case, without a buffer export
+            return self._stage_bytes(kind, session, turn, seq, origin_ns,
+                                     PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                                     flags, count_drop)
         PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
         try:
-            length = <uint64_t>view.len
-            if length > self._max_payload:
-                raise protocol.payload_too_large(length, self._max_payload, self._name)
-            size = _record_size(length)
-            w = self._wpos
-            idx = w & self._mask
-            pad = self._cap - idx if idx + size > self._cap else 0
-            end = w + pad + size
-            if end - self._cached_rpos > self._cap:
-                self._cached_rpos = vg_load_acquire_u64(self._ctrl, VG_CTRL_READ_POS)
-                if end - self._cached_rpos > self._cap:
-                    if count_drop:
-                        self._drop()
-                    return 0
-            if pad:
-                # Only length, kind and flags of a pad are guaranteed to fit (8-byte
-                # alignment leaves at least 8 bytes before the end).
-                header = <vg_record_header *>(self._data + idx)
-                header.length = <uint32_t>pad
-                header.kind = VG_KIND_PAD
-                header.flags = 0
-                idx = 0
-            header = <vg_record_header *>(self._data + idx)
-            header.length = <uint32_t>length
-            header.kind = <uint32_t>kind
-            header.flags = <uint32_t>flags
-            header.session = <uint32_t>session
-            header.turn = <uint32_t>turn
-            header.seq = <uint32_t>seq
-            header.reserved = 0
-            header.origin_ns = origin_ns
-            if length:
-                memcpy(self._data + idx + VG_RECORD_HEADER_SIZE, view.buf, length)
+            staged = self._stage_bytes(kind, session, turn, seq, origin_ns, <const char *>view.buf,
+                                       view.len, flags, count_drop)
         finally:
             PyBuffer_Release(&view)
+        return staged
+
+    cdef int _stage_bytes(self, long long kind, long long session, long long turn,
+                          long long seq, long long origin_ns, const char *body,
+                          Py_ssize_t body_len, long long flags, bint count_drop) except -1:
+        cdef uint64_t length = <uint64_t>body_len
+        cdef uint64_t size, w, idx, pad, end
+        cdef vg_record_header *header
+        if length > self._max_payload:
+            raise protocol.payload_too_large(length, self._max_payload, self._name)
+        size = _record_size(length)
+        w = self._wpos
+        idx = w & self._mask
+        pad = self._cap - idx if idx + size > self._cap else 0
+        end = w + pad + size
+        if end - self._cached_rpos > self._cap:
+            self._cached_rpos = vg_load_acquire_u64(self._ctrl, VG_CTRL_READ_POS)
+            if end - self._cached_rpos > self._cap:
+                if count_drop:
+                    self._drop()
+                return 0
+        if pad:
+            # Only length, kind and flags of a pad are guaranteed to fit (8-byte
+            # alignment leaves at least 8 bytes before the end).
+            header = <vg_record_header *>(self._data + idx)
+            header.length = <uint32_t>pad
+            header.kind = VG_KIND_PAD
+            header.flags = 0
+            idx = 0
+        header = <vg_record_header *>(self._data + idx)
+        header.length = <uint32_t>length
+        header.kind = <uint32_t>kind
+        header.flags = <uint32_t>flags
+        header.session = <uint32_t>session
+        header.turn = <uint32_t>turn
+        header.seq = <uint32_t>seq
+        header.reserved = 0
+        header.origin_ns = origin_ns
+        if length:
+            memcpy(self._data + idx + VG_RECORD_HEADER_SIZE, body, length)
         self._wpos = end
         self._written += 1
         self._staged += 1
@@ -816,7 +831,7 @@ cdef class Ring:
             return math.inf
         off = VG_CTRL_CONSUMER_BEAT_NS if role == "consumer" else VG_CTRL_PRODUCER_BEAT_NS
         beat = <int64_t>vg_load_relaxed_u64(self._ctrl, off)
-        return max(0.0, (vg_now_ns() - beat) / 1e9)
+        return max(0.0, (vg_coarse_now_ns() - beat) / 1e9)
 
     # -- misc ---------------------------------------------------------------------------
 
@@ -909,7 +924,8 @@ cdef class Ring:
         if not self._closed and self._ctrl != NULL:
             if self._side != SIDE_NONE and vg_load_relaxed_u32(self._ctrl, self._pid_off) == <uint32_t>getpid():
                 vg_store_release_u32(self._ctrl, self._pid_off, 0)
-            if self._owner and self._creator_pid == getpid() and self._unlink_names is not None:
+            if (self._owner and self._creator_pid == getpid() and self._unlink_names is not None
+                    and not self._seg.unlinked):
                 vg_store_release_u32(self._ctrl, VG_CTRL_CLOSED, 1)
                 names = self._unlink_names.split(b"\0")
                 shm_unlink(names[0])

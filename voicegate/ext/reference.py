@@ -721,7 +721,11 @@ class ReferenceRing:
             return
         try:
             self._seg.release_claim()
-            if self._owner and self._seg.get("creator_pid") == os.getpid():
+            if (
+                self._owner
+                and self._seg.get("creator_pid") == os.getpid()
+                and not self._seg.unlinked
+            ):
                 self._seg.unlink()
         except Exception:
             pass

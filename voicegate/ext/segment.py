@@ -121,6 +121,7 @@ class Segment:
         self.u32 = self._ctrl_view.cast("I")
         self._claimed: str | None = None
         self._open = True
+        self.unlinked = False
 
     # -- creation and attachment ----------------------------------------------------
 
@@ -255,10 +256,14 @@ class Segment:
     # -- teardown -----------------------------------------------------------------------
 
     def unlink(self) -> None:
-        """Mark the segment closed and remove every name (owner only)."""
+        """Mark the segment closed and remove every name (owner only). Only once: after
+        that the names may belong to a new ring."""
+        if self.unlinked:
+            return
         if self._open:
             self.set("closed", 1)
         _unlink_quietly(self.names)
+        self.unlinked = True
 
     def close_data(self) -> None:
         """Unmap the record area; BufferError (and nothing changed) while payload views

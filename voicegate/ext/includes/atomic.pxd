@@ -13,4 +13,5 @@ cdef extern from "vg_atomic.h" nogil:
     uint32_t vg_exchange_u32(char *base, size_t off, uint32_t value)
     void vg_fence_seq_cst()
     int64_t vg_now_ns()
+    int64_t vg_coarse_now_ns()
     void vg_cpu_relax()
