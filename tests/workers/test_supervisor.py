@@ -145,9 +145,13 @@ def test_each_killed_worker_is_replaced_and_later_turns_succeed(
             for gw in gateways:
                 gw.run_turn(sessions[gw.index], frames=5)
         assert {s: node.worker_pid(s) for s in STAGES} == {**pids, stage: replacement}
-        status = node.status(stage)
-        assert status.counters["restarts"] == 1
-        assert status.counters["last_replace_ns"] > 0
+        assert node.status(stage).counters["restarts"] == 1
+
+        # The supervisor records the replacement time once it has seen the worker ready.
+        def timed(s: str = stage) -> bool:
+            return node.status(s).counters["last_replace_ns"] > 0
+
+        wait_until(timed, "the replacement time")
     assert "replaced in" in node.log()
     stop_cleanly(node, gateways)
 
