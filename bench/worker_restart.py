@@ -15,7 +15,8 @@ the box. The restart backoff is 0 here (``--backoff`` to change it): with the de
 configuration a replacement also waits ``health.restart_backoff_s`` (0.2 s), doubled for
 each earlier failure of the same worker within ``health.restart_window_s``.
 
-    python -m bench.worker_restart [--rounds 5] [--impl native|reference] [--backoff 0]
+    python -m bench worker_restart [--rounds 10] [--quick] [--impl native|reference]
+                                   [--backoff 0] [--out DIR]
 
 Writes bench/results/worker_restart.json.
 """
@@ -24,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -34,9 +33,10 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from bench.report import environment, format_table, percentile, results_dir, write_json
 from voicegate.core.clock import NS_PER_MS, monotonic_ns
 from voicegate.core.config import STAGES, NodeConfig, load_config
 from voicegate.core.kinds import Flag, Kind, session_id
@@ -44,7 +44,6 @@ from voicegate.workers.gateway_link import GatewayLink
 from voicegate.workers.status import Field, State, StatusBlock
 from voicegate.workers.topology import Topology
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 120.0
 
@@ -140,7 +139,7 @@ def wait_ready(block_name: str, proc: subprocess.Popen[bytes], min_generation: i
             block.close()
 
 
-def measure(args: argparse.Namespace, log: Path, config_path: Path) -> dict[str, object]:
+def measure(args: argparse.Namespace, log: Path, config_path: Path) -> dict[str, Any]:
     config = load_config(config_path, env={})
     topology = Topology(config)
     env = dict(
@@ -206,57 +205,51 @@ def measure(args: argparse.Namespace, log: Path, config_path: Path) -> dict[str,
     }
 
 
-def summarise(results: dict[str, object], stages: list[str]) -> list[dict[str, object]]:
+def summarise(results: dict[str, Any], stages: list[str]) -> list[list[Any]]:
     kills = results["kills"]
-    assert isinstance(kills, list)
-    cold = float(results["cold_start_ms"])  # type: ignore[arg-type]
-    rows: list[dict[str, object]] = []
+    cold = float(results["cold_start_ms"])
+    rows: list[list[Any]] = []
     for stage in [*stages, "all"]:
         mine = [k for k in kills if stage in ("all", k["stage"])]
         ready = sorted(k["kill_to_ready_ms"] for k in mine)
         rows.append(
-            {
-                "stage": stage,
-                "n": len(mine),
-                "kill_to_ready_median_ms": statistics.median(ready),
-                "kill_to_ready_max_ms": ready[-1],
-                "detect_to_ready_median_ms": statistics.median(
-                    k["detect_to_ready_ms"] for k in mine
-                ),
-                "kill_to_turn_median_ms": statistics.median(k["kill_to_turn_ms"] for k in mine),
-                "ready_over_cold_start": statistics.median(ready) / cold,
-            }
+            [
+                stage,
+                len(mine),
+                statistics.median(ready),
+                percentile(ready, 90),
+                ready[-1],
+                statistics.median(k["detect_to_ready_ms"] for k in mine),
+                statistics.median(k["kill_to_turn_ms"] for k in mine),
+                statistics.median(ready) / cold,
+            ]
         )
     return rows
 
 
-def print_table(rows: list[dict[str, object]], results: dict[str, object]) -> None:
-    print(f"cold start of the node: {results['cold_start_ms']:.0f} ms")
-    healthy = results["healthy_turn_ms"]
-    assert isinstance(healthy, list)
-    print(f"turn on the healthy node: median {statistics.median(healthy):.1f} ms")
-    header = (
-        f"{'stage':6} {'n':>3} {'kill->ready':>12} {'max':>8} {'detect->ready':>14} "
-        f"{'kill->turn':>11} {'/cold start':>12}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r['stage']:6} {r['n']:>3} {r['kill_to_ready_median_ms']:>9.0f} ms "
-            f"{r['kill_to_ready_max_ms']:>5.0f} ms {r['detect_to_ready_median_ms']:>11.0f} ms "
-            f"{r['kill_to_turn_median_ms']:>8.0f} ms {r['ready_over_cold_start']:>12.2f}"
-        )
+HEADERS = [
+    "stage",
+    "n",
+    "kill->ready ms",
+    "p90",
+    "max",
+    "detect->ready ms",
+    "kill->turn ms",
+    "ready/cold start",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.worker_restart", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5, help="kills per stage")
+    parser = argparse.ArgumentParser(prog="python -m bench worker_restart", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=10, help="kills per stage")
+    parser.add_argument("--quick", action="store_true", help="2 kills per stage")
     parser.add_argument("--impl", choices=["native", "reference"], default="native")
     parser.add_argument("--backoff", type=float, default=0.0, help="health.restart_backoff_s")
     parser.add_argument("--stages", default=",".join(STAGES))
-    parser.add_argument("--out", type=Path, default=RESULTS / "worker_restart.json")
+    parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = 2
     args.stages = [s for s in args.stages.split(",") if s]
     unknown = set(args.stages) - set(STAGES)
     if unknown:
@@ -270,19 +263,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"worker_restart: {exc}\n{log.read_text(errors='replace')}", file=sys.stderr)
             return 1
     rows = summarise(results, args.stages)
-    print_table(rows, results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "bench": "worker_restart",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "impl": args.impl,
-        "backoff_s": args.backoff,
-        "summary": rows,
-        **results,
-    }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    healthy = statistics.median(results["healthy_turn_ms"])
+    print(f"cold start of the node: {results['cold_start_ms']:.0f} ms")
+    print(f"turn on the healthy node: median {healthy:.2f} ms")
+    print(format_table(HEADERS, rows))
+    path = write_json(
+        results_dir(args.out) / "worker_restart.json",
+        {
+            "bench": "worker_restart",
+            "environment": environment(),
+            "impl": args.impl,
+            "backoff_s": args.backoff,
+            "summary": [dict(zip(HEADERS, row, strict=True)) for row in rows],
+            **results,
+        },
+    )
+    print(f"wrote {path}")
     return 0
 
 
