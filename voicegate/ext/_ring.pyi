@@ -4,9 +4,9 @@ The pure-Python reference ring (voicegate/ext/reference.py) implements exactly t
 """
 
 from collections.abc import Iterable
-from typing import Literal
 
 from typing_extensions import Buffer
+
 from voicegate.ext.errors import (
     PeerDied as PeerDied,
 )
@@ -19,14 +19,14 @@ from voicegate.ext.errors import (
 from voicegate.ext.errors import (
     RingLayoutError as RingLayoutError,
 )
+from voicegate.ext.protocol import Role as Role
 
-Role = Literal["producer", "consumer", "owner"]
 # (kind, flags, session, turn, seq, origin_ns, payload)
 RecordTuple = tuple[int, int, int, int, int, int, Buffer]
 
 class Record:
-    """One record read from a ring. ``payload`` is a zero-copy view into shared memory that
-    stays valid until the consumer's next read, ``wait`` or ``release`` call."""
+    """One record read from a ring. ``payload`` is a zero-copy read-only view into shared
+    memory that stays valid until the consumer's next read, ``wait`` or ``release`` call."""
 
     @property
     def kind(self) -> int: ...
@@ -46,7 +46,12 @@ class Record:
 class Ring:
     """Single-producer single-consumer ring of variable-length records in POSIX shared
     memory. One process creates it (the owner, who alone unlinks it); one producer and one
-    consumer attach by name."""
+    consumer attach by name; any number of observers may attach to read ``stats()``.
+
+    ``attach`` raises RingError while another live process holds the role; a holder that
+    died (pid gone, zombie, or pid reused) is replaced: a new producer resumes from the
+    published ``write_pos``, a new consumer from the released ``read_pos``.
+    """
 
     @classmethod
     def create(
@@ -56,9 +61,14 @@ class Ring:
         *,
         role: Role = "owner",
         spin_us: float = 50.0,
-    ) -> Ring: ...
+        park_slice_s: float = 0.1,
+    ) -> Ring:
+        """Create the ring; ``role`` "producer" or "consumer" also takes that side."""
     @classmethod
-    def attach(cls, name: str, role: Role, *, spin_us: float = 50.0) -> Ring: ...
+    def attach(
+        cls, name: str, role: Role, *, spin_us: float = 50.0, park_slice_s: float = 0.1
+    ) -> Ring:
+        """Attach as "producer", "consumer" or "observer" (stats only, no role taken)."""
     @property
     def name(self) -> str: ...
     @property
@@ -67,6 +77,9 @@ class Ring:
     def capacity(self) -> int: ...
     @property
     def max_payload(self) -> int: ...
+    @property
+    def slice_timeouts(self) -> int:
+        """Park slices of this handle that ended by timeout rather than by a wake-up."""
     # -- producer -------------------------------------------------------------------
     def try_write(
         self,
@@ -95,7 +108,8 @@ class Ring:
         """Publish staged records and wake a parked consumer; returns how many."""
     def write_batch(self, records: Iterable[RecordTuple]) -> int:
         """Stage records until one does not fit, then publish them all with one release
-        store and at most one wake-up. Returns how many were written."""
+        store and at most one wake-up. Returns how many were written (a batch cut short
+        counts one full event in ``dropped_full``)."""
     def write(
         self,
         kind: int,
@@ -107,11 +121,14 @@ class Ring:
         flags: int = 0,
         timeout: float | None = None,
     ) -> bool:
-        """Write one record, waiting (spin, then park) up to ``timeout`` seconds for space."""
+        """Write one record, waiting (spin, then park) up to ``timeout`` seconds for space.
+        Raises PeerDied when the consumer dies while the ring is full."""
     # -- consumer -------------------------------------------------------------------
     def try_read(self) -> Record | None: ...
     def read(self, timeout: float | None = None) -> Record | None:
-        """Next record, waiting up to ``timeout`` seconds (None: forever)."""
+        """Next record, waiting up to ``timeout`` seconds (None: forever). Raises
+        PeerDied when the ring is empty and the producer died, RingClosed when it is
+        empty and its owner closed it."""
     def read_batch(self, max_records: int = 256, timeout: float | None = 0.0) -> list[Record]:
         """Up to ``max_records`` records; waits up to ``timeout`` for the first one."""
     def wait(self, timeout: float | None = None) -> bool:
@@ -120,6 +137,13 @@ class Ring:
         """Hand the space of every record read so far back to the producer."""
     def available(self) -> int:
         """Bytes published and not yet released (occupancy)."""
+    # -- asyncio support (see voicegate.ext.aio) -----------------------------------
+    def doorbell_fileno(self) -> int:
+        """A non-blocking fd that becomes readable when an armed doorbell is rung."""
+    def arm_doorbell(self) -> bool:
+        """Release what was read and ask the producer to ring the doorbell on its next
+        publish; False (not armed) when a record is already there or the ring closed."""
+    def disarm_doorbell(self) -> None: ...
     # -- liveness -------------------------------------------------------------------
     def beat(self) -> None:
         """Publish this side's heartbeat (done implicitly by reads, writes and waits)."""
@@ -133,14 +157,18 @@ class Ring:
     # -- misc -----------------------------------------------------------------------
     def stats(self) -> dict[str, int]:
         """written, dropped_full, read, wakeups_sent, consumer_parks, producer_parks,
-        space_wakeups_sent, occupancy_bytes, capacity."""
+        space_wakeups_sent, occupancy_bytes, capacity, producer_pid, consumer_pid."""
     def close(self) -> None:
-        """Detach; the owner also unlinks the segment and semaphores."""
-    def unlink(self) -> None: ...
+        """Detach (a consumer first releases what it read); the owner also unlinks the
+        segment and semaphores. Raises BufferError (and changes nothing) while payload
+        views of records read are still alive."""
+    def unlink(self) -> None:
+        """Mark the ring closed, wake both sides and remove its names (owner only)."""
     def __enter__(self) -> Ring: ...
     def __exit__(self, *exc: object) -> None: ...
 
 def cleanup_stale(prefix: str = "vg-") -> list[str]:
     """Unlink segments and semaphores under ``prefix`` whose creator process is gone."""
 
-def monotonic_ns() -> int: ...
+def monotonic_ns() -> int:
+    """CLOCK_MONOTONIC in ns, the clock of ``origin_ns`` and of the heartbeats."""

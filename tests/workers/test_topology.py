@@ -1,0 +1,70 @@
+"""Ring and status block names, routing, stage loading, the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voicegate.core.config import ConfigError, NodeConfig, NodeSettings
+from voicegate.core.kinds import session_id
+from voicegate.workers.__main__ import main
+from voicegate.workers.passthrough import PassThroughStage
+from voicegate.workers.process import load_stage_class
+from voicegate.workers.stage import StageContext
+from voicegate.workers.topology import Topology
+
+
+def test_topology_of_a_two_gateway_node() -> None:
+    topology = Topology(NodeConfig(node=NodeSettings(name="n1", gateways=2)))
+    names = {(r.producer, r.consumer): r.name for r in topology.rings}
+    assert names == {
+        ("gw0", "vad"): "vg-n1-gw0-vad",
+        ("gw1", "vad"): "vg-n1-gw1-vad",
+        ("vad", "stt"): "vg-n1-vad-stt",
+        ("stt", "llm"): "vg-n1-stt-llm",
+        ("llm", "tts"): "vg-n1-llm-tts",
+        ("tts", "gw0"): "vg-n1-tts-gw0",
+        ("tts", "gw1"): "vg-n1-tts-gw1",
+        ("supervisor", "gw0"): "vg-n1-ctl-gw0",
+        ("supervisor", "gw1"): "vg-n1-ctl-gw1",
+    }
+    assert [r.name for r in topology.inputs("vad")] == ["vg-n1-gw0-vad", "vg-n1-gw1-vad"]
+    assert [r.name for r in topology.outputs("tts")] == ["vg-n1-tts-gw0", "vg-n1-tts-gw1"]
+    assert [r.name for r in topology.inputs("llm")] == ["vg-n1-stt-llm"]
+    assert sorted(r.name for r in topology.rings if r.lossy) == ["vg-n1-tts-gw0", "vg-n1-tts-gw1"]
+    assert topology.status_block("stt") == "vg-n1-stt.status"
+    assert topology.node_block == "vg-n1-node.status"
+    route = topology.router("tts")
+    assert [route(session_id(g, 9)) for g in (0, 1)] == [0, 1]
+    assert topology.router("stt")(session_id(1, 9)) == 0
+
+
+def test_load_stage_class() -> None:
+    assert load_stage_class("voicegate.workers.passthrough:PassThroughStage") is PassThroughStage
+    with pytest.raises(ImportError, match="'no_such:Stage': cannot import module 'no_such'"):
+        load_stage_class("no_such:Stage")
+    with pytest.raises(TypeError, match="'Topology' is not a Stage subclass"):
+        load_stage_class("voicegate.workers.topology:Topology")
+    with pytest.raises(TypeError, match="'Missing' is not a Stage subclass"):
+        load_stage_class("voicegate.workers.topology:Missing")
+
+
+def test_pass_through_options_are_checked() -> None:
+    config = NodeConfig()
+    stage = PassThroughStage(StageContext("llm", config, {"tag": "<llm>"}, (0,), 1))
+    assert stage.tag == b"<llm>"
+    assert PassThroughStage(StageContext("llm", config, {}, (0,), 1)).tag == b"|llm"
+    with pytest.raises(ConfigError, match=r"workers\.llm\.options\.speed"):
+        PassThroughStage(StageContext("llm", config, {"speed": 2}, (0,), 1))
+    with pytest.raises(ConfigError, match=r"workers\.llm\.options\.tag = 3"):
+        PassThroughStage(StageContext("llm", config, {"tag": 3}, (0,), 1))
+
+
+def test_cli_rejects_a_bad_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[health]\nmax_restarts = -1\n")
+    assert main(["--config", str(path)]) == 2
+    assert "health.max_restarts = -1" in capsys.readouterr().err

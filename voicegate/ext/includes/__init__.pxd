@@ -1,0 +1,1 @@
+# Makes voicegate/ext/includes a cimport package: C declarations for the ring's .pyx.

@@ -1,0 +1,38 @@
+"""Run a node's supervisor: ``python -m voicegate.workers [--config FILE]``.
+
+Exit status: 0 after SIGTERM/SIGINT, 1 when the node failed (the reason is logged),
+2 for a bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from setproctitle import setproctitle
+
+from voicegate.core.config import ConfigError, load_config
+from voicegate.workers.process import LOG_FORMAT
+from voicegate.workers.supervisor import Supervisor
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m voicegate.workers", description=__doc__)
+    parser.add_argument("--config", help="TOML file (default: $VOICEGATE_CONFIG, else defaults)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    args = parser.parse_args(argv)
+    level = getattr(logging, args.log_level)
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"voicegate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setproctitle(f"voicegate: supervisor {config.node.name}")
+    return Supervisor(config, log_level=level).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

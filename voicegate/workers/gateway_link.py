@@ -1,0 +1,203 @@
+"""A gateway process's end of the node: the rings it writes and reads, and its status.
+
+Gateway ``i`` is the producer of ``gw<i> -> vad`` and the consumer of ``tts -> gw<i>``
+and of the supervisor's control ring ``ctl-gw<i>``. Nothing here blocks unless asked to:
+``send`` is the hot path and drops (returning False) when the ring is full, as DESIGN.md
+wants of a gateway. Session ids must come from ``voicegate.core.kinds.session_id`` with
+this gateway's index, so answers find their way back.
+
+The gateway's duties towards the runtime (the server implements them):
+
+- on WORKER_RESTARTED: every session with a turn in flight gets an error event for that
+  turn; every live session sends SESSION_OPEN again with ``Flag.REOPEN`` and its next turn
+  (``send_wait``: it must not be dropped), then carries on with that turn;
+- on DRAIN: admit no new sessions, let turns in flight finish until the event's deadline,
+  close what is left with 1001, then ``set_state(State.DRAINED)``;
+- call ``beat`` regularly so operators can see it alive.
+
+Every control record a gateway sends comes back to it from the last stage once the
+whole pipeline has processed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from typing_extensions import Buffer
+
+from voicegate.core.clock import monotonic_ns
+from voicegate.core.config import NodeConfig
+from voicegate.core.kinds import Flag, kind_name, set_stamp, split_stamp, stamp_buffer
+from voicegate.workers.rings import ring_class
+from voicegate.workers.status import Field, Histogram, State, StatusBlock
+from voicegate.workers.topology import Topology, gateway_name
+
+if TYPE_CHECKING:
+    from voicegate.ext._ring import Record, Ring
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A record copied out of a ring: it outlives the read."""
+
+    kind: int
+    flags: int
+    session: int
+    turn: int
+    seq: int
+    origin_ns: int
+    payload: bytes  # without the send stamp
+    sent_ns: int  # when the last stage wrote it; 0 when not stamped
+
+    def __repr__(self) -> str:
+        return (
+            f"Received({kind_name(self.kind)}, session={self.session}, turn={self.turn}, "
+            f"seq={self.seq}, flags={self.flags:#x}, {len(self.payload)} bytes)"
+        )
+
+
+class GatewayLink:
+    """Attach gateway ``index`` of the node described by ``config``."""
+
+    def __init__(self, config: NodeConfig, index: int) -> None:
+        if not 0 <= index < config.node.gateways:
+            raise ValueError(f"gateway index {index} is outside 0..{config.node.gateways - 1}")
+        self.index = index
+        topology = Topology(config)
+        ring_type = ring_class(config.rings.impl)
+        spin_us = config.rings.spin_us
+        self._batch = config.rings.batch_records
+        self._rings: list[Ring] = []
+        try:
+            self.to_pipeline = ring_type.attach(
+                topology.gateway_in[index].name, "producer", spin_us=spin_us
+            )
+            self._rings.append(self.to_pipeline)
+            self.from_pipeline = ring_type.attach(
+                topology.gateway_out[index].name, "consumer", spin_us=spin_us
+            )
+            self._rings.append(self.from_pipeline)
+            self.control_ring = ring_type.attach(
+                topology.control[index].name, "consumer", spin_us=spin_us
+            )
+            self._rings.append(self.control_ring)
+            self.status = StatusBlock.attach(topology.status_block(gateway_name(index)))
+        except BaseException:
+            for ring in self._rings:
+                ring.close()
+            raise
+        self.status.claim()
+        self.status.state = State.READY
+        self.status.beat()
+
+    # -- towards the pipeline -------------------------------------------------------
+
+    def send(  # noqa: PLR0917 - the ring's record fields, in the ring's order
+        self,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer = b"",
+        flags: int = 0,
+    ) -> bool:
+        """Write one stamped record; never blocks. False (and counted) when full."""
+        buf = stamp_buffer(payload)
+        set_stamp(buf, monotonic_ns())
+        if self.to_pipeline.try_write(
+            kind, session, turn, seq, origin_ns, buf, flags | Flag.STAMPED
+        ):
+            self.status.add(Field.RECORDS_OUT, 1)
+            return True
+        self.status.add(Field.DROPPED_OUTPUT, 1)
+        return False
+
+    def send_wait(  # noqa: PLR0917 - the ring's record fields, in the ring's order
+        self,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer = b"",
+        flags: int = 0,
+        timeout: float | None = None,
+    ) -> bool:
+        """Like ``send`` but waits up to ``timeout`` seconds for room (for control records
+        that must not be lost). Blocks: call it off the event loop."""
+        buf = stamp_buffer(payload)
+        set_stamp(buf, monotonic_ns())
+        ok = self.to_pipeline.write(
+            kind, session, turn, seq, origin_ns, buf, flags | Flag.STAMPED, timeout=timeout
+        )
+        self.status.add(Field.RECORDS_OUT if ok else Field.DROPPED_OUTPUT, 1)
+        return ok
+
+    # -- from the pipeline and the supervisor ---------------------------------------
+
+    def receive(
+        self, max_records: int | None = None, timeout: float | None = 0.0
+    ) -> list[Received]:
+        """Records from the last stage (answer audio and echoed control), copied out;
+        waits up to ``timeout`` for the first (0: never waits)."""
+        records = self._read(self.from_pipeline, max_records, timeout)
+        if records:
+            read_ns = monotonic_ns()
+            waits = [read_ns - r.sent_ns for r in records if r.sent_ns]
+            if waits:
+                self.status.observe_many(Histogram.RING_WAIT, np.array(waits, dtype=np.int64))
+            self.status.add(Field.RECORDS_IN, len(records))
+        return records
+
+    def control(self, timeout: float | None = 0.0) -> list[Received]:
+        """Records from the supervisor: WORKER_RESTARTED and DRAIN."""
+        return self._read(self.control_ring, None, timeout)
+
+    def _read(self, ring: Ring, max_records: int | None, timeout: float | None) -> list[Received]:
+        records = ring.read_batch(max_records or self._batch, timeout=timeout)
+        try:
+            return [_copy(r) for r in records]
+        finally:
+            ring.release()
+            self.status.beat()
+
+    # -- status ---------------------------------------------------------------------
+
+    def beat(self) -> None:
+        self.status.beat()
+
+    def set_state(self, state: State) -> None:
+        self.status.state = state
+
+    def close(self) -> None:
+        """Detach: mark this gateway stopped and leave the rings (the supervisor owns them)."""
+        if not self._rings:
+            return
+        self.status.state = State.STOPPED
+        for ring in self._rings:
+            ring.close()
+        self._rings.clear()
+        self.status.close()
+
+    def __enter__(self) -> GatewayLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _copy(record: Record) -> Received:
+    payload, sent_ns = split_stamp(record.payload, record.flags)
+    return Received(
+        record.kind,
+        record.flags & ~Flag.STAMPED,
+        record.session,
+        record.turn,
+        record.seq,
+        record.origin_ns,
+        bytes(payload),
+        sent_ns,
+    )

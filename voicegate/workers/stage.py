@@ -1,0 +1,95 @@
+"""What a pipeline stage implements: a small class that the worker runtime drives.
+
+The runtime (``voicegate.workers.worker``) reads the input rings in batches across all
+sessions, keeps the session table, drops stale records and forwards session lifecycle
+control. A stage only sees, in ring order:
+
+- ``open_session`` / ``close_session`` when a session starts or ends at this stage;
+- ``new_turn`` when a session's current turn changes (a new turn, a cancel, a barge-in);
+- ``on_records`` with data records (and COMMIT) of known sessions' current turns, as a
+  batch that may mix many sessions;
+- ``tick`` every ``tick_interval_s`` for time-driven work (partial transcripts, decode
+  steps), whether or not records arrived.
+
+Everything a stage produces goes through ``out.emit``; the runtime stamps, routes and
+writes it after the call returns. A stage that raises ends its worker process: the
+supervisor replaces it and the sessions with a turn in flight get an error event.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from typing_extensions import Buffer
+
+from voicegate.core.config import NodeConfig
+from voicegate.core.kinds import Message
+
+__all__ = ["Message", "Output", "Stage", "StageContext"]  # Message: from core, for stages
+
+S = TypeVar("S")
+
+
+class Output(Protocol):
+    """Where a stage puts what it produces."""
+
+    def emit(  # noqa: PLR0917 - the ring's record fields, in the ring's order
+        self,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer = b"",
+        flags: int = 0,
+    ) -> None:
+        """Queue one record downstream. The payload is copied at once."""
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage knows about the process it runs in."""
+
+    name: str  # "vad", "stt", ...
+    config: NodeConfig
+    options: Mapping[str, Any]  # [workers.<name>.options]
+    cpus: tuple[int, ...]  # the CPU set this worker is pinned to: size thread pools by it
+    generation: int  # 1 for the first process of this worker, +1 per replacement
+
+
+class Stage(ABC, Generic[S]):
+    """Base class of a pipeline stage; ``S`` is its per-session state."""
+
+    # Seconds between ``tick`` calls; None: the stage has no time-driven work.
+    tick_interval_s: ClassVar[float | None] = None
+
+    def __init__(self, context: StageContext) -> None:
+        self.context = context
+
+    def load(self) -> None:
+        """Load models and warm them up. The worker reports ready when this returns and
+        the supervisor logs how long it took."""
+
+    @abstractmethod
+    def open_session(self, session: int, turn: int, params: memoryview) -> S:
+        """A session starts at this stage; ``params`` is the SESSION_OPEN payload."""
+
+    def close_session(self, session: int, state: S, out: Output) -> None:
+        """A session ends here; emit anything still owed for it now."""
+
+    def new_turn(self, session: int, turn: int, state: S) -> None:
+        """``turn`` is now the session's current turn: drop work for older turns."""
+
+    @abstractmethod
+    def on_records(self, batch: Sequence[Message], states: Mapping[int, S], out: Output) -> None:
+        """Handle a batch of current-turn records of known sessions, in ring order.
+        ``states[m.session]`` is the state of each record's session."""
+
+    def tick(self, now_ns: int, states: Mapping[int, S], out: Output) -> None:
+        """Time-driven work, called every ``tick_interval_s``."""
+
+    def unload(self) -> None:
+        """Release resources before the process exits."""

@@ -1,0 +1,380 @@
+"""The worker runtime: drives one Stage between its input and output rings.
+
+Per batch read from an input ring it
+
+1. strips the send stamp and records how long each record waited in the ring;
+2. handles session lifecycle control itself (SESSION_OPEN, SESSION_CLOSE, CANCEL,
+   BARGE_IN, ERROR): updates the session table, calls the stage's hooks and forwards the
+   record downstream, so every later stage learns of it in order;
+3. drops data records of unknown sessions and of turns older than the session's current
+   turn (a newer turn makes the session's current turn advance first);
+4. hands the remaining records to ``Stage.on_records`` in runs that never span a control
+   record or a turn change, so the stage's output keeps the input's order, and records
+   the call's duration as the compute time of each record in the run;
+5. writes what the stage emitted with one publish per output ring, waiting for space
+   when an output ring is full (backpressure) while still beating; a ring to a gateway
+   never makes it wait: what does not fit there is dropped and counted.
+
+Sessions are re-known after a restart through SESSION_OPEN with ``Flag.REOPEN``, which
+the gateways send on WORKER_RESTARTED: a replacement starts with an empty table and drops
+records of sessions it has not seen opened (counted in DROPPED_UNKNOWN). A stage that
+already knows a re-opened session only moves it to the new turn.
+
+Ring wait is measured per record from the send stamp the producer writes just before it
+publishes (``Flag.STAMPED``); the gateway's frames carry one too. The stamp is the last
+8 payload bytes so the shared header layout stays as it is.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import numpy as np
+from typing_extensions import Buffer
+
+from voicegate.core.clock import NS_PER_S, monotonic_ns
+from voicegate.core.kinds import (
+    STAMP_SIZE,
+    Flag,
+    Kind,
+    kind_name,
+    set_stamp,
+    split_stamp,
+    stamp_buffer,
+)
+from voicegate.ext.errors import PeerDied, RingClosed
+from voicegate.workers.stage import Message, Stage
+from voicegate.workers.status import Field, Histogram, StatusBlock
+
+if TYPE_CHECKING:
+    from voicegate.ext._ring import Record, Ring
+
+S = TypeVar("S")
+# A queued record, in the ring's record-tuple order; the payload has room for the stamp.
+_Pending = tuple[int, int, int, int, int, int, bytearray]
+
+# Control the runtime handles and forwards itself. COMMIT goes to the stage like data.
+_LIFECYCLE = frozenset(
+    {Kind.SESSION_OPEN, Kind.SESSION_CLOSE, Kind.CANCEL, Kind.BARGE_IN, Kind.ERROR}
+)
+_NOT_STAMPED = ~int(Flag.STAMPED) & 0xFFFF
+
+
+class Outbox:
+    """Records a stage emitted, per output ring, until the runtime writes them.
+
+    A full ring is waited on (backpressure), except a lossy one: a ring to a gateway,
+    where what does not fit is dropped and counted, so that one gateway that stopped
+    reading cannot stall the answers of every other gateway's sessions."""
+
+    def __init__(
+        self,
+        rings: Sequence[Ring],
+        route: Callable[[int], int],
+        status: StatusBlock,
+        lossy: Sequence[bool] | None = None,
+    ) -> None:
+        self._rings = list(rings)
+        self._route = route
+        self._status = status
+        self._lossy = list(lossy) if lossy is not None else [False] * len(self._rings)
+        if len(self._lossy) != len(self._rings):
+            raise ValueError(f"{len(self._lossy)} lossy flags for {len(self._rings)} rings")
+        self._pending: list[list[_Pending]] = [[] for _ in self._rings]
+        self._max_payload = [ring.max_payload - STAMP_SIZE for ring in self._rings]
+
+    def emit(  # noqa: PLR0917 - the ring's record fields, in the ring's order
+        self,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer = b"",
+        flags: int = 0,
+    ) -> None:
+        index = self._route(session)
+        if not 0 <= index < len(self._rings):
+            self._status.add(Field.DROPPED_UNROUTABLE, 1)
+            return
+        buf = stamp_buffer(payload)
+        if len(buf) - STAMP_SIZE > self._max_payload[index]:
+            raise ValueError(
+                f"{kind_name(kind)} record of {len(buf) - STAMP_SIZE} bytes does not fit ring "
+                f"{self._rings[index].name!r} (at most {self._max_payload[index]} bytes)"
+            )
+        self._pending[index].append(
+            (kind, flags | Flag.STAMPED, session, turn, seq, origin_ns, buf)
+        )
+
+    def pending(self) -> int:
+        return sum(len(p) for p in self._pending)
+
+    def flush(self, beat: Callable[[], None], wait_s: float, give_up: Callable[[], bool]) -> bool:
+        """Write everything queued. A full ring is waited on in slices of ``wait_s``,
+        beating between them, until there is room or ``give_up()``; then what is left
+        stays queued. True when nothing is left."""
+        for ring, pending, lossy in zip(self._rings, self._pending, self._lossy, strict=True):
+            if not pending:
+                continue
+            done = 0
+            blocked_ns = 0
+            while done < len(pending):
+                now = monotonic_ns()
+                for record in islice(pending, done, None):
+                    set_stamp(record[6], now)
+                done += ring.write_batch(islice(pending, done, None))
+                if done == len(pending):
+                    break
+                if lossy:
+                    self._status.add(Field.DROPPED_OUTPUT, len(pending) - done)
+                    del pending[done:]
+                    break
+                if give_up():
+                    break
+                kind, flags, session, turn, seq, origin_ns, payload = pending[done]
+                set_stamp(payload, monotonic_ns())
+                try:
+                    if ring.write(
+                        kind, session, turn, seq, origin_ns, payload, flags, timeout=wait_s
+                    ):
+                        done += 1
+                except PeerDied:
+                    pass  # the consumer's replacement will attach and drain the ring
+                beat()
+                blocked_ns += monotonic_ns() - now
+            self._status.add(Field.RECORDS_OUT, done)
+            if blocked_ns:
+                self._status.add(Field.OUTPUT_WAIT_NS, blocked_ns)
+            del pending[:done]
+        return not self.pending()
+
+    def discard(self) -> int:
+        """Drop everything still queued (counted); returns how many records."""
+        dropped = self.pending()
+        for pending in self._pending:
+            pending.clear()
+        if dropped:
+            self._status.add(Field.DROPPED_OUTPUT, dropped)
+        return dropped
+
+
+class Worker(Generic[S]):
+    """Runs ``stage`` over its rings until told to stop."""
+
+    def __init__(
+        self,
+        stage: Stage[S],
+        inputs: Sequence[Ring],
+        outputs: Sequence[Ring],
+        route: Callable[[int], int],
+        status: StatusBlock,
+        *,
+        lossy_outputs: Sequence[bool] | None = None,
+        batch_records: int = 256,
+        heartbeat_interval_s: float = 0.1,
+    ) -> None:
+        if not inputs:
+            raise ValueError("a worker needs at least one input ring")
+        self.stage = stage
+        self.inputs = list(inputs)
+        self.status = status
+        self.outbox = Outbox(outputs, route, status, lossy_outputs)
+        self._batch = batch_records
+        self._beat_s = heartbeat_interval_s
+        self._turns: dict[int, int] = {}
+        self._states: dict[int, S] = {}
+        self._bells: list[int] | None = None
+        tick = stage.tick_interval_s
+        self._tick_ns = int(tick * NS_PER_S) if tick else 0
+        self._next_tick_ns = monotonic_ns() + self._tick_ns if tick else 0
+        self._stopping: Callable[[], bool] = _never
+
+    @property
+    def states(self) -> Mapping[int, S]:
+        """Per-session state of the sessions open at this stage."""
+        return self._states
+
+    def current_turn(self, session: int) -> int | None:
+        return self._turns.get(session)
+
+    # -- the loop -------------------------------------------------------------------
+
+    def run(self, should_stop: Callable[[], bool], stop_flush_s: float = 1.0) -> None:
+        """Serve until ``should_stop()``; then write what is queued, waiting at most
+        ``stop_flush_s`` for room in full output rings."""
+        self._stopping = should_stop
+        self.status.beat()
+        try:
+            while not should_stop():
+                self.run_once(self._idle_timeout_s())
+        except RingClosed:
+            return  # the supervisor removed the rings: the node is going down
+        deadline = monotonic_ns() + int(stop_flush_s * NS_PER_S)
+        if not self.outbox.flush(
+            self.status.beat, self._beat_s, lambda: monotonic_ns() >= deadline
+        ):
+            self.outbox.discard()
+
+    def run_once(self, timeout_s: float) -> int:
+        """One pass: read every input ring once (waiting up to ``timeout_s`` when all are
+        empty), tick if due, write the output. Returns how many records were read."""
+        if len(self.inputs) == 1:
+            got = self._read(self.inputs[0], timeout_s)
+        else:
+            got = sum(self._read(ring, 0.0) for ring in self.inputs)
+            if got == 0 and timeout_s > 0:
+                self._wait_any(timeout_s)
+                got = sum(self._read(ring, 0.0) for ring in self.inputs)
+        if self._tick_ns:
+            self._tick_if_due()
+        self.outbox.flush(self.status.beat, self._beat_s, self._stopping)
+        self.status.beat()
+        return got
+
+    def _wait_any(self, timeout_s: float) -> None:
+        """Park until any input ring has a record: each ring's doorbell is armed (the
+        producer then writes a byte to its FIFO instead of posting the semaphore) and one
+        ``select`` waits on them all."""
+        if self._bells is None:
+            self._bells = [ring.doorbell_fileno() for ring in self.inputs]
+        armed: list[Ring] = []
+        try:
+            for ring in self.inputs:
+                if not ring.arm_doorbell():
+                    return  # a record is there already (or the ring closed): read now
+                armed.append(ring)
+            select.select(self._bells, [], [], timeout_s)
+        finally:
+            for ring in armed:
+                ring.disarm_doorbell()
+
+    def _idle_timeout_s(self) -> float:
+        timeout = self._beat_s
+        if self._tick_ns:
+            timeout = min(timeout, max(0.0, (self._next_tick_ns - monotonic_ns()) / NS_PER_S))
+        return timeout
+
+    def _tick_if_due(self) -> None:
+        now = monotonic_ns()
+        if now < self._next_tick_ns:
+            return
+        self.stage.tick(now, self._states, self.outbox)
+        done = monotonic_ns()
+        self.status.observe(Histogram.TICK, done - now)
+        self.status.add(Field.TICKS, 1)
+        # Skip missed ticks rather than run them back to back.
+        self._next_tick_ns = max(self._next_tick_ns + self._tick_ns, done)
+
+    def _read(self, ring: Ring, timeout_s: float) -> int:
+        try:
+            records = ring.read_batch(self._batch, timeout=timeout_s)
+        except PeerDied:
+            # The producer died with the ring empty (the wait already took its time):
+            # its replacement attaches to the same ring, so there is nothing to do.
+            return 0
+        if not records:
+            return 0
+        read_ns = monotonic_ns()
+        try:
+            self._process(records, read_ns)
+        finally:
+            # Payload views die here: the stage was told to copy what it keeps.
+            ring.release()
+        return len(records)
+
+    # -- one batch ------------------------------------------------------------------
+
+    def _process(self, records: list[Record], read_ns: int) -> None:
+        turns = self._turns
+        run: list[Message] = []
+        waits: list[int] = []
+        unstamped = stale = unknown = 0
+        for record in records:
+            flags = record.flags
+            payload, sent_ns = split_stamp(record.payload, flags)
+            if sent_ns:
+                waits.append(read_ns - sent_ns)
+            else:
+                unstamped += 1
+            kind, session, turn = record.kind, record.session, record.turn
+            if kind in _LIFECYCLE:
+                if run:
+                    self._run_stage(run)
+                    run = []
+                self._control(record, flags & _NOT_STAMPED, payload)
+                continue
+            current = turns.get(session)
+            if current is None:
+                unknown += 1
+                continue
+            if turn != current:
+                if turn < current:
+                    stale += 1
+                    continue
+                if run:
+                    self._run_stage(run)
+                    run = []
+                self._advance(session, turn)
+            run.append(
+                Message(
+                    kind,
+                    flags & _NOT_STAMPED,
+                    session,
+                    turn,
+                    record.seq,
+                    record.origin_ns,
+                    payload,
+                    sent_ns,
+                )
+            )
+        if run:
+            self._run_stage(run)
+        status = self.status
+        status.add(Field.RECORDS_IN, len(records))
+        status.add(Field.BATCHES, 1)
+        if stale:
+            status.add(Field.DROPPED_STALE, stale)
+        if unknown:
+            status.add(Field.DROPPED_UNKNOWN, unknown)
+        if unstamped:
+            status.add(Field.UNSTAMPED, unstamped)
+        if waits:
+            status.observe_many(Histogram.RING_WAIT, np.array(waits, dtype=np.int64))
+        status.set(Field.SESSIONS, len(turns))
+
+    def _run_stage(self, run: list[Message]) -> None:
+        start = monotonic_ns()
+        self.stage.on_records(run, self._states, self.outbox)
+        self.status.observe(Histogram.COMPUTE, monotonic_ns() - start, len(run))
+
+    def _advance(self, session: int, turn: int) -> None:
+        self._turns[session] = turn
+        self.stage.new_turn(session, turn, self._states[session])
+
+    def _control(self, record: Record, flags: int, payload: memoryview) -> None:
+        kind, session, turn = record.kind, record.session, record.turn
+        start = monotonic_ns()
+        current = self._turns.get(session)
+        if kind == Kind.SESSION_OPEN:
+            if current is None:
+                self._states[session] = self.stage.open_session(session, turn, payload)
+                self._turns[session] = turn
+            elif turn > current:
+                self._advance(session, turn)
+        elif kind == Kind.SESSION_CLOSE:
+            if current is not None:
+                state = self._states.pop(session)
+                del self._turns[session]
+                self.stage.close_session(session, state, self.outbox)
+        elif kind in (Kind.CANCEL, Kind.BARGE_IN) and current is not None and turn > current:
+            self._advance(session, turn)
+        self.status.observe(Histogram.COMPUTE, monotonic_ns() - start)
+        self.outbox.emit(kind, session, turn, record.seq, record.origin_ns, payload, flags)
+
+
+def _never() -> bool:
+    return False
