@@ -26,13 +26,19 @@ def test_topology_of_a_two_gateway_node() -> None:
         ("llm", "tts"): "vg-n1-llm-tts",
         ("tts", "gw0"): "vg-n1-tts-gw0",
         ("tts", "gw1"): "vg-n1-tts-gw1",
+        ("vad", "gw0"): "vg-n1-vad-gw0",
+        ("vad", "gw1"): "vg-n1-vad-gw1",
         ("supervisor", "gw0"): "vg-n1-ctl-gw0",
         ("supervisor", "gw1"): "vg-n1-ctl-gw1",
     }
     assert [r.name for r in topology.inputs("vad")] == ["vg-n1-gw0-vad", "vg-n1-gw1-vad"]
     assert [r.name for r in topology.outputs("tts")] == ["vg-n1-tts-gw0", "vg-n1-tts-gw1"]
     assert [r.name for r in topology.inputs("llm")] == ["vg-n1-stt-llm"]
-    assert sorted(r.name for r in topology.rings if r.lossy) == ["vg-n1-tts-gw0", "vg-n1-tts-gw1"]
+    assert sorted(r.name for r in topology.rings if r.lossy) == [
+        "vg-n1-tts-gw0", "vg-n1-tts-gw1", "vg-n1-vad-gw0", "vg-n1-vad-gw1"
+    ]
+    assert [r.name for r in topology.events("vad")] == ["vg-n1-vad-gw0", "vg-n1-vad-gw1"]
+    assert topology.events("stt") == []
     assert topology.status_block("stt") == "vg-n1-stt.status"
     assert topology.node_block == "vg-n1-node.status"
     route = topology.router("tts")

@@ -37,7 +37,9 @@ class Kind(IntEnum):
     TRANSCRIPT_PARTIAL = 0x0003  # provisional transcript text, UTF-8 (stt -> llm)
     TRANSCRIPT_FINAL = 0x0004  # final transcript of the turn, UTF-8 (stt -> llm)
     LLM_TOKEN = 0x0005  # decoded answer text, UTF-8 (llm -> tts)
-    AUDIO_OUT = 0x0006  # answer audio: PCM16 mono (tts -> gateway)
+    AUDIO_OUT = 0x0006  # answer audio in the session's output format (tts -> gateway)
+    TEXT_INPUT = 0x0007  # the caller typed a turn, UTF-8 (gateway -> vad, which gives it a turn)
+    TURN_TIMING = 0x0008  # when each stage first produced output for the turn (tts -> gateway)
     # Control: session lifecycle and turn boundaries, in order with the data.
     SESSION_OPEN = 0x1001  # payload: session parameters, opaque to the runtime
     SESSION_CLOSE = 0x1002
@@ -48,6 +50,9 @@ class Kind(IntEnum):
     # Supervisor -> gateway only.
     WORKER_RESTARTED = 0x1010  # WorkerRestarted payload
     DRAIN = 0x1011  # stop admitting sessions; DrainEvent payload
+    # Gateway -> pipeline, forwarded by every stage.
+    PLAYBACK = 0x1020  # one byte: 1 the gateway started sending an answer, 0 it finished
+    OUTPUT_FORMAT = 0x1021  # the session's output format changed (slow-client degrade); JSON
 
 
 assert max(Kind) <= MAX_KIND
@@ -80,6 +85,9 @@ class Flag(IntFlag):
     # A SESSION_OPEN sent again for a live session after a worker restart: stages that
     # know the session only move to the header's turn, keeping their session state.
     REOPEN = 0x0008
+    # On CANCEL: the caller's utterance goes on under the new turn (a void speculation),
+    # so STT keeps the audio it has; without it a new utterance starts.
+    CONTINUE = 0x0010
 
 
 @dataclass(slots=True)

@@ -1,6 +1,7 @@
 """A gateway process's end of the node: the rings it writes and reads, and its status.
 
-Gateway ``i`` is the producer of ``gw<i> -> vad`` and the consumer of ``tts -> gw<i>``
+Gateway ``i`` is the producer of ``gw<i> -> vad`` and the consumer of ``tts -> gw<i>``,
+of ``vad -> gw<i>`` (turn events)
 and of the supervisor's control ring ``ctl-gw<i>``. Nothing here blocks unless asked to:
 ``send`` is the hot path and drops (returning False) when the ring is full, as DESIGN.md
 wants of a gateway. Session ids must come from ``voicegate.core.kinds.session_id`` with
@@ -79,6 +80,10 @@ class GatewayLink:
                 topology.gateway_out[index].name, "consumer", spin_us=spin_us
             )
             self._rings.append(self.from_pipeline)
+            self.events_ring = ring_type.attach(
+                topology.gateway_events[index].name, "consumer", spin_us=spin_us
+            )
+            self._rings.append(self.events_ring)
             self.control_ring = ring_type.attach(
                 topology.control[index].name, "consumer", spin_us=spin_us
             )
@@ -151,6 +156,11 @@ class GatewayLink:
                 self.status.observe_many(Histogram.RING_WAIT, np.array(waits, dtype=np.int64))
             self.status.add(Field.RECORDS_IN, len(records))
         return records
+
+    def events(self, max_records: int | None = None, timeout: float | None = 0.0) -> list[Received]:
+        """Turn events straight from the first stage (speech start, pause, end of turn,
+        barge-in): they do not queue behind the later stages' model work."""
+        return self._read(self.events_ring, max_records, timeout)
 
     def control(self, timeout: float | None = 0.0) -> list[Received]:
         """Records from the supervisor: WORKER_RESTARTED and DRAIN."""

@@ -121,6 +121,10 @@ def _serve(
         for ring_spec in topology.outputs(name):
             outputs.append(ring_type.attach(ring_spec.name, "producer", spin_us=spin_us))
             rings.append(outputs[-1])
+        events = []
+        for ring_spec in topology.events(name):
+            events.append(ring_type.attach(ring_spec.name, "producer", spin_us=spin_us))
+            rings.append(events[-1])
         health = spec.config.health
         worker = Worker(
             stage,
@@ -129,6 +133,7 @@ def _serve(
             topology.router(name),
             status,
             lossy_outputs=[ring_spec.lossy for ring_spec in topology.outputs(name)],
+            event_outputs=events,
             batch_records=spec.config.rings.batch_records,
             heartbeat_interval_s=health.heartbeat_interval_s,
         )

@@ -48,6 +48,19 @@ class Output(Protocol):
     ) -> None:
         """Queue one record downstream. The payload is copied at once."""
 
+    def emit_event(  # noqa: PLR0917 - the ring's record fields, in the ring's order
+        self,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer = b"",
+        flags: int = 0,
+    ) -> None:
+        """Queue one record straight to the session's gateway, past the later stages
+        (the first stage only: turn events whose latency the caller hears)."""
+
 
 @dataclass(frozen=True)
 class StageContext:

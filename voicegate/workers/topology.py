@@ -8,6 +8,7 @@ configuration has to be passed to a spawned worker or a gateway::
     vg-<node>-stt-llm          STT -> LLM
     vg-<node>-llm-tts          LLM -> TTS
     vg-<node>-tts-gw<i>        TTS -> gateway i            (one per gateway)
+    vg-<node>-vad-gw<i>        VAD -> gateway i: turn events past the later stages
     vg-<node>-ctl-gw<i>        supervisor -> gateway i     (WORKER_RESTARTED, DRAIN)
     vg-<node>-<process>.status status block of vad, stt, llm, tts, gw<i> and node
 
@@ -60,6 +61,7 @@ class Topology:
         self.gateway_in: list[RingSpec] = []
         self.gateway_out: list[RingSpec] = []
         self.control: list[RingSpec] = []
+        self.gateway_events: list[RingSpec] = []
         for gw in self.gateways:
             spec = self._ring(gw, first, rings.gateway_capacity)
             self.gateway_in.append(spec)
@@ -72,6 +74,8 @@ class Topology:
             spec = self._ring(last, gw, rings.gateway_capacity, lossy=True)
             self.gateway_out.append(spec)
             self._outputs[last].append(spec)
+        for gw in self.gateways:
+            self.gateway_events.append(self._ring(first, gw, rings.gateway_capacity, lossy=True))
         for gw in self.gateways:
             self.control.append(
                 RingSpec(f"{self.prefix}ctl-{gw}", rings.control_capacity, SUPERVISOR, gw)
@@ -86,7 +90,7 @@ class Topology:
     def rings(self) -> list[RingSpec]:
         """Every ring of the node, each once."""
         seen: dict[str, RingSpec] = {}
-        for spec in [*self.gateway_in, *self.gateway_out, *self.control]:
+        for spec in [*self.gateway_in, *self.gateway_out, *self.gateway_events, *self.control]:
             seen[spec.name] = spec
         for stage in self.stages:
             for spec in self._outputs[stage]:
@@ -98,6 +102,10 @@ class Topology:
 
     def outputs(self, stage: str) -> list[RingSpec]:
         return list(self._outputs[stage])
+
+    def events(self, stage: str) -> list[RingSpec]:
+        """The event rings a stage writes straight to each gateway (the first stage)."""
+        return list(self.gateway_events) if stage == self.stages[0] else []
 
     def router(self, stage: str) -> Callable[[int], int]:
         """Session id -> index into ``outputs(stage)``. The last stage writes to the

@@ -40,6 +40,7 @@ from voicegate.core.kinds import (
     STAMP_SIZE,
     Flag,
     Kind,
+    gateway_of,
     kind_name,
     set_stamp,
     split_stamp,
@@ -76,6 +77,7 @@ class Outbox:
         route: Callable[[int], int],
         status: StatusBlock,
         lossy: Sequence[bool] | None = None,
+        event_rings: Sequence[Ring] = (),
     ) -> None:
         self._rings = list(rings)
         self._route = route
@@ -83,6 +85,12 @@ class Outbox:
         self._lossy = list(lossy) if lossy is not None else [False] * len(self._rings)
         if len(self._lossy) != len(self._rings):
             raise ValueError(f"{len(self._lossy)} lossy flags for {len(self._rings)} rings")
+        # Event rings go straight to each gateway (index = gateway_of(session)), past the
+        # later stages; like every ring to a gateway they drop rather than wait.
+        self._event_base = len(self._rings)
+        self._event_count = len(event_rings)
+        self._rings += event_rings
+        self._lossy += [True] * len(event_rings)
         self._pending: list[list[_Pending]] = [[] for _ in self._rings]
         self._max_payload = [ring.max_payload - STAMP_SIZE for ring in self._rings]
 
@@ -96,7 +104,35 @@ class Outbox:
         payload: Buffer = b"",
         flags: int = 0,
     ) -> None:
-        index = self._route(session)
+        self._queue(self._route(session), kind, session, turn, seq, origin_ns, payload, flags)
+
+    def emit_event(  # noqa: PLR0917 - the ring's record fields, in the ring's order
+        self,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer = b"",
+        flags: int = 0,
+    ) -> None:
+        gateway = gateway_of(session)
+        if not self._event_count:
+            raise RuntimeError("this stage has no event path to the gateways")
+        index = self._event_base + gateway if gateway < self._event_count else -1
+        self._queue(index, kind, session, turn, seq, origin_ns, payload, flags)
+
+    def _queue(  # noqa: PLR0917 - the ring's record fields, in the ring's order
+        self,
+        index: int,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int,
+        origin_ns: int,
+        payload: Buffer,
+        flags: int,
+    ) -> None:
         if not 0 <= index < len(self._rings):
             self._status.add(Field.DROPPED_UNROUTABLE, 1)
             return
@@ -174,6 +210,7 @@ class Worker(Generic[S]):
         status: StatusBlock,
         *,
         lossy_outputs: Sequence[bool] | None = None,
+        event_outputs: Sequence[Ring] = (),
         batch_records: int = 256,
         heartbeat_interval_s: float = 0.1,
     ) -> None:
@@ -182,7 +219,7 @@ class Worker(Generic[S]):
         self.stage = stage
         self.inputs = list(inputs)
         self.status = status
-        self.outbox = Outbox(outputs, route, status, lossy_outputs)
+        self.outbox = Outbox(outputs, route, status, lossy_outputs, event_outputs)
         self._batch = batch_records
         self._beat_s = heartbeat_interval_s
         self._turns: dict[int, int] = {}
