@@ -45,6 +45,8 @@ def test_kinds_are_unique_and_split_into_data_and_control() -> None:
         Kind.TRANSCRIPT_FINAL,
         Kind.LLM_TOKEN,
         Kind.AUDIO_OUT,
+        Kind.TEXT_INPUT,
+        Kind.TURN_TIMING,
     }
     assert all(k >= CONTROL_BASE for k in set(Kind) - data)
     assert kind_name(Kind.BARGE_IN) == "BARGE_IN"
