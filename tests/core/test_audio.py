@@ -2,15 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from voicegate.core.audio import (
     StreamResampler,
     float32_to_pcm16,
     float32_to_pcm16_bytes,
-    mulaw_decode,
-    mulaw_encode,
     pcm16_to_float32,
     resample,
 )
@@ -35,46 +31,6 @@ def test_pcm16_rejects_bad_input() -> None:
         pcm16_to_float32(b"\x00\x01\x02")
     with pytest.raises(TypeError, match="int16"):
         pcm16_to_float32(np.zeros(4, dtype=np.int32))
-
-
-def test_mulaw_decode_matches_g711_reference_values() -> None:
-    decoded = mulaw_decode(bytes([0x00, 0x7F, 0x80, 0xFF, 0x0F, 0x8F, 0x70, 0xF0]))
-    # G.711: code 0x00 is the most negative level, 0x80 the most positive, 0x7F and
-    # 0xFF the two zeros; segment boundaries at 0x0F/0x8F and 0x70/0xF0.
-    np.testing.assert_array_equal(decoded, [-32124, 0, 32124, 0, -16764, 16764, -120, 120])
-
-
-def test_mulaw_every_code_survives_decode_then_encode() -> None:
-    codes = np.arange(256, dtype=np.uint8)
-    again = mulaw_encode(mulaw_decode(codes))
-    expected = codes.copy()
-    expected[0x7F] = 0xFF  # negative zero decodes to 0, which encodes as positive zero
-    np.testing.assert_array_equal(again, expected)
-
-
-def test_mulaw_encode_known_samples() -> None:
-    samples = np.array([0, -1, 1, 32767, -32768, 100, -100], dtype=np.int16)
-    np.testing.assert_array_equal(mulaw_encode(samples), [0xFF, 0x7F, 0xFF, 0x80, 0x00, 0xF2, 0x72])
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(-32768, 32767), min_size=1, max_size=200))
-def test_mulaw_round_trip_error_is_within_its_step(values: list[int]) -> None:
-    pcm = np.asarray(values, dtype=np.int16)
-    back = mulaw_decode(mulaw_encode(pcm)).astype(np.int64)
-    err = np.abs(back - pcm.astype(np.int64))
-    # The quantisation step doubles per segment: at most magnitude/16 + 16 off, and
-    # samples beyond the clip level saturate at the top code.
-    bound = np.maximum(np.minimum(np.abs(pcm.astype(np.int64)), 32635) // 16 + 16,
-                       np.abs(pcm.astype(np.int64)) - 32124)
-    assert np.all(err <= bound)
-
-
-def test_mulaw_rejects_wrong_dtypes() -> None:
-    with pytest.raises(TypeError, match="int16"):
-        mulaw_encode(np.zeros(3, dtype=np.float32))
-    with pytest.raises(TypeError, match="uint8"):
-        mulaw_decode(np.zeros(3, dtype=np.int16))
 
 
 def _tone(freq: float, rate: int, seconds: float) -> np.ndarray:

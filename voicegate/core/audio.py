@@ -1,7 +1,7 @@
-"""Audio sample utilities: PCM16 <-> float32, G.711 mu-law, and soxr resampling.
+"""Audio sample utilities: PCM16 <-> float32 and soxr resampling.
 
 Float audio is float32 in [-1, 1). PCM16 is little-endian signed 16-bit, the format of
-the WebSocket frames. Mu-law follows ITU-T G.711 (the telephony codec), bit for bit.
+the WebSocket frames. Wire encodings (mu-law) live in ``voicegate.core.codec``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,8 @@ import soxr
 
 FloatAudio = npt.NDArray[np.float32]
 Pcm16 = npt.NDArray[np.int16]
-MuLaw = npt.NDArray[np.uint8]
 
 _PCM16_SCALE: Final[float] = 32768.0
-
-# G.711 mu-law constants: the encoder works on 14-bit magnitudes offset by BIAS.
-_MULAW_BIAS: Final[int] = 0x84
-_MULAW_CLIP: Final[int] = 32635
 
 
 def pcm16_to_float32(pcm: bytes | bytearray | memoryview | Pcm16) -> FloatAudio:
@@ -45,53 +40,6 @@ def float32_to_pcm16(audio: npt.NDArray[np.floating]) -> Pcm16:
 def float32_to_pcm16_bytes(audio: npt.NDArray[np.floating]) -> bytes:
     """Encode float audio as little-endian PCM16 bytes (the wire format)."""
     return float32_to_pcm16(audio).astype("<i2").tobytes()
-
-
-def _mulaw_encode_table() -> MuLaw:
-    # Index: the 16-bit sample as unsigned (sample & 0xFFFF). Built once from the G.711
-    # segment rule so encoding is a single table lookup on the hot path.
-    samples = np.arange(-32768, 32768, dtype=np.int32)
-    sign = np.where(samples < 0, 0x80, 0x00)
-    magnitude = np.minimum(np.abs(samples), _MULAW_CLIP) + _MULAW_BIAS
-    # Segment (exponent): position of the highest set bit among bits 7..14.
-    exponent = np.zeros_like(magnitude)
-    for seg in range(7, 0, -1):
-        exponent = np.where((exponent == 0) & (magnitude >= (1 << (seg + 7))), seg, exponent)
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    codes = ~(sign | (exponent << 4) | mantissa) & 0xFF
-    table = np.empty(65536, dtype=np.uint8)
-    table[samples & 0xFFFF] = codes.astype(np.uint8)
-    return table
-
-
-def _mulaw_decode_table() -> Pcm16:
-    codes = ~np.arange(256, dtype=np.int32) & 0xFF
-    sign = codes & 0x80
-    exponent = (codes >> 4) & 0x07
-    mantissa = codes & 0x0F
-    magnitude = (((mantissa << 3) + _MULAW_BIAS) << exponent) - _MULAW_BIAS
-    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
-
-
-_MULAW_ENCODE: Final[MuLaw] = _mulaw_encode_table()
-_MULAW_DECODE: Final[Pcm16] = _mulaw_decode_table()
-
-
-def mulaw_encode(pcm: Pcm16) -> MuLaw:
-    """G.711 mu-law encode int16 samples to 8-bit codes."""
-    if pcm.dtype != np.int16:
-        raise TypeError(f"mu-law encoding takes int16 samples, found {pcm.dtype}")
-    result: MuLaw = _MULAW_ENCODE[pcm.view(np.uint16)]
-    return result
-
-
-def mulaw_decode(codes: bytes | bytearray | memoryview | MuLaw) -> Pcm16:
-    """G.711 mu-law decode 8-bit codes to int16 samples."""
-    index = np.frombuffer(codes, dtype=np.uint8) if not isinstance(codes, np.ndarray) else codes
-    if index.dtype != np.uint8:
-        raise TypeError(f"mu-law codes must have dtype uint8, found {index.dtype}")
-    result: Pcm16 = _MULAW_DECODE[index]
-    return result
 
 
 def resample(audio: npt.NDArray[np.floating], in_rate: int, out_rate: int) -> FloatAudio:
