@@ -1,5 +1,6 @@
 """Linux process facts the supervisor and workers rely on: identity that survives pid
-reuse, liveness that sees through zombies, CPU pinning and parent-death signals."""
+reuse, liveness that sees through zombies (both read /proc through the ring's own
+``voicegate.ext.procinfo``), CPU pinning and parent-death signals."""
 
 from __future__ import annotations
 
@@ -9,42 +10,25 @@ import os
 import signal
 from collections.abc import Iterable
 
+from voicegate.ext.procinfo import process_state
+
 _PR_SET_PDEATHSIG = 1
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22), or
-    None when no such process exists. A (pid, start) pair names one process for good:
-    a reused pid has a later start time."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name is in parentheses and may itself contain spaces or ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])
-
-
-def process_state(pid: int) -> str | None:
-    """The one-letter state of ``pid`` (R, S, D, T, Z, ...), or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return stat[stat.rindex(b")") + 2 :].split()[0].decode()
+    """Start time of ``pid`` in clock ticks since boot, or None when it is gone. A
+    (pid, start) pair names one process for good: a reused pid has a later start time."""
+    state = process_state(pid)
+    return None if state is None else state.start_time
 
 
 def is_alive(pid: int, start_ticks: int | None = None) -> bool:
     """True when ``pid`` runs (a zombie counts as dead) and, if ``start_ticks`` is given,
     is the same process that had that start time."""
-    if pid <= 0:
-        return False
     state = process_state(pid)
-    if state is None or state in ("Z", "X"):
+    if state is None or state.state in ("Z", "X", "x"):
         return False
-    return start_ticks is None or process_start_ticks(pid) == start_ticks
+    return start_ticks is None or state.start_time == start_ticks
 
 
 def pin_to(cpus: Iterable[int]) -> None:
