@@ -320,7 +320,8 @@ def test_check_rejects_renamed_input_missing_file_and_wrong_dtype(
 
     table, base = _copy_bundle(scripted, tmp_path / "missing")
     (base / "stt" / "tokenizer.json").unlink()
-    with pytest.raises(BundleError, match=r"tokenizer.json: file named by \[stt\] tokenizer"):
+    with pytest.raises(BundleError,
+                       match=r"tokenizer.json: file not found \(named by field \[stt\] tokenizer"):
         stt.check(table, base)
 
     table, base = _copy_bundle(scripted, tmp_path / "dtype")
@@ -337,9 +338,10 @@ def test_check_rejects_renamed_input_missing_file_and_wrong_dtype(
 
 def test_table_errors_name_the_field(scripted: tuple[dict[str, Any], Path]) -> None:
     table, base = scripted
-    with pytest.raises(BundleError, match=r"\[stt\] partial_interval_ms: wrong type"):
+    with pytest.raises(BundleError,
+                       match=r"field \[stt\] partial_interval_ms is invalid; expected an integer"):
         stt.read_params({**table, "partial_interval_ms": "fast"}, base)
-    with pytest.raises(BundleError, match=r"\[stt\] encoder: missing field"):
+    with pytest.raises(BundleError, match=r"field \[stt\] encoder is missing"):
         stt.check({k: v for k, v in table.items() if k != "encoder"}, base)
 
 

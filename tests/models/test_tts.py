@@ -295,7 +295,8 @@ def test_check_rejects_renamed_input_missing_field_and_wrong_dtype(
 
     table, base = _copy(scripted, tmp_path / "missing")
     (base / table["model"]).unlink()
-    with pytest.raises(BundleError, match=r"voice.onnx: file named by \[tts\] model not found"):
+    with pytest.raises(BundleError,
+                       match=r"voice.onnx: file not found \(named by field \[tts\] model"):
         tts.check(table, base)
 
 

@@ -38,11 +38,12 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from voicegate.models import melspec, stt_graph, whisper_tokenizer
+from voicegate.models.bundle import TableReader
 from voicegate.models.errors import BundleError
+from voicegate.models.json_fields import json_field, read_json
 from voicegate.models.onnx_builder import save_model
 from voicegate.models.runtime import BoundRunner, ExecutionConfig, create_session
 from voicegate.models.spec import StageReport, TensorSpec, describe_io, verify_io
-from voicegate.models.table_fields import TableReader, json_field, read_json
 
 STAGE: Final[str] = "stt"
 SAMPLE_RATE: Final[int] = melspec.SAMPLE_RATE
@@ -439,15 +440,12 @@ class SttEngine:
 def read_params(table: Mapping[str, Any], base: Path) -> SttParams:
     reader = TableReader(table, base, STAGE)
     defaults = SttParams()
-    interval = reader.get("partial_interval_ms", int, defaults.partial_interval_ms)
-    if interval < 0:
-        raise BundleError(reader.file, "[stt] partial_interval_ms: must be >= 0",
-                          expected=">= 0", found=interval)
     return SttParams(
-        language=reader.get("language", str, defaults.language),
-        task=reader.get("task", str, defaults.task),
-        partial_interval_ms=interval,
-        max_new_tokens=reader.positive("max_new_tokens", int, defaults.max_new_tokens),
+        language=reader.string("language", defaults.language),
+        task=reader.string("task", defaults.task),
+        partial_interval_ms=reader.integer("partial_interval_ms", defaults.partial_interval_ms,
+                                           minimum=0),
+        max_new_tokens=reader.integer("max_new_tokens", defaults.max_new_tokens, minimum=1),
     )
 
 
@@ -455,10 +453,8 @@ def _files(table: Mapping[str, Any], base: Path) -> dict[str, Path]:
     reader = TableReader(table, base, STAGE)
     files: dict[str, Path] = {}
     for key in ("encoder", "decoder", "tokenizer", "config"):
-        path = reader.path(key)
-        assert path is not None
-        files[key] = path
-    generation = reader.path("generation_config", required=False)
+        files[key] = reader.path(key)
+    generation = reader.path("generation_config", None)
     if generation is not None:
         files["generation_config"] = generation
     return files

@@ -37,11 +37,12 @@ import piper_phonemize
 from voicegate.core.audio import StreamResampler
 from voicegate.core.text import Clause, ClauseChunker
 from voicegate.models import tts_graph
+from voicegate.models.bundle import TableReader
 from voicegate.models.errors import BundleError
+from voicegate.models.json_fields import json_field, read_json
 from voicegate.models.onnx_builder import save_model
 from voicegate.models.runtime import BoundRunner, ExecutionConfig, create_session
 from voicegate.models.spec import StageReport, TensorSpec, describe_io, verify_io
-from voicegate.models.table_fields import TableReader, json_field, read_json
 
 STAGE: Final[str] = "tts"
 PAD: Final[str] = "_"
@@ -395,22 +396,17 @@ def read_params(table: Mapping[str, Any], base: Path) -> TtsParams:
     if "speaker" in table:
         raw = table["speaker"]
         if not isinstance(raw, int | str) or isinstance(raw, bool):
-            raise BundleError(reader.file, "[tts] speaker: wrong type", expected="int or str",
-                              found=repr(raw))
+            raise reader.invalid("speaker", "an integer or a string", raw)
         speaker = raw
-    level = reader.get("tail_trim_level", float, defaults.tail_trim_level)
-    silence = reader.get("sentence_silence_ms", int, defaults.sentence_silence_ms)
-    if level < 0 or silence < 0:
-        raise BundleError(reader.file, "[tts] tail_trim_level and sentence_silence_ms must be "
-                          ">= 0", expected=">= 0", found=(level, silence))
-    overrides = {key: reader.get(key, float) if key in table else None
+    overrides = {key: reader.number(key, None)
                  for key in ("noise_scale", "length_scale", "noise_w")}
     return TtsParams(
         speaker=speaker,
-        max_words=reader.positive("max_words", int, defaults.max_words),
-        first_max_words=reader.positive("first_max_words", int, defaults.first_max_words),
-        sentence_silence_ms=silence,
-        tail_trim_level=level,
+        max_words=reader.integer("max_words", defaults.max_words, minimum=1),
+        first_max_words=reader.integer("first_max_words", defaults.first_max_words, minimum=1),
+        sentence_silence_ms=reader.integer("sentence_silence_ms", defaults.sentence_silence_ms,
+                                           minimum=0),
+        tail_trim_level=reader.number("tail_trim_level", defaults.tail_trim_level, minimum=0),
         **overrides,
     )
 
@@ -420,7 +416,6 @@ def load_voice(table: Mapping[str, Any], base: Path, config: ExecutionConfig,
     reader = TableReader(table, base, STAGE)
     model_path = reader.path("model")
     config_path = reader.path("config")
-    assert model_path is not None and config_path is not None
     voice_config = VoiceConfig.load(config_path)
     return PiperVoice(
         create_session(model_path, config), voice_config,
