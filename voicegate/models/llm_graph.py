@@ -19,64 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
-OPSET = 17
+from voicegate.models.onnx_builder import (
+    GraphBuilder,
+    attention,
+    make_model,
+    merge_heads,
+    split_heads,
+)
+
 PRODUCER = "voicegate.models.synth"
 MASKED = -1.0e9  # additive bias of masked positions: finite, so no row is all -inf
-
-
-class GraphBuilder:
-    """Accumulates nodes and initializers with generated unique names."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self.inputs: list[onnx.ValueInfoProto] = []
-        self.outputs: list[onnx.ValueInfoProto] = []
-        self._count = 0
-
-    def _fresh(self, hint: str) -> str:
-        self._count += 1
-        return f"{hint}_{self._count}"
-
-    def const(self, value: npt.ArrayLike, hint: str = "const", dtype: Any = None) -> str:
-        array = np.asarray(value, dtype=dtype)
-        name = self._fresh(hint)
-        self.initializers.append(numpy_helper.from_array(array, name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs: Any) -> str:
-        output = out or self._fresh(op_type.lower())
-        self.nodes.append(
-            helper.make_node(op_type, list(inputs), [output], name=self._fresh(op_type), **attrs)
-        )
-        return output
-
-    def add_input(self, name: str, elem_type: int, shape: Sequence[int | str]) -> str:
-        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
-        return name
-
-    def add_output(self, name: str, elem_type: int, shape: Sequence[int | str]) -> None:
-        self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
-
-    def build(self, doc: str = "") -> onnx.ModelProto:
-        graph = helper.make_graph(
-            self.nodes, self.name, self.inputs, self.outputs, self.initializers, doc_string=doc
-        )
-        model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER
-        )
-        # Readers as old as onnxruntime 1.17 accept IR version 9.
-        model.ir_version = 9
-        onnx.checker.check_model(model, full_check=True)
-        return model
 
 
 @dataclass(frozen=True)
@@ -108,16 +65,18 @@ _T = "past_sequence_length + sequence_length"
 
 
 def _declare_io(g: GraphBuilder, layers: int, heads: int, head_dim: int, vocab: int) -> None:
-    g.add_input("input_ids", TensorProto.INT64, [_B, _S])
-    g.add_input("attention_mask", TensorProto.INT64, [_B, _T])
-    g.add_input("position_ids", TensorProto.INT64, [_B, _S])
+    g.input("input_ids", "int64", [_B, _S])
+    g.input("attention_mask", "int64", [_B, _T])
+    g.input("position_ids", "int64", [_B, _S])
     for i in range(layers):
         for kind in ("key", "value"):
-            g.add_input(f"past_key_values.{i}.{kind}", TensorProto.FLOAT, [_B, heads, _P, head_dim])
-    g.add_output("logits", TensorProto.FLOAT, [_B, _S, vocab])
+            g.input(f"past_key_values.{i}.{kind}", "float32", [_B, heads, _P, head_dim])
+    # Every output is written under its own name (``out=``), so no Identity is needed.
+    g.output("logits", "logits", "float32", [_B, _S, vocab])
     for i in range(layers):
         for kind in ("key", "value"):
-            g.add_output(f"present.{i}.{kind}", TensorProto.FLOAT, [_B, heads, _T, head_dim])
+            name = f"present.{i}.{kind}"
+            g.output(name, name, "float32", [_B, heads, _T, head_dim])
 
 
 def _dim(g: GraphBuilder, tensor: str, axis: int) -> str:
@@ -149,12 +108,6 @@ def _rms_norm(g: GraphBuilder, x: str, hidden: int) -> str:
     mean_sq = g.op("ReduceMean", g.op("Mul", x, x), axes=[-1], keepdims=1)
     rms = g.op("Sqrt", g.op("Add", mean_sq, g.const(np.float32(1e-5), "eps")))
     return g.op("Mul", g.op("Div", x, rms), g.const(np.ones(hidden, np.float32), "norm"))
-
-
-def _heads(g: GraphBuilder, x: str, heads: int, head_dim: int) -> str:
-    """[B, S, H*D] -> [B, H, S, D]."""
-    shaped = g.op("Reshape", x, g.const([0, 0, heads, head_dim], "shape", np.int64))
-    return g.op("Transpose", shaped, perm=[0, 2, 1, 3])
 
 
 def _rotary(g: GraphBuilder, x: str, cos: str, sin: str, head_dim: int) -> str:
@@ -201,27 +154,21 @@ def build_random_llm(dims: LlmDims, seed: int) -> onnx.ModelProto:
         g.const(np.float32(0.0), "zero_f"),
         g.const(np.float32(MASKED), "masked"),
     )  # [B, 1, S, T]
-    scale = g.const(np.float32(1.0 / np.sqrt(dims.head_dim)), "scale")
 
     for i in range(dims.layers):
         h = _rms_norm(g, x, dims.hidden)
-        q = _rotary(g, _heads(g, g.op("MatMul", h, weight(dims.hidden, width)), dims.heads,
-                              dims.head_dim), cos, sin, dims.head_dim)
-        k = _rotary(g, _heads(g, g.op("MatMul", h, weight(dims.hidden, width)), dims.heads,
-                              dims.head_dim), cos, sin, dims.head_dim)
-        v = _heads(g, g.op("MatMul", h, weight(dims.hidden, width)), dims.heads, dims.head_dim)
+        q = _rotary(g, split_heads(g, g.op("MatMul", h, weight(dims.hidden, width)),
+                                   dims.heads, dims.head_dim), cos, sin, dims.head_dim)
+        k = _rotary(g, split_heads(g, g.op("MatMul", h, weight(dims.hidden, width)),
+                                   dims.heads, dims.head_dim), cos, sin, dims.head_dim)
+        v = split_heads(g, g.op("MatMul", h, weight(dims.hidden, width)), dims.heads,
+                        dims.head_dim)
         keys = g.op("Concat", f"past_key_values.{i}.key", k, axis=2, out=f"present.{i}.key")
         values = g.op(
             "Concat", f"past_key_values.{i}.value", v, axis=2, out=f"present.{i}.value"
         )
-        scores = g.op("MatMul", q, g.op("Transpose", keys, perm=[0, 1, 3, 2]))
-        scores = g.op("Add", g.op("Mul", scores, scale), bias)
-        attended = g.op("MatMul", g.op("Softmax", scores, axis=-1), values)  # [B, H, S, D]
-        merged = g.op(
-            "Reshape",
-            g.op("Transpose", attended, perm=[0, 2, 1, 3]),
-            g.const([0, 0, width], "shape", np.int64),
-        )
+        attended = attention(g, q, keys, values, head_dim=dims.head_dim, mask=bias)
+        merged = merge_heads(g, attended, dims.heads, dims.head_dim)
         x = g.op("Add", x, g.op("MatMul", merged, weight(width, dims.hidden)))
         h = _rms_norm(g, x, dims.hidden)
         gate = g.op("MatMul", h, weight(dims.hidden, dims.ffn))
@@ -232,7 +179,8 @@ def build_random_llm(dims: LlmDims, seed: int) -> onnx.ModelProto:
     # Scaled so that greedy choices have clear margins, as a trained model's usually do.
     lm_head = weight(dims.hidden, dims.vocab, scale=4.0)
     g.op("MatMul", _rms_norm(g, x, dims.hidden), lm_head, out="logits")
-    return g.build("voicegate synthetic decoder-only LLM with seeded random weights")
+    return make_model(g.graph("voicegate synthetic decoder-only LLM with seeded random weights"),
+                      producer=PRODUCER)
 
 
 def build_scripted_llm(
@@ -307,4 +255,7 @@ def build_scripted_llm(
         table[row, token] = 20.0
     g.op("Gather", g.const(table, "reply"), g.op("Cast", step, to=TensorProto.INT64),
          out="logits")
-    return g.build("voicegate scripted LLM: spells a fixed reply, counting from its KV cache")
+    return make_model(
+        g.graph("voicegate scripted LLM: spells a fixed reply, counting from its KV cache"),
+        producer=PRODUCER,
+    )

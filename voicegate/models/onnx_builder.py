@@ -1,8 +1,8 @@
 """A small helper for writing ONNX graphs node by node with seeded random weights.
 
-Used by the STT and TTS graph builders. Names are generated so that a builder reads like
-the model's forward pass; subgraphs (the branches of an ``If``) are builders of their own
-that may refer to any value of the enclosing graph.
+Used by the STT, TTS and LLM graph builders. Names are generated so that a builder reads
+like the model's forward pass; subgraphs (the branches of an ``If``) are builders of their
+own that may refer to any value of the enclosing graph.
 """
 
 from __future__ import annotations
@@ -29,9 +29,13 @@ Dim = int | str | None
 
 
 class GraphBuilder:
-    """Collects nodes, initializers and graph inputs/outputs."""
+    """Collects nodes, initializers and graph inputs/outputs.
 
-    def __init__(self, name: str, rng: np.random.Generator, *, prefix: str = "") -> None:
+    ``rng`` feeds ``weight``; a graph without random weights needs none."""
+
+    def __init__(
+        self, name: str, rng: np.random.Generator | None = None, *, prefix: str = ""
+    ) -> None:
         self.name = name
         self.rng = rng
         self.prefix = prefix
@@ -73,14 +77,20 @@ class GraphBuilder:
     def weight(self, shape: Sequence[int], hint: str, scale: float | None = None) -> str:
         """A random normal weight; by default scaled by 1/sqrt(fan_in) to keep
         activations near unit size through the layers."""
+        if self.rng is None:
+            raise ValueError(f"graph {self.name!r} was built without a random generator")
         fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else int(shape[0])
         std = scale if scale is not None else 1.0 / np.sqrt(max(fan_in, 1))
         return self.const(self.rng.standard_normal(shape) * std, hint)
 
-    def op(self, op_type: str, *inputs: str, hint: str | None = None, **attrs: Any) -> str:
-        out = self.fresh(hint or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
-        return out
+    def op(
+        self, op_type: str, *inputs: str, hint: str | None = None, out: str | None = None,
+        **attrs: Any,
+    ) -> str:
+        """Append a node; its output is named ``out``, or a fresh name from ``hint``."""
+        output = out or self.fresh(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], **attrs))
+        return output
 
     def op_multi(self, op_type: str, inputs: Sequence[str], n_out: int, **attrs: Any) -> list[str]:
         outs = [self.fresh(op_type.lower()) for _ in range(n_out)]
@@ -106,9 +116,10 @@ class GraphBuilder:
         half = self.op("Mul", x, self.const(np.float32(0.5)))
         return self.op("Mul", half, self.op("Add", inner, self.const(np.float32(1.0))))
 
-    def graph(self) -> onnx.GraphProto:
+    def graph(self, doc: str = "") -> onnx.GraphProto:
         return helper.make_graph(
-            self.nodes, self.name, self.inputs, self.outputs, initializer=self.initializers
+            self.nodes, self.name, self.inputs, self.outputs, initializer=self.initializers,
+            doc_string=doc,
         )
 
     def subgraph(self, name: str) -> GraphBuilder:
@@ -116,14 +127,20 @@ class GraphBuilder:
         return GraphBuilder(name, self.rng, prefix=f"{self.prefix}{name}/")
 
 
-def save_model(graph: onnx.GraphProto, path: Path, *, producer: str) -> None:
+def make_model(graph: onnx.GraphProto, *, producer: str) -> onnx.ModelProto:
+    """A checked model around ``graph`` at this module's opset and IR version."""
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name=producer,
         ir_version=IR_VERSION,
     )
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def save_model(graph: onnx.GraphProto, path: Path, *, producer: str) -> None:
+    model = make_model(graph, producer=producer)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path))
 
