@@ -27,25 +27,24 @@ N_FRAMES: Final[int] = N_SAMPLES // HOP_LENGTH  # 3000 frames: the encoder's inp
 _LOG_FLOOR: Final[float] = 1e-10
 
 
+# The Slaney mel scale: linear below 1 kHz, logarithmic above.
+_F_SP: Final[float] = 200.0 / 3
+_MIN_LOG_HZ: Final[float] = 1000.0
+_MIN_LOG_MEL: Final[float] = _MIN_LOG_HZ / _F_SP
+_LOGSTEP: Final[float] = float(np.log(6.4) / 27.0)
+
+
 def _hz_to_mel_slaney(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    mels = hz / f_sp
-    above = hz >= min_log_hz
-    mels[above] = min_log_mel + np.log(hz[above] / min_log_hz) / logstep
+    mels = hz / _F_SP
+    above = hz >= _MIN_LOG_HZ
+    mels[above] = _MIN_LOG_MEL + np.log(hz[above] / _MIN_LOG_HZ) / _LOGSTEP
     return mels
 
 
 def _mel_to_hz_slaney(mels: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    hz = f_sp * mels
-    above = mels >= min_log_mel
-    hz[above] = min_log_hz * np.exp(logstep * (mels[above] - min_log_mel))
+    hz = _F_SP * mels
+    above = mels >= _MIN_LOG_MEL
+    hz[above] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (mels[above] - _MIN_LOG_MEL))
     return hz
 
 
