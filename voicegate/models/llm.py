@@ -31,6 +31,7 @@ from voicegate.models.bundle import TableReader
 from voicegate.models.errors import BundleError
 from voicegate.models.llm_graph import SIZES, LlmDims, build_random_llm, build_scripted_llm
 from voicegate.models.runtime import BoundRunner, ExecutionConfig, create_session
+from voicegate.models.sessions import session_of
 from voicegate.models.sp_tokenizer import (
     CHAT_MARKERS,
     SentencePieceTokenizer,
@@ -359,10 +360,7 @@ class LlmEngine:
         return sid in self._sessions
 
     def _session(self, sid: int) -> _Session:
-        try:
-            return self._sessions[sid]
-        except KeyError:
-            raise KeyError(f"LLM session {sid} is not open") from None
+        return session_of(self._sessions, sid, "LLM")
 
     def is_running(self, sid: int) -> bool:
         return self._session(sid).gen is not None

@@ -43,6 +43,7 @@ from voicegate.models.errors import BundleError
 from voicegate.models.json_fields import json_field, read_json
 from voicegate.models.onnx_builder import save_model
 from voicegate.models.runtime import BoundRunner, ExecutionConfig, create_session
+from voicegate.models.sessions import refuse_open, session_of
 from voicegate.models.spec import StageReport, TensorSpec, describe_io, verify_io
 
 STAGE: Final[str] = "stt"
@@ -332,18 +333,14 @@ class SttEngine:
         return list(self._sessions)
 
     def open_session(self, sid: int) -> None:
-        if sid in self._sessions:
-            raise KeyError(f"STT session {sid} is already open")
+        refuse_open(self._sessions, sid, "STT")
         self._sessions[sid] = deque([_Utterance()])
 
     def close_session(self, sid: int) -> None:
         self._sessions.pop(sid, None)
 
     def _get(self, sid: int) -> deque[_Utterance]:
-        try:
-            return self._sessions[sid]
-        except KeyError:
-            raise KeyError(f"STT session {sid} is not open") from None
+        return session_of(self._sessions, sid, "STT")
 
     def _open_utterance(self, sid: int) -> _Utterance:
         """The utterance new audio belongs to: after an endpoint, a new one."""

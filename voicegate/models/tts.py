@@ -42,6 +42,7 @@ from voicegate.models.errors import BundleError
 from voicegate.models.json_fields import json_field, read_json
 from voicegate.models.onnx_builder import save_model
 from voicegate.models.runtime import BoundRunner, ExecutionConfig, create_session
+from voicegate.models.sessions import refuse_open, session_of
 from voicegate.models.spec import StageReport, TensorSpec, describe_io, verify_io
 
 STAGE: Final[str] = "tts"
@@ -302,8 +303,7 @@ class TtsEngine:
 
     def open_session(self, sid: int, sample_rate: int,
                      speaker: int | str | None = None) -> None:
-        if sid in self._sessions:
-            raise KeyError(f"TTS session {sid} is already open")
+        refuse_open(self._sessions, sid, "TTS")
         self._sessions[sid] = _Session(
             sample_rate=sample_rate,
             speaker=self._default_speaker if speaker is None else self.voice.speaker_id(speaker),
@@ -315,10 +315,7 @@ class TtsEngine:
         self._sessions.pop(sid, None)
 
     def _get(self, sid: int) -> _Session:
-        try:
-            return self._sessions[sid]
-        except KeyError:
-            raise KeyError(f"TTS session {sid} is not open") from None
+        return session_of(self._sessions, sid, "TTS")
 
     def _enqueue(self, session: _Session, clause: Clause | None, *, last: bool = False) -> None:
         self._order += 1

