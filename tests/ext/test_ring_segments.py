@@ -15,7 +15,7 @@ import posix_ipc
 import pytest
 
 from voicegate.core.layout import CONTROL_OFFSETS, DATA_OFFSET
-from voicegate.ext.errors import RingError, RingLayoutError
+from voicegate.ext.errors import RingClosed, RingError, RingLayoutError
 from voicegate.ext.procinfo import process_alive, process_state, self_start_time
 from voicegate.ext.protocol import SHM_DIR
 from voicegate.ext.segment import STALE_UNINITIALISED_AGE_S, cleanup_stale
@@ -172,3 +172,11 @@ def test_process_identity_detects_zombies_and_reuse() -> None:
         child.kill()
         child.wait()
     assert process_state(child.pid) is None or not process_alive(child.pid, state.start_time)
+
+
+def test_failed_attach_leaves_nothing_held(impl: Any, ring_name: str) -> None:
+    with impl.create(ring_name, CAP) as owner:
+        os.unlink(f"{SHM_DIR}/sem.{ring_name}-d")  # as if the owner were removing it
+        with pytest.raises(RingClosed, match="being removed"):
+            impl.attach(ring_name, "consumer")
+        assert owner.stats()["consumer_pid"] == 0  # the role was given back

@@ -89,3 +89,4 @@ cdef class Ring:
     cdef int _wake_all(self) except -1
     cdef int _map_data(self) except -1
     cdef void _unmap_data(self) noexcept
+    cdef void _drop_handles(self) noexcept

@@ -21,6 +21,10 @@ found data) stays in the semaphore and is drained before the next park announces
 Between slices the waiter refreshes its heartbeat, checks the owner's ``closed`` flag
 and whether its peer died, and honours its own timeout.
 
+An asyncio consumer parks differently: it sets the flag to a third value and watches
+the ring's doorbell FIFO from its event loop; a publisher that takes that value writes a
+byte to the FIFO instead of posting (see aio.py).
+
 Setup, role claims and removal are shared with the reference ring (segment.py). A handle
 is used by one thread at a time (single producer, single consumer: one handle per side).
 """
@@ -254,7 +258,7 @@ cdef class Ring:
             ring._setup(seg, role, spin_us, park_slice_s)
         except BaseException:
             seg.unlink()
-            ring._unmap_data()
+            ring._drop_handles()
             seg.close_data()
             seg.close()
             raise
@@ -273,7 +277,7 @@ cdef class Ring:
             ring._setup(seg, role, spin_us, park_slice_s)
         except BaseException:
             seg.release_claim()
-            ring._unmap_data()
+            ring._drop_handles()
             seg.close_data()
             seg.close()
             raise
@@ -918,6 +922,12 @@ cdef class Ring:
         for end in (self._bell_reader, self._bell_writer):
             if end is not None:
                 end.close()
+        self._drop_handles()
+        self._seg.close()
+
+    cdef void _drop_handles(self) noexcept:
+        """Close the semaphores and release this handle's exports of the mappings."""
+        self._unmap_data()
         if self._sem_data != NULL:
             sem_close(self._sem_data)
             self._sem_data = NULL
@@ -928,7 +938,6 @@ cdef class Ring:
             PyBuffer_Release(&self._ctrl_buf)
             self._have_ctrl_buf = False
         self._ctrl = NULL
-        self._seg.close()
 
     def __enter__(self):
         return self

@@ -127,17 +127,18 @@ class ReferenceRing:
         self._max_payload = segment.capacity // 2 - RECORD_HEADER_SIZE
         self._q = segment.u64
         self._i = segment.u32
+        # Semaphores before views: a failure here must leave no export of the mapping.
+        try:
+            self._data_sem = posix_ipc.Semaphore(segment.names.data_sem)
+            self._space_sem = posix_ipc.Semaphore(segment.names.space_sem)
+        except posix_ipc.ExistentialError:
+            raise RingClosed(f"ring {self._name!r} is being removed (semaphores gone)") from None
         self._data = memoryview(segment.data)
         self._ro = self._data.toreadonly()
         self._bell_reader: DoorbellReader | None = None
         self._bell_writer: DoorbellWriter | None = None
         self._slice_timeouts = 0
         self._waiting = 0  # threads parked on this handle's semaphores
-        try:
-            self._data_sem = posix_ipc.Semaphore(segment.names.data_sem)
-            self._space_sem = posix_ipc.Semaphore(segment.names.space_sem)
-        except posix_ipc.ExistentialError:
-            raise RingClosed(f"ring {self._name!r} is being removed (semaphores gone)") from None
         q = self._q
         # Producer state: staged position, published position, cached consumer index.
         self._wpos = self._pub = q[_Q["write_pos"]]
