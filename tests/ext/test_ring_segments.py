@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -17,10 +18,18 @@ import pytest
 from voicegate.core.layout import CONTROL_OFFSETS, DATA_OFFSET
 from voicegate.ext.errors import RingClosed, RingError, RingLayoutError
 from voicegate.ext.procinfo import process_alive, process_state, self_start_time
-from voicegate.ext.protocol import SHM_DIR
+from voicegate.ext.protocol import PARKED_ON_SEMAPHORE, SHM_DIR
 from voicegate.ext.segment import STALE_UNINITIALISED_AGE_S, cleanup_stale
 
 CAP = 4096
+
+
+def _peek(name: str, offset: int) -> int:
+    fd = os.open(f"{SHM_DIR}/{name}", os.O_RDONLY)
+    try:
+        return int(struct.unpack("=I", os.pread(fd, 4, offset))[0])
+    finally:
+        os.close(fd)
 
 
 def _poke(name: str, offset: int, fmt: str, value: int) -> int:
@@ -122,6 +131,34 @@ def test_cleanup_removes_a_killed_owners_objects(impl: Any, ring_name: str) -> N
     assert cleanup_stale(ring_name) == [ring_name]
     left = [e for e in os.listdir(SHM_DIR) if ring_name in e]
     assert left == []
+
+
+def test_cleanup_wakes_workers_of_a_killed_owner(impl: Any, ring_name: str) -> None:
+    proc = _spawn_creator(impl, ring_name)  # the owner, also the producer
+    try:
+        consumer = impl.attach(ring_name, "consumer", spin_us=0, park_slice_s=3600)
+        assert consumer.read(timeout=1).seq == 0
+        outcome: list[BaseException] = []
+
+        def park() -> None:
+            try:
+                consumer.read(timeout=None)  # only the cleanup's post can end this wait
+            except BaseException as exc:
+                outcome.append(exc)
+
+        parked = threading.Thread(target=park, daemon=True)
+        parked.start()
+        while _peek(ring_name, CONTROL_OFFSETS["consumer_sleeping"]) != PARKED_ON_SEMAPHORE:
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert cleanup_stale(ring_name) == [ring_name]
+        parked.join()
+        assert len(outcome) == 1 and isinstance(outcome[0], RingClosed)
+        consumer.close()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_create_replaces_a_killed_owners_segment(impl: Any, ring_name: str) -> None:
