@@ -28,10 +28,9 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import posix_ipc
-from typing_extensions import Buffer
 
 from voicegate.core.layout import (
     CONTROL_OFFSETS,
@@ -71,8 +70,11 @@ _I: Final[dict[str, int]] = {name: off >> 2 for name, off in CONTROL_OFFSETS.ite
 
 _FENCE_LOCK = threading.Lock()
 
-# (kind, flags, session, turn, seq, origin_ns, payload)
-RecordTuple = tuple[int, int, int, int, int, int, Buffer]
+if TYPE_CHECKING:  # typing_extensions is a type-checking dependency only
+    from typing_extensions import Buffer
+
+    # (kind, flags, session, turn, seq, origin_ns, payload)
+    RecordTuple = tuple[int, int, int, int, int, int, Buffer]
 
 
 def _full_fence() -> None:
