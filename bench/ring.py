@@ -362,18 +362,30 @@ def plot(distributions: dict[str, dict[str, npt.NDArray[np.float64]]], path: Pat
     plt = report.pyplot()
     fig, axes = plt.subplots(1, len(distributions), figsize=(7 * len(distributions), 5))
     axes = np.atleast_1d(axes)
+    peer_colors = dict(
+        zip(PEERS[1:], ("tab:blue", "tab:orange", "tab:green", "tab:purple"), strict=True)
+    )
     for ax, (placement, curves) in zip(axes, distributions.items(), strict=True):
         for label, samples in sorted(curves.items()):
             if not len(samples):
                 continue
             values = np.sort(samples) / 1000.0
             cdf = np.arange(1, len(values) + 1) / len(values)
-            style = "--" if label.startswith("C ") else "-"
-            ax.plot(values, cdf, style, label=label, linewidth=1.2)
+            name, _, mode = label.rpartition(" ")
+            if label.startswith("C "):  # the kernel's floors: grey
+                style = {"futex": "--", "pipe": ":", "spin": "-."}[label.split()[1]]
+                ax.plot(values, cdf, style, color="grey", label=label, linewidth=1.5)
+            elif name == "voicegate":
+                style = "-" if mode == "park" else "--"
+                ax.plot(values, cdf, style, color="black", label=label, linewidth=2.4)
+            else:
+                style = "-" if mode == "park" else "--"
+                ax.plot(values, cdf, style, color=peer_colors[name], label=label, linewidth=1.2)
         ax.set_xscale("log")
         ax.set_xlabel("one-way latency (us, log scale)")
         ax.set_ylabel("fraction of messages")
-        ax.set_title(f"640-byte frames, {placement} core(s)")
+        cores = "both ends on one core" if placement == "same" else "ends on two cores"
+        ax.set_title(f"640-byte frames, {cores} (dashed: spinning receiver)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PEERS = {"voicegate", "mp.Queue", "mp.Pipe", "faster-fifo", "pyzmq"}
 
 
+def _bench_objects() -> set[str]:
+    return {e for e in os.listdir("/dev/shm") if e.startswith(("vg-bench", "sem.vg-bench"))}
+
+
 def test_bench_ring_quick(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    before = _bench_objects()
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "ring", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -25,6 +30,7 @@ def test_bench_ring_quick(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Targets" in proc.stdout
+    assert not _bench_objects() - before, "the bench left rings in /dev/shm"
     result = json.loads((tmp_path / "ring.json").read_text())
     placements = set(result["placements"])
     assert "same" in placements

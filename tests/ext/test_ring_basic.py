@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from voicegate.core.layout import KIND_PAD, RECORD_HEADER_SIZE, record_size
+from voicegate.core.layout import CONTROL_OFFSETS, KIND_PAD, RECORD_HEADER_SIZE, record_size
 from voicegate.ext.errors import RingClosed, RingError
-from voicegate.ext.protocol import SHM_DIR
+from voicegate.ext.protocol import PARKED_ON_SEMAPHORE, SHM_DIR
 
 CAP = 4096
 
@@ -320,3 +322,44 @@ def test_dropped_owner_removes_its_ring(impl: Any, ring_name: str) -> None:
     del owner
     gc.collect()
     assert not os.path.exists(f"{SHM_DIR}/{ring_name}")
+
+
+def test_invalid_record_voids_its_batch(trio: tuple[Any, Any, Any]) -> None:
+    _, producer, consumer = trio
+    assert producer.stage(1, 0, 0, 0, 0, b"staged before")
+    good = (2, 0, 0, 0, 1, 0, b"ok")
+    with pytest.raises(ValueError, match="session"):
+        producer.write_batch([good, (2, 0, -5, 0, 2, 0, b"bad")])
+    with pytest.raises(ValueError):  # a malformed tuple
+        producer.write_batch([good, (2, 0, 0)])
+    assert producer.publish() == 1
+    assert [r.seq for r in consumer.read_batch()] == [0]
+    assert producer.stats()["written"] == 1
+
+
+def test_gil_is_released_while_parked(impl: Any, ring_name: str) -> None:
+    with impl.create(ring_name, CAP, role="consumer", spin_us=0, park_slice_s=3600) as ring:
+        producer = impl.attach(ring_name, "producer")
+        got: list[int] = []
+
+        def park() -> None:
+            record = ring.read(timeout=None)
+            got.append(record.seq)
+
+        reader = threading.Thread(target=park, daemon=True)
+        reader.start()
+        flag = CONTROL_OFFSETS["consumer_sleeping"]
+        fd = os.open(f"{SHM_DIR}/{ring_name}", os.O_RDONLY)
+        try:
+            # This thread runs while the reader is parked: the GIL was released.
+            while os.pread(fd, 4, flag) != PARKED_ON_SEMAPHORE.to_bytes(4, "little"):
+                time.sleep(0.001)
+        finally:
+            os.close(fd)
+        with pytest.raises(RingError, match="another thread is waiting"):
+            ring.close()  # unmapping under the parked reader would crash it
+        assert producer.try_write(1, 0, 0, 42, 0)
+        reader.join()
+        assert got == [42]
+        assert ring.stats()["consumer_parks"] == 1 and ring.slice_timeouts == 0
+        producer.close()

@@ -190,8 +190,10 @@ def _ping_pong(impl: Any, base: str, kids: Children, cycles: int, cpus: tuple[in
 
 @pytest.mark.slow
 def test_one_million_park_wake_cycles_cython(ring_name: str, kids: Children) -> None:
-    cpu = min(os.sched_getaffinity(0))
-    _ping_pong(Ring, ring_name, kids, cycles=1_000_000, cpus=(cpu, cpu))
+    # Across two cores when there are two: both sides then really run in parallel, which
+    # is what exposes a missing fence between a sleeping flag and a position.
+    cpus = sorted(os.sched_getaffinity(0))
+    _ping_pong(Ring, ring_name, kids, cycles=1_000_000, cpus=(cpus[0], cpus[-1]))
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)

@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -15,12 +16,20 @@ import posix_ipc
 import pytest
 
 from voicegate.core.layout import CONTROL_OFFSETS, DATA_OFFSET
-from voicegate.ext.errors import RingError, RingLayoutError
+from voicegate.ext.errors import RingClosed, RingError, RingLayoutError
 from voicegate.ext.procinfo import process_alive, process_state, self_start_time
-from voicegate.ext.protocol import SHM_DIR
+from voicegate.ext.protocol import PARKED_ON_SEMAPHORE, SHM_DIR
 from voicegate.ext.segment import STALE_UNINITIALISED_AGE_S, cleanup_stale
 
 CAP = 4096
+
+
+def _peek(name: str, offset: int) -> int:
+    fd = os.open(f"{SHM_DIR}/{name}", os.O_RDONLY)
+    try:
+        return int(struct.unpack("=I", os.pread(fd, 4, offset))[0])
+    finally:
+        os.close(fd)
 
 
 def _poke(name: str, offset: int, fmt: str, value: int) -> int:
@@ -124,6 +133,34 @@ def test_cleanup_removes_a_killed_owners_objects(impl: Any, ring_name: str) -> N
     assert left == []
 
 
+def test_cleanup_wakes_workers_of_a_killed_owner(impl: Any, ring_name: str) -> None:
+    proc = _spawn_creator(impl, ring_name)  # the owner, also the producer
+    try:
+        consumer = impl.attach(ring_name, "consumer", spin_us=0, park_slice_s=3600)
+        assert consumer.read(timeout=1).seq == 0
+        outcome: list[BaseException] = []
+
+        def park() -> None:
+            try:
+                consumer.read(timeout=None)  # only the cleanup's post can end this wait
+            except BaseException as exc:
+                outcome.append(exc)
+
+        parked = threading.Thread(target=park, daemon=True)
+        parked.start()
+        while _peek(ring_name, CONTROL_OFFSETS["consumer_sleeping"]) != PARKED_ON_SEMAPHORE:
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert cleanup_stale(ring_name) == [ring_name]
+        parked.join()
+        assert len(outcome) == 1 and isinstance(outcome[0], RingClosed)
+        consumer.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_create_replaces_a_killed_owners_segment(impl: Any, ring_name: str) -> None:
     proc = _spawn_creator(impl, ring_name)
     proc.send_signal(signal.SIGKILL)
@@ -172,3 +209,11 @@ def test_process_identity_detects_zombies_and_reuse() -> None:
         child.kill()
         child.wait()
     assert process_state(child.pid) is None or not process_alive(child.pid, state.start_time)
+
+
+def test_failed_attach_leaves_nothing_held(impl: Any, ring_name: str) -> None:
+    with impl.create(ring_name, CAP) as owner:
+        os.unlink(f"{SHM_DIR}/sem.{ring_name}-d")  # as if the owner were removing it
+        with pytest.raises(RingClosed, match="being removed"):
+            impl.attach(ring_name, "consumer")
+        assert owner.stats()["consumer_pid"] == 0  # the role was given back

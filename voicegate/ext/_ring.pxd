@@ -64,6 +64,7 @@ cdef class Ring:
     cdef uint64_t _space_wakeups
     cdef uint64_t _generation
     cdef uint64_t _slice_timeouts
+    cdef int _waiting             # threads inside a GIL-free wait on this handle
     cdef object _bell_reader
     cdef object _bell_writer
 
@@ -88,3 +89,4 @@ cdef class Ring:
     cdef int _wake_all(self) except -1
     cdef int _map_data(self) except -1
     cdef void _unmap_data(self) noexcept
+    cdef void _drop_handles(self) noexcept

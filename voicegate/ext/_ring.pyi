@@ -156,8 +156,11 @@ class Ring:
         """Seconds since the peer's last heartbeat; inf before it attached."""
     # -- misc -----------------------------------------------------------------------
     def stats(self) -> dict[str, int]:
-        """written, dropped_full, read, wakeups_sent, consumer_parks, producer_parks,
-        space_wakeups_sent, occupancy_bytes, capacity, producer_pid, consumer_pid."""
+        """Shared counters, the same from any attached process (an "observer" too):
+        written (published records), dropped_full (writes refused for lack of space),
+        read (records released by the consumer), wakeups_sent, consumer_parks,
+        producer_parks, space_wakeups_sent, occupancy_bytes, capacity, producer_pid and
+        consumer_pid (0 when the role is free)."""
     def close(self) -> None:
         """Detach (a consumer first releases what it read); the owner also unlinks the
         segment and semaphores. Raises BufferError (and changes nothing) while payload

@@ -21,6 +21,10 @@ found data) stays in the semaphore and is drained before the next park announces
 Between slices the waiter refreshes its heartbeat, checks the owner's ``closed`` flag
 and whether its peer died, and honours its own timeout.
 
+An asyncio consumer parks differently: it sets the flag to a third value and watches
+the ring's doorbell FIFO from its event loop; a publisher that takes that value writes a
+byte to the FIFO instead of posting (see aio.py).
+
 Setup, role claims and removal are shared with the reference ring (segment.py). A handle
 is used by one thread at a time (single producer, single consumer: one handle per side).
 """
@@ -254,7 +258,7 @@ cdef class Ring:
             ring._setup(seg, role, spin_us, park_slice_s)
         except BaseException:
             seg.unlink()
-            ring._unmap_data()
+            ring._drop_handles()
             seg.close_data()
             seg.close()
             raise
@@ -273,7 +277,7 @@ cdef class Ring:
             ring._setup(seg, role, spin_us, park_slice_s)
         except BaseException:
             seg.release_claim()
-            ring._unmap_data()
+            ring._drop_handles()
             seg.close_data()
             seg.close()
             raise
@@ -517,15 +521,22 @@ cdef class Ring:
         return self._publish()
 
     def write_batch(self, records):
-        """Stage records until one does not fit, then publish them all at once."""
+        """Stage records until one does not fit, then publish them all at once. A record
+        that is invalid (bad field, payload too large) raises and the batch writes nothing."""
         self._check(SIDE_PRODUCER, "write_batch")
         cdef long long kind, flags, session, turn, seq, origin_ns
         cdef int count = 0
-        for item in records:
-            kind, flags, session, turn, seq, origin_ns, payload = item
-            if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
-                break
-            count += 1
+        cdef uint64_t wpos = self._wpos, written = self._written, staged = self._staged
+        try:
+            for item in records:
+                kind, flags, session, turn, seq, origin_ns, payload = item
+                if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+                    break
+                count += 1
+        except BaseException:
+            # Unpublished bytes past write_pos are invisible: rewinding erases the batch.
+            self._wpos, self._written, self._staged = wpos, written, staged
+            raise
         self._publish()
         return count
 
@@ -564,17 +575,21 @@ cdef class Ring:
         deadline = _deadline(now, timeout)
         spin_end = min(now + self._spin_ns, deadline)
         if self._spin_ns > 0:
+            self._waiting += 1
             with nogil:
                 ready = _spin_until_ge(ctrl, VG_CTRL_READ_POS, target, spin_end)
+            self._waiting -= 1
             if ready:
                 return 1
         while True:
             if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED):
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
             slice_end = min(vg_now_ns() + self._slice_ns, deadline)
+            self._waiting += 1
             with nogil:
                 outcome = _park_slice(ctrl, VG_CTRL_PRODUCER_SLEEPING, VG_CTRL_READ_POS,
                                       target, self._sem_space, slice_end, &err)
+            self._waiting -= 1
             if outcome == PARK_READY:
                 return 1
             if outcome == PARK_ERROR:
@@ -682,17 +697,21 @@ cdef class Ring:
         deadline = _deadline(now, timeout)
         spin_end = min(now + self._spin_ns, deadline)
         if self._spin_ns > 0:
+            self._waiting += 1
             with nogil:
                 ready = _spin_until_ge(ctrl, VG_CTRL_WRITE_POS, target, spin_end)
+            self._waiting -= 1
             if ready:
                 return 1
         while True:
             if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED) and not self._has_record():
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
             slice_end = min(vg_now_ns() + self._slice_ns, deadline)
+            self._waiting += 1
             with nogil:
                 outcome = _park_slice(ctrl, VG_CTRL_CONSUMER_SLEEPING, VG_CTRL_WRITE_POS,
                                       target, self._sem_data, slice_end, &err)
+            self._waiting -= 1
             if outcome == PARK_READY:
                 return 1
             if outcome == PARK_ERROR:
@@ -877,6 +896,11 @@ cdef class Ring:
         nothing changed) while payload views of records read are still alive."""
         if self._closed:
             return
+        if self._waiting:
+            raise RingError(
+                f"ring {self._name!r}: another thread is waiting on this handle; "
+                "close() must wait until it returns"
+            )
         self._unmap_data()
         try:
             self._seg.close_data()
@@ -898,6 +922,12 @@ cdef class Ring:
         for end in (self._bell_reader, self._bell_writer):
             if end is not None:
                 end.close()
+        self._drop_handles()
+        self._seg.close()
+
+    cdef void _drop_handles(self) noexcept:
+        """Close the semaphores and release this handle's exports of the mappings."""
+        self._unmap_data()
         if self._sem_data != NULL:
             sem_close(self._sem_data)
             self._sem_data = NULL
@@ -908,7 +938,6 @@ cdef class Ring:
             PyBuffer_Release(&self._ctrl_buf)
             self._have_ctrl_buf = False
         self._ctrl = NULL
-        self._seg.close()
 
     def __enter__(self):
         return self

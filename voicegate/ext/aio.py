@@ -59,7 +59,7 @@ class AsyncRingReader:
         self._slice = park_slice_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = -1
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
 
     @property
     def ring(self) -> DoorbellConsumer:
@@ -85,7 +85,7 @@ class AsyncRingReader:
                 break
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(True)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Release what was read, then wait until a record is available (False at the
@@ -100,20 +100,24 @@ class AsyncRingReader:
             now = loop.time()
             if deadline is not None and now >= deadline:
                 return False
+            rung = False
             if ring.arm_doorbell():
-                waiter: asyncio.Future[None] = loop.create_future()
+                waiter: asyncio.Future[bool] = loop.create_future()
                 self._waiter = waiter
                 delay = self._slice if deadline is None else min(self._slice, deadline - now)
-                timer = loop.call_later(delay, _resolve, waiter)
+                timer = loop.call_later(delay, _resolve, waiter, False)
                 try:
-                    await waiter
+                    rung = await waiter
                 finally:
                     timer.cancel()
                     self._waiter = None
                     ring.disarm_doorbell()
-            ring.beat()
-            if ring.peer_pid != 0 and not ring.peer_alive() and not ring.wait(0):
-                raise_for_status(STATUS_PEER_DIED, ring.name, "producer gone while waiting")
+            if not rung:
+                # A slice passed without a ring: the producer may be gone (this reads /proc,
+                # so it is not done on every wake-up).
+                ring.beat()
+                if ring.peer_pid != 0 and not ring.peer_alive() and not ring.wait(0):
+                    raise_for_status(STATUS_PEER_DIED, ring.name, "producer gone while waiting")
 
     async def read_batch(self, max_records: int = 256, timeout: float | None = None) -> list[Any]:
         """Up to ``max_records`` records, waiting up to ``timeout`` for the first one."""
@@ -143,6 +147,6 @@ class AsyncRingReader:
         self.close()
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
+def _resolve(waiter: asyncio.Future[bool], rung: bool) -> None:
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(rung)

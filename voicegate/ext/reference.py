@@ -28,10 +28,9 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import posix_ipc
-from typing_extensions import Buffer
 
 from voicegate.core.layout import (
     CONTROL_OFFSETS,
@@ -71,8 +70,11 @@ _I: Final[dict[str, int]] = {name: off >> 2 for name, off in CONTROL_OFFSETS.ite
 
 _FENCE_LOCK = threading.Lock()
 
-# (kind, flags, session, turn, seq, origin_ns, payload)
-RecordTuple = tuple[int, int, int, int, int, int, Buffer]
+if TYPE_CHECKING:  # typing_extensions is a type-checking dependency only
+    from typing_extensions import Buffer
+
+    # (kind, flags, session, turn, seq, origin_ns, payload)
+    RecordTuple = tuple[int, int, int, int, int, int, Buffer]
 
 
 def _full_fence() -> None:
@@ -127,16 +129,18 @@ class ReferenceRing:
         self._max_payload = segment.capacity // 2 - RECORD_HEADER_SIZE
         self._q = segment.u64
         self._i = segment.u32
-        self._data = memoryview(segment.data)
-        self._ro = self._data.toreadonly()
-        self._bell_reader: DoorbellReader | None = None
-        self._bell_writer: DoorbellWriter | None = None
-        self._slice_timeouts = 0
+        # Semaphores before views: a failure here must leave no export of the mapping.
         try:
             self._data_sem = posix_ipc.Semaphore(segment.names.data_sem)
             self._space_sem = posix_ipc.Semaphore(segment.names.space_sem)
         except posix_ipc.ExistentialError:
             raise RingClosed(f"ring {self._name!r} is being removed (semaphores gone)") from None
+        self._data = memoryview(segment.data)
+        self._ro = self._data.toreadonly()
+        self._bell_reader: DoorbellReader | None = None
+        self._bell_writer: DoorbellWriter | None = None
+        self._slice_timeouts = 0
+        self._waiting = 0  # threads parked on this handle's semaphores
         q = self._q
         # Producer state: staged position, published position, cached consumer index.
         self._wpos = self._pub = q[_Q["write_pos"]]
@@ -354,13 +358,20 @@ class ReferenceRing:
         return count
 
     def write_batch(self, records: Iterable[RecordTuple]) -> int:
-        """Stage records until one does not fit, then publish them all at once."""
+        """Stage records until one does not fit, then publish them all at once. A record
+        that is invalid (bad field, payload too large) raises and the batch writes nothing."""
         self._check("producer", "write_batch")
         count = 0
-        for kind, flags, session, turn, seq, origin_ns, payload in records:
-            if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
-                break
-            count += 1
+        saved = (self._wpos, self._written, self._staged)
+        try:
+            for kind, flags, session, turn, seq, origin_ns, payload in records:
+                if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+                    break
+                count += 1
+        except BaseException:
+            # Unpublished bytes past write_pos are invisible: rewinding erases the batch.
+            self._wpos, self._written, self._staged = saved
+            raise
         self.publish()
         return count
 
@@ -404,7 +415,7 @@ class ReferenceRing:
             if self._owner_closed():
                 self._i[sleeping] = AWAKE
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
-            if not _acquire(self._space_sem, slice_end - time.monotonic()):
+            if not _acquire_counted(self, self._space_sem, slice_end - time.monotonic()):
                 self._slice_timeouts += 1
             self._i[sleeping] = AWAKE
             self._pparks += 1
@@ -503,7 +514,7 @@ class ReferenceRing:
             if self._owner_closed():
                 self._i[sleeping] = AWAKE
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
-            if not _acquire(self._data_sem, slice_end - time.monotonic()):
+            if not _acquire_counted(self, self._data_sem, slice_end - time.monotonic()):
                 self._slice_timeouts += 1
             self._i[sleeping] = AWAKE
             self._cparks += 1
@@ -680,6 +691,11 @@ class ReferenceRing:
         nothing changed) while payload views of records read are still alive."""
         if self._closed:
             return
+        if self._waiting:
+            raise RingError(
+                f"ring {self._name!r}: another thread is waiting on this handle; "
+                "close() must wait until it returns"
+            )
         self._ro.release()
         self._data.release()
         try:
@@ -744,6 +760,14 @@ def _drain(sem: posix_ipc.Semaphore) -> None:
             sem.acquire(0)
         except posix_ipc.BusyError:
             return
+
+
+def _acquire_counted(ring: ReferenceRing, sem: posix_ipc.Semaphore, timeout: float) -> bool:
+    ring._waiting += 1
+    try:
+        return _acquire(sem, timeout)
+    finally:
+        ring._waiting -= 1
 
 
 def _acquire(sem: posix_ipc.Semaphore, timeout: float) -> bool:

@@ -33,6 +33,7 @@ from voicegate.core.layout import (
     RING_MAGIC,
     RING_VERSION,
 )
+from voicegate.ext.doorbell import DoorbellWriter
 from voicegate.ext.errors import RingClosed, RingError, RingLayoutError
 from voicegate.ext.procinfo import process_alive, self_start_time
 from voicegate.ext.protocol import (
@@ -292,7 +293,7 @@ def _create_shm(names: RingNames, capacity: int) -> posix_ipc.SharedMemory:
         except posix_ipc.ExistentialError:
             reason = stale_reason(names.shm_path)
             if attempt == 0 and reason is not None:
-                _unlink_quietly(names)
+                _retire(names)
                 continue
             owner = _creator_pid(names.shm_path)
             raise RingError(
@@ -320,6 +321,30 @@ def _unlink_quietly(names: RingNames) -> None:
             posix_ipc.unlink_semaphore(sem_name)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(names.doorbell)
+
+
+def _retire(names: RingNames) -> None:
+    """Remove an abandoned ring. Workers may still be attached to it (only its owner
+    died): mark it closed and wake both sides first, so that they get RingClosed instead
+    of waiting on a segment nobody can find any more."""
+    try:
+        fd = os.open(names.shm_path, os.O_RDWR)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            header = os.pread(fd, _HEADER_BYTES, 0)
+            if len(header) == _HEADER_BYTES and _read_field(header, "magic") == RING_MAGIC:
+                os.pwrite(fd, struct.pack("=I", 1), CONTROL_OFFSETS["closed"])
+                for sem_name in (names.data_sem, names.space_sem):
+                    with contextlib.suppress(posix_ipc.Error):
+                        sem = posix_ipc.Semaphore(sem_name)
+                        sem.release()
+                        sem.close()
+                DoorbellWriter(names.doorbell).ring()
+        finally:
+            os.close(fd)
+    _unlink_quietly(names)
 
 
 def _read_header(path: str) -> tuple[bytes, os.stat_result]:
@@ -380,7 +405,7 @@ def cleanup_stale(prefix: str = "vg-") -> list[str]:
             except ValueError:
                 continue
             if stale_reason(names.shm_path) is not None:
-                _unlink_quietly(names)
+                _retire(names)
                 removed.add(names.name)
     for entry in os.listdir(SHM_DIR):
         base = _orphan_base(entry, prefix)
