@@ -98,15 +98,20 @@ def test_required_settings_are_present() -> None:
         families = set(settings["RestrictAddressFamilies"].split())
         assert families == {"AF_UNIX", "AF_INET", "AF_INET6"}, unit
         assert int(settings["LimitNOFILE"]) >= 65536, unit
-        assert settings["EnvironmentFile"].startswith("-/etc/voicegate/"), unit
+        assert ("EnvironmentFile", "-/etc/voicegate/voicegate.env") in service_settings(unit)
         assert settings["ExecStart"].startswith(f"{INSTALLED_BINARY} serve --config "), unit
+        assert settings["ExecStart"].endswith(
+            " --host ${VOICEGATE_HOST} --port ${VOICEGATE_PORT}"
+        ), unit
 
 
 def test_template_differs_only_in_per_node_settings() -> None:
-    per_node = {"ExecStart", "EnvironmentFile", "Environment"}
+    per_node = {"ExecStart", "EnvironmentFile", "Environment", "CacheDirectory"}
     common = [s for s in service_settings(SERVICE) if s[0] not in per_node]
     assert [s for s in service_settings(TEMPLATE) if s[0] not in per_node] == common
     template = service_settings(TEMPLATE)
     assert ("Environment", "VOICEGATE_NODE_NAME=%i") in template
-    assert ("EnvironmentFile", "-/etc/voicegate/nodes/%i.env") in template
-    assert dict(template)["ExecStart"].endswith("--config /etc/voicegate/nodes/%i.toml")
+    # The node's own env file holds its port: required, unlike the shared one.
+    assert ("EnvironmentFile", "/etc/voicegate/nodes/%i.env") in template
+    assert "--config /etc/voicegate/nodes/%i.toml " in dict(template)["ExecStart"]
+    assert "VOICEGATE_PORT=" not in " ".join(v for k, v in template if k == "Environment")
