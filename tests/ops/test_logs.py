@@ -109,6 +109,7 @@ def test_content_is_kept_when_the_operator_enables_it() -> None:
 @pytest.mark.usefixtures("restore_root")
 def test_plain_arguments_pass_untouched() -> None:
     stream, guard = configure(json_lines=False)
-    logging.getLogger("voicegate.test").info("%d sessions, %.1f ms, %s", 3, 2.5, "ok")
+    log = logging.getLogger("voicegate.test")
+    log.info("%d sessions, %.1f ms, %s", np.int64(3), np.float32(2.5), "ok")
     assert stream.getvalue().rstrip().endswith("3 sessions, 2.5 ms, ok")
     assert guard.redacted == 0

@@ -6,7 +6,9 @@ logger emitted it. Unless the operator set ``log_content``:
 
 - message arguments that are raw data (``bytes``, ``bytearray``, ``memoryview``, numpy
   arrays) or marked as content (``Content("...")``) are replaced with ``[redacted]``; a
-  message whose format string itself is such an object is replaced whole;
+  message whose format string itself is such an object is replaced whole. Pass content
+  as an argument: an f-string turns a ``Content`` into a plain string before the guard
+  can see it;
 - the ``content`` extra (``log.info("final transcript", extra={"content": text})``), the
   one sanctioned place for transcript text, is replaced with ``[redacted]``.
 
@@ -57,7 +59,8 @@ def session_context(session: int) -> Iterator[None]:
 
 
 def _is_content(value: object) -> bool:
-    return isinstance(value, bytes | bytearray | memoryview | np.ndarray | np.generic | Content)
+    # A numpy scalar (a count, a level) is not content and may meet %d or %.1f.
+    return isinstance(value, bytes | bytearray | memoryview | np.ndarray | Content)
 
 
 class RedactionFilter(logging.Filter):
