@@ -87,3 +87,26 @@ def test_watchdog_interval_follows_watchdog_usec_and_pid() -> None:
         Notifier({**base, "WATCHDOG_USEC": "soon"}).watchdog_interval()
     with pytest.raises(ValueError, match="WATCHDOG_USEC"):
         Notifier({**base, "WATCHDOG_USEC": "0"}).watchdog_interval()
+
+
+def test_watchdog_pings_at_half_the_interval(path_socket: tuple[socket.socket, str]) -> None:
+    sock, name = path_socket
+    notifier = Notifier({"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "4000000"})
+    sent = [t for t in (100.0, 101.0, 101.9, 102.0, 103.5, 104.0) if notifier.watchdog_if_due(t)]
+    assert sent == [100.0, 102.0, 104.0]
+    assert [sock.recv(4096) for _ in sent] == [b"WATCHDOG=1"] * 3
+    assert not Notifier({"NOTIFY_SOCKET": name}).watchdog_if_due(100.0)
+    notifier.close()
+
+
+def test_repeated_status_is_sent_once(path_socket: tuple[socket.socket, str]) -> None:
+    sock, name = path_socket
+    notifier = Notifier({"NOTIFY_SOCKET": name})
+    assert [notifier.status(t) for t in ("3 sessions", "3 sessions", "4 sessions")] == [
+        True,
+        False,
+        True,
+    ]
+    assert sock.recv(4096) == b"STATUS=3 sessions"
+    assert sock.recv(4096) == b"STATUS=4 sessions"
+    notifier.close()

@@ -34,6 +34,8 @@ class Notifier:
         self._env = dict(env)
         self.address = _socket_address(env.get(NOTIFY_SOCKET, ""))
         self._sock: socket.socket | None = None
+        self._last_status: str | None = None
+        self._next_ping_s = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -62,10 +64,28 @@ class Notifier:
         return self.notify(*lines)
 
     def status(self, text: str) -> bool:
-        return self.notify(_status_line(text))
+        """Send STATUS=text unless it is the text sent last (the supervisor may call this
+        every loop with the session count)."""
+        line = _status_line(text)
+        if line == self._last_status:
+            return False
+        sent = self.notify(line)
+        if sent:
+            self._last_status = line
+        return sent
 
     def watchdog(self) -> bool:
         return self.notify("WATCHDOG=1")
+
+    def watchdog_if_due(self, now_s: float) -> bool:
+        """Ping when half the watchdog interval has passed since the last ping (``now_s``
+        on any monotonic clock in seconds); False when not due or no watchdog is set.
+        Call it from the loop that proves health: a loop that stalls stops the pings."""
+        interval = self.watchdog_interval()
+        if interval is None or now_s < self._next_ping_s:
+            return False
+        self._next_ping_s = now_s + interval / 2
+        return self.watchdog()
 
     def stopping(self, status: str | None = None) -> bool:
         lines = ["STOPPING=1"]
