@@ -38,6 +38,7 @@ def test_messages_reach_a_path_socket(path_socket: tuple[socket.socket, str]) ->
     assert notifier.enabled
     assert notifier.ready(status="0 sessions")
     assert sock.recv(4096) == b"READY=1\nSTATUS=0 sessions"
+    assert not notifier.status("0 sessions")  # already said
     assert notifier.watchdog()
     assert sock.recv(4096) == b"WATCHDOG=1"
     assert notifier.status("12 sessions\nsecond line")

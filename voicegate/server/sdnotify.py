@@ -58,10 +58,7 @@ class Notifier:
         return True
 
     def ready(self, status: str | None = None) -> bool:
-        lines = ["READY=1"]
-        if status is not None:
-            lines.append(_status_line(status))
-        return self.notify(*lines)
+        return self._send_with_status("READY=1", status)
 
     def status(self, text: str) -> bool:
         """Send STATUS=text unless it is the text sent last (the supervisor may call this
@@ -88,10 +85,16 @@ class Notifier:
         return self.watchdog()
 
     def stopping(self, status: str | None = None) -> bool:
-        lines = ["STOPPING=1"]
-        if status is not None:
-            lines.append(_status_line(status))
-        return self.notify(*lines)
+        return self._send_with_status("STOPPING=1", status)
+
+    def _send_with_status(self, line: str, status: str | None) -> bool:
+        if status is None:
+            return self.notify(line)
+        status_line = _status_line(status)
+        sent = self.notify(line, status_line)
+        if sent:
+            self._last_status = status_line
+        return sent
 
     def watchdog_interval(self) -> float | None:
         """The watchdog timeout in seconds when systemd expects pings from this process
