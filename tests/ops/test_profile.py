@@ -24,21 +24,25 @@ from voicegate.server.profiling import node_processes, py_spy_path
 def ptrace_refusal() -> str | None:
     """Why py-spy cannot attach to a process of ours, or None when it can."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    error = ""
     try:
-        time.sleep(0.3)  # let the interpreter start so that py-spy finds its state
-        result = subprocess.run(
-            [py_spy_path(), "dump", "--pid", str(child.pid)],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        # A few tries: py-spy fails differently on an interpreter still starting up.
+        for _ in range(10):
+            time.sleep(0.3)
+            result = subprocess.run(
+                [py_spy_path(), "dump", "--pid", str(child.pid)],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if result.returncode == 0:
+                return None
+            error = result.stderr.strip()[:300]
     finally:
         child.kill()
         child.wait()
-    if result.returncode == 0:
-        return None
-    return f"py-spy cannot attach here (ptrace not permitted?): {result.stderr.strip()[:300]}"
+    return f"py-spy cannot attach here (ptrace not permitted?): {error}"
 
 
 @pytest.fixture(scope="module")
