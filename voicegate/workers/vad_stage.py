@@ -16,7 +16,7 @@ first sample forwarded, so STT can cut the utterance at the sample a later event
 Options ([workers.vad.options]):
     end_of_turn_silence_ms   silence that ends a turn (300)
     pause_ms                 silence that starts speculation (64: two chunks)
-    barge_in_min_speech_ms   speech during playback that interrupts it (200)
+    barge_in_min_speech_ms   speech during playback that interrupts it (300)
     min_speech_ms            speech that starts an utterance (the bundle's, else 250)
     pre_roll_ms              audio forwarded before the padded start (100)
 """
@@ -111,7 +111,7 @@ class VadStage(Stage[VadSession]):
                 self.pause_ms,
                 "must not exceed end_of_turn_silence_ms",
             )
-        self.barge_in_ms = options.number("barge_in_min_speech_ms", 200.0)
+        self.barge_in_ms = options.number("barge_in_min_speech_ms", 300.0)
         self.min_speech_ms: float | None = (
             options.number("min_speech_ms", 0.0) if "min_speech_ms" in context.options else None
         )
