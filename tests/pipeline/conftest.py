@@ -62,6 +62,8 @@ def node(
         tmp,
         {
             "node": {"bundle": str(scripted_bundle), "gateways": 1},
+            # 20 sessions' answers at once, read by a test between its own sends.
+            "rings": {"gateway_capacity": 1 << 23},
             "health": {"heartbeat_timeout_s": 20.0, "ready_timeout_s": 120.0},
             "workers": workers,
         },

@@ -105,10 +105,18 @@ class PlayingGateway:
         self._send(session, Kind.TEXT_INPUT, text.encode())
 
     def poll(self, timeout: float = 0.0) -> None:
-        for r in self.link.events(timeout=timeout):
-            self._take(r, self.sessions[r.session].events if r.session in self.sessions else None)
-        for r in self.link.receive(timeout=0.0):
-            self._take(r, self.sessions[r.session].records if r.session in self.sessions else None)
+        """Read everything waiting on the event and answer rings (the answer ring drops
+        what does not fit, as a gateway that stops reading would see)."""
+        while True:
+            events = self.link.events(timeout=timeout)
+            records = self.link.receive(timeout=0.0)
+            for r in events:
+                self._take(r, self.sessions[r.session].events if r.session in self.sessions else None)
+            for r in records:
+                self._take(r, self.sessions[r.session].records if r.session in self.sessions else None)
+            if not events and not records:
+                return
+            timeout = 0.0
 
     def _take(self, r: Received, into: list[Received] | None) -> None:
         if into is None:
@@ -122,7 +130,11 @@ class PlayingGateway:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+                seen = {
+                    s.sid: (s.vad_events(), [(Kind(r.kind).name, r.turn) for r in s.records])
+                    for s in self.sessions.values()
+                }
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {seen}")
             self.poll(timeout=0.02)
 
     def close_all(self) -> None:
@@ -135,3 +147,24 @@ class PlayingGateway:
             "every SESSION_CLOSE to come back",
         )
         self.sessions.clear()
+
+
+def play_together(gateway: PlayingGateway, sessions: list[Session], pcm16k: np.ndarray) -> None:
+    """The same audio from many sessions at once: frame i of every session, then i + 1."""
+    frames: list[list[bytes]] = []
+    for session in sessions:
+        encoding, rate = session.input
+        audio = pcm16k.astype(np.float32) / 32768.0
+        if rate != 16000:
+            audio = resample(audio, 16000, rate)
+        samples = float32_to_pcm16(audio)
+        step = rate * FRAME_MS // 1000
+        frames.append(
+            [codec.encode(samples[i : i + step], Encoding(encoding))
+             for i in range(0, len(samples), step)]
+        )
+    for i in range(max(len(f) for f in frames)):
+        for session, own in zip(sessions, frames, strict=True):
+            if i < len(own):
+                gateway._send(session, Kind.AUDIO_IN, own[i])
+        gateway.poll()
