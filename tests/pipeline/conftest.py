@@ -4,6 +4,7 @@ bundle, shared by the pipeline tests; each test plays the gateway with its own s
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +14,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))
 
-from pipeline_gateway import PlayingGateway  # noqa: E402
-from runtime_helpers import NodeProcess  # noqa: E402
+from pipeline_gateway import PlayingGateway
+from runtime_helpers import NodeProcess
 
-from voicegate.core.config import DEFAULT_STAGES, STAGES  # noqa: E402
-from voicegate.core.wav import read_wav  # noqa: E402
-from voicegate.models.synth import Scripted, synth_bundle  # noqa: E402
+from voicegate.core.config import DEFAULT_STAGES, STAGES
+from voicegate.core.wav import read_wav
+from voicegate.models.synth import Scripted, synth_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRANSCRIPT = "What time does the store open?"
@@ -28,8 +29,6 @@ REPLY = "We open at nine, and close at eight. Anything else?"
 @pytest.fixture(scope="session")
 def speech() -> dict[str, np.ndarray]:
     """The shipped utterances as 16 kHz PCM16, with only their speech (from the manifest)."""
-    import os
-
     override = os.environ.get("VOICEGATE_SPEECH_DIR")
     root = Path(override) if override else REPO_ROOT.parent / "shared" / "speech"
     if not (root / "manifest.json").is_file():

@@ -111,18 +111,18 @@ class PlayingGateway:
             events = self.link.events(timeout=timeout)
             records = self.link.receive(timeout=0.0)
             for r in events:
-                self._take(r, self.sessions[r.session].events if r.session in self.sessions else None)
+                self._take(r, "events")
             for r in records:
-                self._take(r, self.sessions[r.session].records if r.session in self.sessions else None)
+                self._take(r, "records")
             if not events and not records:
                 return
             timeout = 0.0
 
-    def _take(self, r: Received, into: list[Received] | None) -> None:
-        if into is None:
-            return
-        into.append(r)
-        session = self.sessions[r.session]
+    def _take(self, r: Received, ring: str) -> None:
+        session = self.sessions.get(r.session)
+        if session is None:
+            return  # a session an earlier test closed
+        (session.events if ring == "events" else session.records).append(r)
         # A gateway stamps the highest turn it has seen.
         session.turn = max(session.turn, r.turn)
 
