@@ -12,7 +12,8 @@ audio gives the same decisions however fast it is sent.
 
 A chunk at or above ``threshold`` is speech, one below ``low_threshold`` silence; one in
 between changes nothing (hysteresis, as in Silero's own iterator). A speech candidate
-that falls silent for ``pause`` samples is forgotten.
+that falls silent for ``forget`` samples (at least ``pause``) is forgotten; shorter dips
+keep it, as Silero's own segmentation keeps a segment together across them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class TurnParams:
     end_of_turn: int
     barge_in_speech: int
     pad: int  # added before a start and after an end, as Silero's segmenter does
+    forget: int = 0  # silence that drops candidate speech; at least ``pause``
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_threshold <= self.threshold < 1.0:
@@ -133,7 +135,7 @@ class TurnTaker:
         elif silence and self._onset is not None:
             if self._quiet_from is None:
                 self._quiet_from = start
-            if end - self._quiet_from >= p.pause:
+            if end - self._quiet_from >= max(p.pause, p.forget):
                 self._onset = self._quiet_from = None
         return None
 

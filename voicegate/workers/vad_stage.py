@@ -18,7 +18,7 @@ Options ([workers.vad.options]):
     pause_ms                 silence that starts speculation (64: two chunks)
     barge_in_min_speech_ms   speech during playback that interrupts it (300)
     min_speech_ms            speech that starts an utterance (the bundle's, else 250)
-    pre_roll_ms              audio forwarded before the padded start (100)
+    pre_roll_ms              audio forwarded before the padded start (200)
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class VadStage(Stage[VadSession]):
         self.min_speech_ms: float | None = (
             options.number("min_speech_ms", 0.0) if "min_speech_ms" in context.options else None
         )
-        self.pre_roll = int(options.number("pre_roll_ms", 100.0) * _PER_MS)
+        self.pre_roll = int(options.number("pre_roll_ms", 200.0) * _PER_MS)
         self.engine: SileroVad | None = None
 
     def load(self) -> None:
@@ -133,6 +133,7 @@ class VadStage(Stage[VadSession]):
             end_of_turn=int(self.end_of_turn_ms * _PER_MS),
             barge_in_speech=int(self.barge_in_ms * _PER_MS),
             pad=int(vad.speech_pad_ms * _PER_MS),
+            forget=int(vad.min_silence_ms * _PER_MS),
         )
 
     def _engine(self) -> SileroVad:
