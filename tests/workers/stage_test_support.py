@@ -57,7 +57,9 @@ class Recorder:
         ]
 
 
-def context(name: str, bundle: Path | None, options: Mapping[str, Any] | None = None) -> StageContext:
+def context(
+    name: str, bundle: Path | None, options: Mapping[str, Any] | None = None
+) -> StageContext:
     config = NodeConfig(node=NodeSettings(bundle=bundle))
     return StageContext(name, config, dict(options or {}), (0,), 1)
 

@@ -13,7 +13,9 @@ PARAMS = TurnParams(
 )
 
 
-def run(taker: TurnTaker, probabilities: str, start_chunk: int = 0) -> list[tuple[Decision, int, int]]:
+def run(
+    taker: TurnTaker, probabilities: str, start_chunk: int = 0
+) -> list[tuple[Decision, int, int]]:
     """Probabilities as a string: 'S' speech (0.9), '.' silence (0.05), '~' in between."""
     value = {"S": 0.9, ".": 0.05, "~": 0.4}
     got = []

@@ -10,6 +10,7 @@ import pytest
 from stage_test_support import Harness, Out, context, msg, open_params
 
 from voicegate.core import codec
+from voicegate.core.audio import float32_to_pcm16, resample
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
 from voicegate.core.wav import read_wav
@@ -95,8 +96,6 @@ def test_decisions_do_not_depend_on_frame_size(vad_bundle: Path, store_hours: np
 
 
 def test_mulaw_at_8khz_is_heard_too(vad_bundle: Path, store_hours: np.ndarray) -> None:
-    from voicegate.core.audio import float32_to_pcm16, resample
-
     h = Harness(stage(vad_bundle))
     h.open(2, 1, open_params(input=("mulaw", 8000)))
     narrow = float32_to_pcm16(resample(store_hours.astype(np.float32) / 32768, 16000, 8000))
@@ -152,5 +151,5 @@ def test_bad_options_name_the_key(options: dict[str, object], key: str) -> None:
 
 
 def test_a_missing_bundle_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="node.bundle"):
+    with pytest.raises(ConfigError, match=r"node\.bundle"):
         VadStage(context("vad", None)).load()
