@@ -108,3 +108,19 @@ class Harness:
     def tick(self, times: int = 1) -> None:
         for _ in range(times):
             self.stage.tick(0, self.states, self.out)
+
+
+TRANSCRIPT = "What time does the store open?"
+REPLY = "We open at nine, and close at eight. Anything else?"
+
+
+def scripted_bundle(root: Path) -> Path:
+    """STT, LLM and TTS with known outputs: the transcript (one token per 160 ms of
+    audio), the reply, and audio that encodes its phoneme ids."""
+    from voicegate.models.synth import Scripted, synth_bundle
+
+    synth_bundle(
+        root, seed=5, stages=("stt", "llm", "tts"),
+        scripted=Scripted(reply=REPLY, transcript=TRANSCRIPT, tts=True),
+    )
+    return root
