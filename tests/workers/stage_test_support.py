@@ -11,6 +11,7 @@ from typing import Any
 
 from typing_extensions import Buffer
 
+from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig, NodeSettings
 from voicegate.core.kinds import Kind, Message
 from voicegate.workers.stage import Stage, StageContext
@@ -107,7 +108,7 @@ class Harness:
 
     def tick(self, times: int = 1) -> None:
         for _ in range(times):
-            self.stage.tick(0, self.states, self.out)
+            self.stage.tick(monotonic_ns(), self.states, self.out)
 
 
 TRANSCRIPT = "What time does the store open?"
