@@ -72,7 +72,7 @@ def test_a_voided_speculation_stops_and_stays_out_of_the_history(bundle: Path) -
     h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do", Flag.PROVISIONAL))
     h.tick(3)
     spoken = len(h.out.take(Kind.LLM_TOKEN))
-    assert 0 < spoken
+    assert spoken > 0
     h.send(msg(Kind.CANCEL, SID, 2, flags=Flag.CONTINUE))
     assert not llm.engine.is_running(SID)
     h.tick(5)
