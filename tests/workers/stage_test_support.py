@@ -14,6 +14,7 @@ from typing_extensions import Buffer
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig, NodeSettings
 from voicegate.core.kinds import Kind, Message
+from voicegate.models.synth import Scripted, synth_bundle
 from voicegate.workers.stage import Stage, StageContext
 
 
@@ -118,8 +119,6 @@ REPLY = "We open at nine, and close at eight. Anything else?"
 def scripted_bundle(root: Path) -> Path:
     """STT, LLM and TTS with known outputs: the transcript (one token per 160 ms of
     audio), the reply, and audio that encodes its phoneme ids."""
-    from voicegate.models.synth import Scripted, synth_bundle
-
     synth_bundle(
         root, seed=5, stages=("stt", "llm", "tts"),
         scripted=Scripted(reply=REPLY, transcript=TRANSCRIPT, tts=True),

@@ -81,7 +81,7 @@ def test_a_voided_speculation_stops_and_stays_out_of_the_history(bundle: Path) -
 
 
 def test_barge_in_keeps_the_confirmed_turn_with_the_answer_so_far(bundle: Path) -> None:
-    llm, h = stage(bundle)
+    _, h = stage(bundle)
     h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 1, b"Tell me the hours."))
     h.tick(4)
     so_far = answer(h, 1)

@@ -74,7 +74,10 @@ def test_audio_is_kept_across_a_continued_utterance(bundle: Path) -> None:
     ((early, _),) = texts(h, Kind.TRANSCRIPT_PARTIAL, 1)
     assert TRANSCRIPT.startswith(early) and early != TRANSCRIPT
     # The caller goes on: CANCEL (CONTINUE) moves the utterance to turn 2.
-    h.send(msg(Kind.CANCEL, SID, 2, flags=Flag.CONTINUE), event(VadEventType.SPEECH_RESUME, 2, 12800))
+    h.send(
+        msg(Kind.CANCEL, SID, 2, flags=Flag.CONTINUE),
+        event(VadEventType.SPEECH_RESUME, 2, 12800),
+    )
     h.send(audio(1.6, 2), event(VadEventType.SPEECH_PAUSE, 2, 12800 + 25600))
     assert texts(h, Kind.TRANSCRIPT_PARTIAL, 2) == [(TRANSCRIPT, Flag.PROVISIONAL)]
     assert decoded == [12800, 38400]
