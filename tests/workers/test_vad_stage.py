@@ -12,7 +12,7 @@ from stage_test_support import Harness, Out, context, msg, open_params
 from voicegate.core import codec
 from voicegate.core.audio import float32_to_pcm16, resample
 from voicegate.core.config import ConfigError
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import ErrorCode, ErrorEvent, Flag, Kind, VadEvent, VadEventType
 from voicegate.core.wav import read_wav
 from voicegate.models.synth import synth_bundle
 from voicegate.workers.vad_stage import VadStage
@@ -133,6 +133,22 @@ def test_barge_in_needs_playback_and_goes_both_ways(
     assert events(fast)[0][0] is VadEventType.SPEECH_START
     assert [r.kind for r in h.out.take()][:3] == [Kind.PLAYBACK, Kind.BARGE_IN, Kind.VAD_EVENT]
     assert not any(r.flags & Flag.CONTINUE for r in fast)
+
+
+def test_bad_input_is_reported_to_the_gateway_and_the_stage_goes_on(
+    vad_bundle: Path, store_hours: np.ndarray
+) -> None:
+    h = Harness(stage(vad_bundle))
+    h.open(5, 1, b'{"input": {"encoding": "opus", "sample_rate": 16000}}')
+    h.open(6, 1, open_params())
+    h.send(msg(Kind.AUDIO_IN, 6, 1, b"\x00\x01\x02"))  # half a sample
+    h.send(msg(Kind.AUDIO_IN, 5, 1, b"\x00\x00"))
+    reported = h.out.take(Kind.ERROR, event_path=True)
+    errors = {r.session: ErrorEvent.unpack(r.payload) for r in reported}
+    assert errors[5].code is ErrorCode.BAD_INPUT and "input.encoding" in errors[5].detail
+    assert errors[6].code is ErrorCode.BAD_INPUT and "frame" in errors[6].detail
+    play(h, 6, store_hours, 320)
+    assert events(h.out.take(event_path=True))[0][0] is VadEventType.SPEECH_START
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,7 @@ class LlmStage(Stage[LlmSession]):
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, session: int, turn: int, params: memoryview) -> LlmSession:
-        instructions = SessionParams.parse(params).instructions
+        instructions = SessionParams.parse_or_default(params)[0].instructions
         self._engine().open_session(session)
         return LlmSession(turn, instructions)
 

@@ -104,6 +104,18 @@ class SessionParams:
         )
 
 
+    @classmethod
+    def parse_or_default(cls, payload: memoryview | bytes) -> tuple[SessionParams, str | None]:
+        """The parameters, or PCM16 16 kHz both ways and the reason when the payload is
+        bad: a stage must not die of one session's input (the gateway checks it first;
+        VAD reports the problem as that session's ERROR)."""
+        try:
+            return cls.parse(payload), None
+        except ValueError as exc:
+            fallback = AudioFormat(Encoding.PCM16, 16000)
+            return cls(fallback, fallback, None), str(exc)
+
+
 def parse_format(doc: object, where: str) -> AudioFormat:
     """An ``{"encoding", "sample_rate"}`` object as an AudioFormat."""
     if not isinstance(doc, dict):

@@ -89,7 +89,7 @@ class TtsStage(Stage[TtsSession]):
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, session: int, turn: int, params: memoryview) -> TtsSession:
-        output = SessionParams.parse(params).output
+        output = SessionParams.parse_or_default(params)[0].output
         engine = self._engine()
         engine.open_session(session, engine.sample_rate)
         return TtsSession(output, StreamResampler(engine.sample_rate, output.sample_rate), turn)

@@ -34,7 +34,15 @@ from voicegate.core import codec
 from voicegate.core.audio import StreamResampler, float32_to_pcm16_bytes
 from voicegate.core.codec import AudioFormat
 from voicegate.core.config import ConfigError
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import (
+    ErrorCode,
+    ErrorEvent,
+    Flag,
+    Kind,
+    StageId,
+    VadEvent,
+    VadEventType,
+)
 from voicegate.models.vad import SAMPLE_RATE, SileroVad
 from voicegate.workers.stage import Message, Output, Stage, StageContext
 from voicegate.workers.stage_support import (
@@ -43,7 +51,7 @@ from voicegate.workers.stage_support import (
     bundle_table,
     execution_config,
 )
-from voicegate.workers.turn_taking import Decision, Phase, TurnDecision, TurnParams, TurnTaker
+from voicegate.workers.turn_taking import Decision, TurnDecision, TurnParams, TurnTaker
 
 _OPTIONS = (
     "end_of_turn_silence_ms",
@@ -71,6 +79,7 @@ class VadSession:
     forwarding: bool = False  # an utterance is in progress: its audio goes downstream
     forwarded: int = 0  # stream position up to which audio went downstream
     seq: int = 0
+    problem: str | None = None  # bad input not yet reported to the gateway
 
     @property
     def fed(self) -> int:
@@ -144,9 +153,11 @@ class VadStage(Stage[VadSession]):
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, session: int, turn: int, params: memoryview) -> VadSession:
-        fmt = SessionParams.parse(params).input
+        parsed, problem = SessionParams.parse_or_default(params)
+        fmt = parsed.input
         self._engine().open_session(session)
         return VadSession(
+            problem=problem,
             input=fmt,
             resampler=StreamResampler(fmt.sample_rate, SAMPLE_RATE),
             taker=TurnTaker(self.turn_params),
@@ -169,8 +180,15 @@ class VadStage(Stage[VadSession]):
         fed: set[int] = set()
         for m in batch:
             state = states[m.session]
+            if state.problem is not None:
+                self._report(m.session, state, out)
             if m.kind == Kind.AUDIO_IN:
-                pcm = codec.decode(m.payload, state.input.encoding)
+                try:
+                    pcm = codec.decode(m.payload, state.input.encoding)
+                except ValueError as exc:
+                    state.problem = f"AUDIO_IN frame {m.seq}: {exc}"
+                    self._report(m.session, state, out)
+                    continue
                 audio = state.resampler.process(pcm.astype(np.float32) / np.float32(32768.0))
                 if audio.size:
                     state.append(audio, m.origin_ns)
@@ -226,6 +244,12 @@ class VadStage(Stage[VadSession]):
             self._event(out, VadEventType.END_OF_TURN, sid, state.turn, decided.sample, origin)
             state.forwarding = False
 
+    def _report(self, sid: int, state: VadSession, out: Output) -> None:
+        """The session's input could not be used: an ERROR to the gateway, once."""
+        detail = ErrorEvent(ErrorCode.BAD_INPUT, StageId.VAD, state.problem or "").pack()
+        state.problem = None
+        out.emit_event(Kind.ERROR, sid, state.turn, 0, 0, detail)
+
     def _flush(self, sid: int, state: VadSession, out: Output) -> None:
         """Send the utterance's audio that has not gone downstream yet."""
         if not state.forwarding or state.forwarded >= state.fed:
@@ -261,5 +285,3 @@ class VadStage(Stage[VadSession]):
         out.emit_event(kind, sid, turn, 0, origin_ns, payload, flags)
         out.emit(kind, sid, turn, 0, origin_ns, payload, flags)
 
-
-__all__ = ["Phase", "VadSession", "VadStage"]
