@@ -99,7 +99,25 @@ def test_an_empty_transcript_closes_the_turn_with_an_empty_answer(bundle: Path) 
     assert token.payload == b"" and token.flags & Flag.LAST
 
 
-def test_bad_sampling_options_name_the_key(bundle: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": -0.5}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": 5}, "top_k"),
+    ],
+)
+def test_bad_sampling_options_name_the_key(options: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
-        LlmStage(context("llm", bundle, {"max_tokens": 0}))
-    assert exc.value.key == "workers.llm.options.max_tokens"
+        LlmStage(context("llm", None, options))
+    assert exc.value.key == f"workers.llm.options.{key}"
+
+
+def test_sampling_options_override_the_bundle(bundle: Path) -> None:
+    llm, h = stage(bundle, max_tokens=3)
+    assert llm.sampling is not None and llm.sampling.max_tokens == 3
+    h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 1, b"Hours?"))
+    run_until_done(h, 1)
+    assert len(h.out.take(Kind.LLM_TOKEN)) <= 3
+    assert REPLY.startswith(answer(h, 1))

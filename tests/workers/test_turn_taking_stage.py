@@ -71,3 +71,16 @@ def test_during_playback_only_long_enough_speech_barges_in() -> None:
 def test_end_of_turn_shorter_than_the_pause_is_refused() -> None:
     with pytest.raises(ValueError, match="shorter than the pause"):
         TurnParams(0.5, 0.35, 1, pause=10, end_of_turn=5, barge_in_speech=1, pad=0)
+
+
+def test_commit_ends_the_utterance_where_the_audio_stops() -> None:
+    taker = TurnTaker(PARAMS)
+    assert taker.commit(100) == []  # nothing to end
+    run(taker, "SSSS")
+    got = taker.commit(4 * CHUNK + 10)
+    assert [(d.decision, d.sample) for d in got] == [
+        (Decision.PAUSE, 4 * CHUNK + 10), (Decision.END_OF_TURN, 4 * CHUNK + 10)
+    ]
+    run(taker, "SSSS...", start_chunk=10)  # paused: only the end follows
+    ((decision, sample),) = [(d.decision, d.sample) for d in taker.commit(17 * CHUNK)]
+    assert (decision, sample) == (Decision.END_OF_TURN, 14 * CHUNK + 100)

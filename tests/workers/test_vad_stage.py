@@ -169,3 +169,16 @@ def test_bad_options_name_the_key(options: dict[str, object], key: str) -> None:
 def test_a_missing_bundle_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"node\.bundle"):
         VadStage(context("vad", None)).load()
+
+
+def test_commit_ends_the_turn_at_once(vad_bundle: Path, store_hours: np.ndarray) -> None:
+    h = Harness(stage(vad_bundle))
+    h.open(8, 1, open_params())
+    play(h, 8, store_hours[: 16000 + 8000], 320)  # cut off mid-sentence
+    h.send(msg(Kind.COMMIT, 8, 1))
+    got = events(h.out.take(event_path=True))
+    assert [e for e, _, _ in got] == [
+        VadEventType.SPEECH_START, VadEventType.SPEECH_PAUSE, VadEventType.END_OF_TURN
+    ]
+    assert got[1][1] == got[2][1] == 24000
+    assert h.out.take()[-1].kind == Kind.COMMIT

@@ -68,9 +68,13 @@ class LlmStage(Stage[LlmSession]):
         super().__init__(context)
         options = StageOptions(context, _OPTIONS)
         self._overrides: dict[str, float | int] = {}
-        for key in ("temperature", "top_p"):
-            if key in context.options:
-                self._overrides[key] = options.number(key, 0.0)
+        if "temperature" in context.options:
+            self._overrides["temperature"] = options.number("temperature", 0.0)
+        if "top_p" in context.options:
+            top_p = options.number("top_p", 1.0)
+            if not 0.0 < top_p <= 1.0:
+                raise ConfigError(f"{options.prefix}.top_p", top_p, "must be in (0, 1]")
+            self._overrides["top_p"] = top_p
         if "max_tokens" in context.options:
             self._overrides["max_tokens"] = options.integer("max_tokens", 1, minimum=1)
         self.step_budget_ns = int(options.number("step_budget_ms", 20.0) * 1e6)

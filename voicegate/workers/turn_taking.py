@@ -8,7 +8,8 @@ audio gives the same decisions however fast it is sent.
 - speech -> paused: ``pause`` samples of silence -> PAUSE; speculation starts here;
 - paused -> speech: ``min_speech`` samples of speech again -> RESUME; the speculation is void;
 - paused -> idle: ``end_of_turn`` samples of silence since the speech ended, with no
-  candidate speech pending -> END_OF_TURN.
+  candidate speech pending -> END_OF_TURN;
+- ``commit`` (the caller ended the turn explicitly): PAUSE if still speech, END_OF_TURN.
 
 A chunk at or above ``threshold`` is speech, one below ``low_threshold`` silence; one in
 between changes nothing (hysteresis, as in Silero's own iterator). A speech candidate
@@ -83,6 +84,24 @@ class TurnTaker:
         """Back to idle, forgetting any utterance in progress (a typed turn replaced it)."""
         self.phase = Phase.IDLE
         self._onset = self._quiet_from = self._silence_from = None
+
+    def commit(self, position: int) -> list[TurnDecision]:
+        """The caller ended the turn explicitly at stream ``position``: an utterance in
+        progress pauses (if it was still speech) and ends now."""
+        if self.phase is Phase.IDLE:
+            return []
+        decided: list[TurnDecision] = []
+        if self.phase is Phase.SPEECH:
+            decided.append(TurnDecision(Decision.PAUSE, position, position))
+            speech_end = end = position
+        else:
+            assert self._silence_from is not None
+            speech_end = self._silence_from
+            end = min(speech_end + self.params.pad, position)
+        decided.append(TurnDecision(Decision.END_OF_TURN, end, speech_end))
+        self._last_end = end
+        self.reset()
+        return decided
 
     def push(self, start: int, end: int, probability: float) -> TurnDecision | None:
         p = self.params

@@ -10,8 +10,9 @@ lasting ``barge_in_min_speech_ms`` is a BARGE_IN under a new turn.
 
 Decisions go to the gateway on the event path (``emit_event``) and downstream; the
 audio of the current utterance goes downstream as 16 kHz PCM16, from a short pre-roll
-before the detected start until the end of the turn. SPEECH_START's ``at_sample`` is the
-first sample forwarded, so STT can cut the utterance at the sample a later event names.
+before the detected start until the end of the turn. SPEECH_START's ``at_sample`` is
+the first sample forwarded, so STT can cut the utterance at the sample a later event
+names. COMMIT ends an utterance in progress at once (at the audio received so far).
 
 Options ([workers.vad.options]):
     end_of_turn_silence_ms   silence that ends a turn (300)
@@ -196,6 +197,10 @@ class VadStage(Stage[VadSession]):
                     fed.add(m.session)
             elif m.kind == Kind.PLAYBACK:
                 state.taker.playing = bytes(m.payload[:1]) == b"\x01"
+                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            elif m.kind == Kind.COMMIT:
+                for committed in state.taker.commit(state.fed):
+                    self._decide(m.session, state, committed, out)
                 out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
             elif m.kind == Kind.TEXT_INPUT:
                 state.taker.reset()
