@@ -4,6 +4,7 @@ what the stage emitted out (shared by the tests/workers/test_*_stage.py files)."
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,11 @@ class Harness:
             self.stage.tick(monotonic_ns(), self.states, self.out)
 
 
+# The shipped speech samples (VOICEGATE_SPEECH_DIR overrides, as for the model tests).
+SPEECH = Path(
+    os.environ.get("VOICEGATE_SPEECH_DIR")
+    or Path(__file__).resolve().parents[2].parent / "shared" / "speech"
+)
 TRANSCRIPT = "What time does the store open?"
 REPLY = "We open at nine, and close at eight. Anything else?"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stage_test_support import Harness, Out, context, msg, open_params
+from stage_test_support import SPEECH, Harness, Out, context, msg, open_params
 
 from voicegate.core import codec
 from voicegate.core.audio import float32_to_pcm16, resample
@@ -16,8 +16,6 @@ from voicegate.core.kinds import ErrorCode, ErrorEvent, Flag, Kind, VadEvent, Va
 from voicegate.core.wav import read_wav
 from voicegate.models.synth import synth_bundle
 from voicegate.workers.vad_stage import VadStage
-
-SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "speech"
 
 
 @pytest.fixture(scope="module")
