@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))
 
 from pipeline_gateway import PlayingGateway
-from runtime_helpers import NodeProcess
+from runtime_helpers import NodeProcess, group_members, wait_until
 
 from voicegate.core.config import DEFAULT_STAGES, STAGES
 from voicegate.core.wav import read_wav
@@ -71,10 +72,14 @@ def node(
     try:
         node.wait_ready(120.0)
         yield node
+        # Shutdown with the model-backed stages leaves no process and no shared memory.
+        os.kill(node.pid, signal.SIGTERM)
+        assert node.wait_exit() == 0, node.log()
+        wait_until(lambda: not group_members(node.pid), "every process of the node to exit")
+        assert node.leftovers() == []
     finally:
         node.kill_group()
         node.remove_leftovers()
-        assert node.leftovers() == []
 
 
 @pytest.fixture
