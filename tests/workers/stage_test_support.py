@@ -108,6 +108,10 @@ class Harness:
                 continue  # the runtime handles and forwards these itself
             self.stage.on_records([m], self.states, self.out)
 
+    def send_batch(self, messages: list[Message]) -> None:
+        """Records of the current turns in one ``on_records`` call, as a ring read gives."""
+        self.stage.on_records(messages, self.states, self.out)
+
     def tick(self, times: int = 1) -> None:
         for _ in range(times):
             self.stage.tick(monotonic_ns(), self.states, self.out)

@@ -180,3 +180,18 @@ def test_commit_ends_the_turn_at_once(vad_bundle: Path, store_hours: np.ndarray)
     ]
     assert got[1][1] == got[2][1] == 24000
     assert h.out.take()[-1].kind == Kind.COMMIT
+
+
+def test_records_in_one_batch_act_in_ring_order(vad_bundle: Path, store_hours: np.ndarray) -> None:
+    h = Harness(stage(vad_bundle))
+    h.open(9, 1, open_params())
+    speech = store_hours[: 16000 + 16000]  # the first second of speech
+    frames = [
+        msg(Kind.AUDIO_IN, 9, 1, codec.pcm16_to_bytes(speech[i : i + 320]))
+        for i in range(0, len(speech), 320)
+    ]
+    # The speech started before the answer began to play: a turn, not a barge-in.
+    h.send_batch([*frames, msg(Kind.PLAYBACK, 9, 1, b"\x01")])
+    fast = h.out.take(event_path=True)
+    assert [r.kind for r in fast] == [Kind.VAD_EVENT]
+    assert [r.kind for r in h.out.take()][-1] == Kind.PLAYBACK

@@ -44,7 +44,7 @@ from voicegate.core.kinds import (
     VadEvent,
     VadEventType,
 )
-from voicegate.models.vad import SAMPLE_RATE, SileroVad
+from voicegate.models.vad import CHUNK, SAMPLE_RATE, SileroVad
 from voicegate.workers.stage import Message, Output, Stage, StageContext
 from voicegate.workers.stage_support import (
     SessionParams,
@@ -195,7 +195,12 @@ class VadStage(Stage[VadSession]):
                     state.append(audio, m.origin_ns)
                     engine.feed(m.session, audio)
                     fed.add(m.session)
-            elif m.kind == Kind.PLAYBACK:
+                continue
+            if fed:
+                # Decide on the audio before this record, so that it acts in order.
+                self._run_model(fed, states, out)
+                fed = set()
+            if m.kind == Kind.PLAYBACK:
                 state.taker.playing = bytes(m.payload[:1]) == b"\x01"
                 out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
             elif m.kind == Kind.COMMIT:
@@ -209,12 +214,16 @@ class VadStage(Stage[VadSession]):
                 out.emit(Kind.TEXT_INPUT, m.session, turn, m.seq, m.origin_ns, m.payload, m.flags)
             else:
                 out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
-        if not fed:
-            return
+        if fed:
+            self._run_model(fed, states, out)
+
+    def _run_model(self, fed: set[int], states: Mapping[int, VadSession], out: Output) -> None:
+        """One batched model pass over every chunk ready, then the sessions' decisions."""
         decisions: dict[int, list[TurnDecision]] = {}
-        for chunk in engine.step().probabilities:
+        for chunk in self._engine().step().probabilities:
             state = states[chunk.sid]
-            decided = state.taker.push(chunk.end_sample - 512, chunk.end_sample, chunk.probability)
+            end = chunk.end_sample
+            decided = state.taker.push(end - CHUNK, end, chunk.probability)
             if decided is not None:
                 decisions.setdefault(chunk.sid, []).append(decided)
         for sid in fed:
