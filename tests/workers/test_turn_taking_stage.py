@@ -84,3 +84,11 @@ def test_commit_ends_the_utterance_where_the_audio_stops() -> None:
     run(taker, "SSSS...", start_chunk=10)  # paused: only the end follows
     ((decision, sample),) = [(d.decision, d.sample) for d in taker.commit(17 * CHUNK)]
     assert (decision, sample) == (Decision.END_OF_TURN, 14 * CHUNK + 100)
+
+
+def test_a_pause_shorter_than_the_pad_still_cuts_where_the_end_of_turn_does() -> None:
+    params = TurnParams(0.5, 0.35, CHUNK, pause=100, end_of_turn=4 * CHUNK,
+                        barge_in_speech=CHUNK, pad=CHUNK + 10)
+    got = run(TurnTaker(params), "SS" + "......")
+    assert [d for d, _, _ in got] == [Decision.START, Decision.PAUSE, Decision.END_OF_TURN]
+    assert got[1][1] == got[2][1] == 2 * CHUNK + CHUNK + 10

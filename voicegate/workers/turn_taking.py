@@ -112,7 +112,9 @@ class TurnTaker:
                 self._silence_from = None
             elif silence and self._silence_from is None:
                 self._silence_from = start
-            if self._silence_from is not None and end - self._silence_from >= p.pause:
+            # Never before the pad has passed: the pause's cut (speech end + pad) is then
+            # the same as the end of turn's, so the provisional transcript is the final.
+            if self._silence_from is not None and end - self._silence_from >= max(p.pause, p.pad):
                 self.phase = Phase.PAUSED
                 return self._ended(Decision.PAUSE, end)
             return None
