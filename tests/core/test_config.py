@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from voicegate.core.config import (
-    DEFAULT_STAGE,
+    DEFAULT_STAGES,
     STAGES,
     ConfigError,
     HealthSettings,
@@ -34,7 +34,7 @@ def test_defaults_without_file_or_environment() -> None:
     config = load_config(env={})
     assert config == NodeConfig()
     assert list(config.workers) == list(STAGES)
-    assert all(w.stage == DEFAULT_STAGE for w in config.workers.values())
+    assert {name: w.stage for name, w in config.workers.items()} == DEFAULT_STAGES
     assert config.shm_prefix == "vg-main-"
     assert config.rings.impl == "native"
 
@@ -84,7 +84,7 @@ cpus = "{cpus[0]}"
     assert stt.stage == "pkg.mod:SttStage"
     assert stt.cpus == (cpus[0],)
     assert stt.options == {"beam": 4, "language": "en"}
-    assert config.workers["vad"] == WorkerSettings()
+    assert config.workers["vad"] == WorkerSettings(stage=DEFAULT_STAGES["vad"])
     assert config.gateway.cpus == (cpus[0],)
     assert config.cpus_for("stt") == (cpus[0],)
 

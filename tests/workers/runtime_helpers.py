@@ -18,7 +18,7 @@ from pathlib import Path
 
 import voicegate.ext
 from voicegate.core.clock import monotonic_ns
-from voicegate.core.config import NodeConfig, load_config
+from voicegate.core.config import PASSTHROUGH_STAGE, STAGES, NodeConfig, load_config
 from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
 from voicegate.ext.protocol import SHM_DIR
 from voicegate.workers.gateway_link import GatewayLink, Received
@@ -159,7 +159,14 @@ class NodeProcess:
                 "ready_timeout_s": 60.0,
             },
         }
+        # The runtime's tests run the model-free stage unless they name another.
+        settings["workers"] = {name: {"stage": PASSTHROUGH_STAGE} for name in STAGES}
         for section, values in sections.items():
+            if section == "workers":
+                for stage, table in values.items():
+                    assert isinstance(table, Mapping)
+                    settings["workers"].setdefault(stage, {}).update(table)
+                continue
             settings.setdefault(section, {}).update(values)
         self.config_path = tmp / f"{self.name}.toml"
         self.config_path.write_text(_toml(settings))

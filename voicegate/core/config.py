@@ -36,9 +36,15 @@ CONFIG_ENV: Final[str] = "VOICEGATE_CONFIG"  # path of the TOML file when none i
 STAGES: Final[tuple[str, ...]] = ("vad", "stt", "llm", "tts")
 RING_IMPLS: Final[tuple[str, ...]] = ("native", "reference")
 PROVIDERS: Final[tuple[str, ...]] = ("cpu", "cuda", "tensorrt")
-# Until the model-backed stages land, every stage defaults to the pass-through stage:
-# the node then runs the full process topology and forwards records end to end.
-DEFAULT_STAGE: Final[str] = "voicegate.workers.passthrough:PassThroughStage"
+# The model-backed stage of each pipeline position (they need ``node.bundle``).
+DEFAULT_STAGES: Final[Mapping[str, str]] = types.MappingProxyType({
+    "vad": "voicegate.workers.vad_stage:VadStage",
+    "stt": "voicegate.workers.stt_stage:SttStage",
+    "llm": "voicegate.workers.llm_stage:LlmStage",
+    "tts": "voicegate.workers.tts_stage:TtsStage",
+})
+# A stage without a model that forwards every record: the runtime's tests run on it.
+PASSTHROUGH_STAGE: Final[str] = "voicegate.workers.passthrough:PassThroughStage"
 
 _NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -178,7 +184,8 @@ class WorkerSettings:
     """[workers.<stage>]: one pipeline stage. Validated by NodeConfig, which knows the
     stage name the keys live under."""
 
-    stage: str = DEFAULT_STAGE  # "package.module:Class" of the Stage to run
+    # "package.module:Class" of the Stage to run; "": DEFAULT_STAGES of its position
+    stage: str = ""
     cpus: tuple[int, ...] = ()  # CPU ids to pin to; empty: the default layout
     options: Mapping[str, Any] = field(default_factory=dict)  # passed to the stage as is
 
@@ -209,7 +216,9 @@ class NodeConfig:
         for name in workers:
             _check(name in STAGES, f"workers.{name}", name, f"unknown stage; stages are {STAGES}")
         for name in STAGES:
-            workers.setdefault(name, WorkerSettings())
+            worker = workers.setdefault(name, WorkerSettings())
+            if not worker.stage:
+                workers[name] = dataclasses.replace(worker, stage=DEFAULT_STAGES[name])
         # Keep pipeline order whatever order the file used.
         object.__setattr__(self, "workers", {name: workers[name] for name in STAGES})
         available = available_cpus()

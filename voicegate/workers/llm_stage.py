@@ -1,0 +1,200 @@
+"""The LLM stage: transcripts in, answer text out.
+
+A generation starts on the provisional transcript (TRANSCRIPT_PARTIAL with
+``Flag.PROVISIONAL``, made when the caller paused): the speculation runs under the turn
+while the end-of-turn silence elapses. TRANSCRIPT_FINAL with the same text confirms it
+and the running generation goes on untouched; another text (a typed turn, or a final
+that arrived without a provisional) starts the generation then. A new turn cancels what
+runs for the old one (the KV cache stays for prefix reuse). Decode steps run on
+``tick``, one batched step for all sessions at a time, for at most ``step_budget_ms``
+per tick so that ring reads are never starved.
+
+The answer streams as LLM_TOKEN text deltas, ``Flag.LAST`` on the last (possibly empty).
+One TURN_TIMING goes to TTS per generation: JSON ``{"transcript_ns", "first_token_ns"}``
+(CLOCK_MONOTONIC), which TTS completes (docs/pipeline.md).
+
+History: the user's text and the answer are appended to the session's conversation only
+for a confirmed turn (TRANSCRIPT_FINAL seen), when the answer completes or when a later
+turn interrupts it (a barge-in). An interrupted answer is kept as far as it was
+generated: this stage does not know how much of it was heard.
+
+Options ([workers.llm.options]) override the bundle's sampling:
+    max_tokens, temperature, top_p; step_budget_ms (20)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from voicegate.core.clock import monotonic_ns
+from voicegate.core.config import ConfigError
+from voicegate.core.kinds import Flag, Kind
+from voicegate.models.llm import LlmEngine, Sampling
+from voicegate.models.llm import Message as ChatMessage
+from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage_support import (
+    SessionParams,
+    StageOptions,
+    bundle_table,
+    execution_config,
+)
+
+_OPTIONS = ("max_tokens", "temperature", "top_p", "step_budget_ms")
+
+
+@dataclass
+class LlmSession:
+    turn: int
+    instructions: str | None
+    history: list[ChatMessage] = field(default_factory=list)
+    gen_turn: int | None = None  # the turn of the generation (running or done)
+    user_text: str = ""
+    answer: str = ""
+    emitted: bool = False  # LLM_TOKEN records went out for gen_turn
+    finished: bool = False
+    confirmed: bool = False
+    committed: bool = False
+    origin_ns: int = 0
+    transcript_ns: int = 0
+    seq: int = 0
+
+
+class LlmStage(Stage[LlmSession]):
+    tick_interval_s = 0.01
+
+    def __init__(self, context: StageContext) -> None:
+        super().__init__(context)
+        options = StageOptions(context, _OPTIONS)
+        self._overrides: dict[str, float | int] = {}
+        if "temperature" in context.options:
+            self._overrides["temperature"] = options.number("temperature", 0.0)
+        if "top_p" in context.options:
+            top_p = options.number("top_p", 1.0)
+            if not 0.0 < top_p <= 1.0:
+                raise ConfigError(f"{options.prefix}.top_p", top_p, "must be in (0, 1]")
+            self._overrides["top_p"] = top_p
+        if "max_tokens" in context.options:
+            self._overrides["max_tokens"] = options.integer("max_tokens", 1, minimum=1)
+        self.step_budget_ns = int(options.number("step_budget_ms", 20.0) * 1e6)
+        self.engine: LlmEngine | None = None
+        self.sampling: Sampling | None = None
+
+    def load(self) -> None:
+        table, base = bundle_table(self.context, "llm")
+        self.engine = LlmEngine.from_table(table, base, execution_config(self.context))
+        base_sampling = self.engine.sampling
+        try:
+            self.sampling = Sampling(
+                temperature=float(self._overrides.get("temperature", base_sampling.temperature)),
+                top_p=float(self._overrides.get("top_p", base_sampling.top_p)),
+                max_tokens=int(self._overrides.get("max_tokens", base_sampling.max_tokens)),
+                stop=base_sampling.stop,
+                seed=base_sampling.seed,
+            )
+        except ValueError as exc:
+            raise ConfigError("workers.llm.options", dict(self._overrides), str(exc)) from None
+
+    def _engine(self) -> LlmEngine:
+        if self.engine is None:
+            raise RuntimeError("LlmStage used before load()")
+        return self.engine
+
+    # -- sessions -------------------------------------------------------------------
+
+    def open_session(self, session: int, turn: int, params: memoryview) -> LlmSession:
+        instructions = SessionParams.parse_or_default(params)[0].instructions
+        self._engine().open_session(session)
+        return LlmSession(turn, instructions)
+
+    def close_session(self, session: int, state: LlmSession, out: Output) -> None:
+        self._engine().close_session(session)
+
+    def new_turn(self, session: int, turn: int, state: LlmSession) -> None:
+        self._engine().cancel(session)
+        self._commit(state)
+        state.turn = turn
+        state.gen_turn = None
+
+    # -- records --------------------------------------------------------------------
+
+    def on_records(
+        self, batch: Sequence[Message], states: Mapping[int, LlmSession], out: Output
+    ) -> None:
+        for m in batch:
+            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            state = states[m.session]
+            if m.kind == Kind.TRANSCRIPT_PARTIAL and m.flags & Flag.PROVISIONAL:
+                self._start(m, state, bytes(m.payload).decode(), out)
+            elif m.kind == Kind.TRANSCRIPT_FINAL:
+                text = bytes(m.payload).decode()
+                same = state.gen_turn == m.turn and state.user_text == text
+                if not same and not (state.gen_turn == m.turn and state.emitted):
+                    self._start(m, state, text, out)
+                # A final that differs after the speculation already spoke keeps it: with
+                # VAD's cuts the final is decoded from the provisional's audio, so this
+                # does not happen in this pipeline.
+                state.confirmed = True
+                if state.finished:
+                    self._commit(state)
+
+    def _start(self, m: Message, state: LlmSession, text: str, out: Output) -> None:
+        engine = self._engine()
+        engine.cancel(m.session)
+        state.gen_turn, state.user_text, state.answer = m.turn, text, ""
+        state.emitted = state.finished = state.confirmed = state.committed = False
+        state.origin_ns = m.origin_ns
+        state.transcript_ns = m.sent_ns or monotonic_ns()
+        if not text.strip():
+            # Nothing was understood: an empty answer closes the turn downstream.
+            self._token(m.session, state, "", True, out)
+            return
+        messages: list[ChatMessage] = []
+        if state.instructions:
+            messages.append(ChatMessage("system", state.instructions))
+        messages += state.history
+        messages.append(ChatMessage("user", text))
+        engine.start(m.session, messages, self.sampling)
+
+    def _token(self, sid: int, state: LlmSession, text: str, last: bool, out: Output) -> None:
+        assert state.gen_turn is not None
+        if not state.emitted:
+            timing = {"transcript_ns": state.transcript_ns, "first_token_ns": monotonic_ns()}
+            out.emit(
+                Kind.TURN_TIMING, sid, state.gen_turn, 0, state.origin_ns,
+                json.dumps(timing).encode(),
+            )
+            state.emitted = True
+        state.seq += 1
+        state.answer += text
+        out.emit(
+            Kind.LLM_TOKEN, sid, state.gen_turn, state.seq, state.origin_ns, text.encode(),
+            Flag.LAST if last else 0,
+        )
+        if last:
+            state.finished = True
+            if state.confirmed:
+                self._commit(state)
+
+    def _commit(self, state: LlmSession) -> None:
+        """Append a confirmed turn to the conversation, once."""
+        if state.gen_turn is None or not state.confirmed or state.committed:
+            return
+        if not state.user_text.strip():
+            return
+        state.history.append(ChatMessage("user", state.user_text))
+        state.history.append(ChatMessage("assistant", state.answer))
+        state.committed = True
+
+    def tick(self, now_ns: int, states: Mapping[int, LlmSession], out: Output) -> None:
+        engine = self._engine()
+        deadline = now_ns + self.step_budget_ns
+        while engine.running and monotonic_ns() < deadline:
+            for event in engine.step():
+                state = states.get(event.sid)
+                if state is None or state.gen_turn is None:
+                    continue
+                if not event.text and event.finished is None:
+                    continue  # text held back (a possible stop sequence)
+                self._token(event.sid, state, event.text, event.finished is not None, out)

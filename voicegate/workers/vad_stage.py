@@ -1,0 +1,301 @@
+"""The VAD stage: caller audio in, turn decisions out.
+
+Each session's frames (PCM16 or mu-law, 8-48 kHz, as SESSION_OPEN says) are converted to
+16 kHz with per-session resampler state; Silero runs once per batch for every session
+with a 512-sample chunk ready; ``TurnTaker`` turns the probabilities into decisions. The
+stage numbers the turns (docs/pipeline.md): a new utterance or typed turn takes the next
+number, never below the turn the gateway stamps; a pause that ends in more speech voids
+the speculation with CANCEL (Flag.CONTINUE) under a new turn; speech during playback
+lasting ``barge_in_min_speech_ms`` is a BARGE_IN under a new turn.
+
+Decisions go to the gateway on the event path (``emit_event``) and downstream; the
+audio of the current utterance goes downstream as 16 kHz PCM16, from a short pre-roll
+before the detected start until the end of the turn. SPEECH_START's ``at_sample`` is
+the first sample forwarded, so STT can cut the utterance at the sample a later event
+names. COMMIT ends an utterance in progress at once (at the audio received so far).
+
+Options ([workers.vad.options]):
+    end_of_turn_silence_ms   silence that ends a turn (300)
+    pause_ms                 silence that starts speculation (64: two chunks)
+    barge_in_min_speech_ms   speech during playback that interrupts it (300)
+    min_speech_ms            speech that starts an utterance (the bundle's, else 250)
+    pre_roll_ms              audio forwarded before the padded start (200)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from voicegate.core import codec
+from voicegate.core.audio import StreamResampler, float32_to_pcm16_bytes
+from voicegate.core.codec import AudioFormat
+from voicegate.core.config import ConfigError
+from voicegate.core.kinds import (
+    ErrorCode,
+    ErrorEvent,
+    Flag,
+    Kind,
+    StageId,
+    VadEvent,
+    VadEventType,
+)
+from voicegate.models.vad import CHUNK, SAMPLE_RATE, SileroVad
+from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage_support import (
+    SessionParams,
+    StageOptions,
+    bundle_table,
+    execution_config,
+)
+from voicegate.workers.turn_taking import Decision, TurnDecision, TurnParams, TurnTaker
+
+_OPTIONS = (
+    "end_of_turn_silence_ms",
+    "pause_ms",
+    "barge_in_min_speech_ms",
+    "min_speech_ms",
+    "pre_roll_ms",
+)
+_HISTORY = 2 * SAMPLE_RATE  # audio kept behind the model's position, for the pre-roll
+_PER_MS = SAMPLE_RATE // 1000
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+@dataclass
+class VadSession:
+    input: AudioFormat
+    resampler: StreamResampler
+    taker: TurnTaker
+    turn: int  # the last turn this stage numbered
+    gateway_turn: int  # the highest turn the gateway stamped
+    history: FloatAudio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    base: int = 0  # stream position of history[0]
+    frames: deque[tuple[int, int]] = field(default_factory=deque)  # (end sample, origin_ns)
+    forwarding: bool = False  # an utterance is in progress: its audio goes downstream
+    forwarded: int = 0  # stream position up to which audio went downstream
+    seq: int = 0
+    problem: str | None = None  # bad input not yet reported to the gateway
+
+    @property
+    def fed(self) -> int:
+        return self.base + len(self.history)
+
+    def next_turn(self) -> int:
+        self.turn = max(self.turn + 1, self.gateway_turn)
+        return self.turn
+
+    def origin_at(self, sample: int) -> int:
+        """Arrival time of the frame that holds ``sample`` (the latest frame if none)."""
+        for end, origin in self.frames:
+            if end > sample:
+                return origin
+        return self.frames[-1][1] if self.frames else 0
+
+    def append(self, audio: FloatAudio, origin_ns: int) -> None:
+        keep_from = self.fed - _HISTORY
+        if self.forwarding:
+            keep_from = min(keep_from, self.forwarded)
+        drop = max(0, keep_from - self.base)
+        self.history = np.concatenate([self.history[drop:], audio])
+        self.base += drop
+        self.frames.append((self.fed, origin_ns))
+        while self.frames and self.frames[0][0] < self.base:
+            self.frames.popleft()
+
+
+class VadStage(Stage[VadSession]):
+    def __init__(self, context: StageContext) -> None:
+        super().__init__(context)
+        options = StageOptions(context, _OPTIONS)
+        self.end_of_turn_ms = options.number("end_of_turn_silence_ms", 300.0)
+        self.pause_ms = options.number("pause_ms", 64.0)
+        if self.pause_ms > self.end_of_turn_ms:
+            raise ConfigError(
+                f"{options.prefix}.pause_ms",
+                self.pause_ms,
+                "must not exceed end_of_turn_silence_ms",
+            )
+        self.barge_in_ms = options.number("barge_in_min_speech_ms", 300.0)
+        self.min_speech_ms: float | None = (
+            options.number("min_speech_ms", 0.0) if "min_speech_ms" in context.options else None
+        )
+        self.pre_roll = int(options.number("pre_roll_ms", 200.0) * _PER_MS)
+        self.engine: SileroVad | None = None
+
+    def load(self) -> None:
+        table, base = bundle_table(self.context, "vad")
+        self.engine = SileroVad.from_table(table, base, execution_config(self.context))
+        vad = self.engine.params
+        self.turn_params = TurnParams(
+            threshold=vad.threshold,
+            low_threshold=vad.low_threshold,
+            min_speech=int(
+                (self.min_speech_ms if self.min_speech_ms is not None else vad.min_speech_ms)
+                * _PER_MS
+            ),
+            pause=int(self.pause_ms * _PER_MS),
+            end_of_turn=int(self.end_of_turn_ms * _PER_MS),
+            barge_in_speech=int(self.barge_in_ms * _PER_MS),
+            pad=int(vad.speech_pad_ms * _PER_MS),
+            forget=int(vad.min_silence_ms * _PER_MS),
+        )
+
+    def _engine(self) -> SileroVad:
+        if self.engine is None:
+            raise RuntimeError("VadStage used before load()")
+        return self.engine
+
+    # -- sessions -------------------------------------------------------------------
+
+    def open_session(self, session: int, turn: int, params: memoryview) -> VadSession:
+        parsed, problem = SessionParams.parse_or_default(params)
+        fmt = parsed.input
+        self._engine().open_session(session)
+        return VadSession(
+            problem=problem,
+            input=fmt,
+            resampler=StreamResampler(fmt.sample_rate, SAMPLE_RATE),
+            taker=TurnTaker(self.turn_params),
+            turn=turn - 1,  # the first utterance takes the turn the session opened with
+            gateway_turn=turn,
+        )
+
+    def close_session(self, session: int, state: VadSession, out: Output) -> None:
+        self._engine().close_session(session)
+
+    def new_turn(self, session: int, turn: int, state: VadSession) -> None:
+        state.gateway_turn = max(state.gateway_turn, turn)
+
+    # -- records --------------------------------------------------------------------
+
+    def on_records(
+        self, batch: Sequence[Message], states: Mapping[int, VadSession], out: Output
+    ) -> None:
+        engine = self._engine()
+        fed: set[int] = set()
+        for m in batch:
+            state = states[m.session]
+            if state.problem is not None:
+                self._report(m.session, state, out)
+            if m.kind == Kind.AUDIO_IN:
+                try:
+                    pcm = codec.decode(m.payload, state.input.encoding)
+                except ValueError as exc:
+                    state.problem = f"AUDIO_IN frame {m.seq}: {exc}"
+                    self._report(m.session, state, out)
+                    continue
+                audio = state.resampler.process(pcm.astype(np.float32) / np.float32(32768.0))
+                if audio.size:
+                    state.append(audio, m.origin_ns)
+                    engine.feed(m.session, audio)
+                    fed.add(m.session)
+                continue
+            if fed:
+                # Decide on the audio before this record, so that it acts in order.
+                self._run_model(fed, states, out)
+                fed = set()
+            if m.kind == Kind.PLAYBACK:
+                state.taker.playing = bytes(m.payload[:1]) == b"\x01"
+                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            elif m.kind == Kind.COMMIT:
+                for committed in state.taker.commit(state.fed):
+                    self._decide(m.session, state, committed, out)
+                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            elif m.kind == Kind.TEXT_INPUT:
+                state.taker.reset()
+                state.forwarding = False
+                turn = state.next_turn()
+                out.emit(Kind.TEXT_INPUT, m.session, turn, m.seq, m.origin_ns, m.payload, m.flags)
+            else:
+                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+        if fed:
+            self._run_model(fed, states, out)
+
+    def _run_model(self, fed: set[int], states: Mapping[int, VadSession], out: Output) -> None:
+        """One batched model pass over every chunk ready, then the sessions' decisions."""
+        decisions: dict[int, list[TurnDecision]] = {}
+        for chunk in self._engine().step().probabilities:
+            state = states[chunk.sid]
+            end = chunk.end_sample
+            decided = state.taker.push(end - CHUNK, end, chunk.probability)
+            if decided is not None:
+                decisions.setdefault(chunk.sid, []).append(decided)
+        for sid in fed:
+            state = states[sid]
+            for decided in decisions.get(sid, ()):
+                self._decide(sid, state, decided, out)
+            if state.forwarding:
+                self._flush(sid, state, out)
+
+    def _decide(self, sid: int, state: VadSession, decided: TurnDecision, out: Output) -> None:
+        latest = state.frames[-1][1] if state.frames else 0
+        if decided.decision in (Decision.START, Decision.BARGE_IN):
+            turn = state.next_turn()
+            if decided.decision is Decision.BARGE_IN:
+                self._both(out, Kind.BARGE_IN, sid, turn, latest, b"")
+            first = max(decided.sample - self.pre_roll, state.base)
+            self._event(out, VadEventType.SPEECH_START, sid, turn, first, latest)
+            state.forwarding = True
+            state.forwarded = first
+            return
+        if decided.decision is Decision.RESUME:
+            turn = state.next_turn()
+            self._both(out, Kind.CANCEL, sid, turn, latest, b"", Flag.CONTINUE)
+            self._event(out, VadEventType.SPEECH_RESUME, sid, turn, decided.sample, latest)
+            return
+        # PAUSE or END_OF_TURN: the audio up to now goes first, so STT has all of it.
+        self._flush(sid, state, out)
+        origin = state.origin_at(decided.speech_end)
+        if decided.decision is Decision.PAUSE:
+            self._event(out, VadEventType.SPEECH_PAUSE, sid, state.turn, decided.sample, origin)
+        else:
+            self._event(out, VadEventType.END_OF_TURN, sid, state.turn, decided.sample, origin)
+            state.forwarding = False
+
+    def _report(self, sid: int, state: VadSession, out: Output) -> None:
+        """The session's input could not be used: an ERROR to the gateway, once."""
+        detail = ErrorEvent(ErrorCode.BAD_INPUT, StageId.VAD, state.problem or "").pack()
+        state.problem = None
+        out.emit_event(Kind.ERROR, sid, state.turn, 0, 0, detail)
+
+    def _flush(self, sid: int, state: VadSession, out: Output) -> None:
+        """Send the utterance's audio that has not gone downstream yet."""
+        if not state.forwarding or state.forwarded >= state.fed:
+            return
+        audio = state.history[state.forwarded - state.base :]
+        state.seq += 1
+        origin = state.frames[-1][1] if state.frames else 0
+        out.emit(Kind.AUDIO_IN, sid, state.turn, state.seq, origin, float32_to_pcm16_bytes(audio))
+        state.forwarded = state.fed
+
+    def _event(  # noqa: PLR0917 - the record's fields
+        self,
+        out: Output,
+        event: VadEventType,
+        sid: int,
+        turn: int,
+        at_sample: int,
+        origin_ns: int,
+    ) -> None:
+        self._both(out, Kind.VAD_EVENT, sid, turn, origin_ns, VadEvent(event, at_sample).pack())
+
+    def _both(  # noqa: PLR0917 - the record's fields
+        self,
+        out: Output,
+        kind: int,
+        sid: int,
+        turn: int,
+        origin_ns: int,
+        payload: bytes,
+        flags: int = 0,
+    ) -> None:
+        """To the gateway at once, and down the pipeline in order with the audio."""
+        out.emit_event(kind, sid, turn, 0, origin_ns, payload, flags)
+        out.emit(kind, sid, turn, 0, origin_ns, payload, flags)
+
