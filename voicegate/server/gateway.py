@@ -1,0 +1,483 @@
+"""A gateway process's server: the Starlette app and the one egress task.
+
+The gateway only moves frames. Each connection's coroutine parses client messages with
+``StreamConnection`` and writes audio into the ring to VAD (a full ring drops and counts
+the frame: the event loop never waits on a ring). One egress task per process reads the
+event, answer and control rings (doorbell-based waiting, never a blocking call on the
+loop), hands each record to its session's ``SessionTurns`` and so to that session's
+bounded send queue; one sender task per connection drains that queue into the socket.
+A client that does not keep up fills only its own queue: it is degraded to its fallback
+format, then closed with ``slow_client``.
+
+Admission is node-wide: every gateway publishes its open sessions in the SESSIONS field
+of its status block, and a new connection is admitted while the sum over the gateways
+whose process is alive is below ``max_sessions``. Two gateways admitting in the same
+instant may each see the other's count before its increment, so the node can exceed the
+limit by at most ``gateways - 1`` sessions for that instant; with one gateway it is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from voicegate.core.clock import monotonic_ns
+from voicegate.core.codec import PCM16_16K
+from voicegate.core.config import NodeConfig
+from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
+from voicegate.ext.aio import AsyncRingReader
+from voicegate.server import prometheus
+from voicegate.server.events import ErrorEvent
+from voicegate.server.gateway_session import (
+    AudioItem,
+    CloseItem,
+    DoneItem,
+    EventItem,
+    Item,
+    SendQueue,
+    SessionTurns,
+    TextItem,
+)
+from voicegate.server.protocol import DEFAULT_LIMITS, ErrorCode, ProtocolLimits
+from voicegate.server.session_state import (
+    Action,
+    Close,
+    CloseSession,
+    ForwardAudio,
+    ForwardText,
+    OpenSession,
+    SendText,
+    StreamConnection,
+    SwitchOutput,
+)
+from voicegate.workers.gateway_link import GatewayLink, Received
+from voicegate.workers.metrics import read_node_status
+from voicegate.workers.status import Field, State, StatusBlock
+from voicegate.workers.topology import Topology
+
+log = logging.getLogger("voicegate.gateway")
+
+_WAIT_SLICE_S = 0.25  # the egress task wakes at least this often (drain deadline, beat)
+_LATENCY_WINDOW = 1024  # turns kept for the latency summaries of /metrics
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    max_sessions: int = 256  # node-wide
+    send_queue_frames: int = 100  # answer audio records queued per client (~2 s at 20 ms)
+    limits: ProtocolLimits = DEFAULT_LIMITS
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
+        if self.send_queue_frames < 1:
+            raise ValueError(f"send_queue_frames must be >= 1, got {self.send_queue_frames}")
+
+
+@dataclass
+class LiveSession:
+    sid: int
+    conn: StreamConnection
+    turns: SessionTurns
+    websocket: WebSocket
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    open_payload: bytes = b""
+    seq: int = 0
+
+
+class Gateway:
+    """Gateway ``index`` of the node ``config``: sessions, rings, admission, metrics."""
+
+    def __init__(self, config: NodeConfig, index: int, options: GatewayOptions) -> None:
+        self.config = config
+        self.index = index
+        self.options = options
+        self.link = GatewayLink(config, index)
+        topology = Topology(config)
+        self._peers = [
+            StatusBlock.attach(topology.status_block(name))
+            for i, name in enumerate(topology.gateways)
+            if i != index
+        ]
+        self.sessions: dict[int, LiveSession] = {}
+        self._locals = itertools.count(1)
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "sessions_active",
+                "sessions",
+                "sessions_rejected",
+                "frames_in",
+                "frames_in_dropped",
+                "frames_out",
+                "records_stale_dropped",
+                "slow_client_degraded",
+                "slow_client_closed",
+                "barge_ins",
+                "turns_failed",
+            ),
+            0,
+        )
+        self.latencies: dict[str, deque[float]] = {}
+        self.draining = False
+        self.drain_deadline_ns = 0
+        self.drained = asyncio.Event()
+        self._egress: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._egress = asyncio.create_task(self._egress_loop(), name="gateway-egress")
+
+    async def stop(self) -> None:
+        if self._egress is not None:
+            self._egress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._egress
+            self._egress = None
+        for peer in self._peers:
+            peer.close()
+        self._peers.clear()
+        self.link.close()
+
+    def begin_drain(self, deadline_ns: int) -> None:
+        if self.draining:
+            return
+        log.info("gateway %d draining %d sessions", self.index, len(self.sessions))
+        self.draining = True
+        self.drain_deadline_ns = deadline_ns
+        self.link.set_state(State.DRAINING)
+        for live in list(self.sessions.values()):
+            self._perform(live, live.conn.begin_shutdown())
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.draining and not self.sessions and not self.drained.is_set():
+            self.link.set_state(State.DRAINED)
+            self.drained.set()
+
+    # -- admission ------------------------------------------------------------------
+
+    def node_sessions(self) -> int:
+        total = len(self.sessions)
+        for peer in self._peers:
+            if peer.get(Field.PID) and peer.holder_alive():
+                total += peer.get(Field.SESSIONS)
+        return total
+
+    def free_capacity(self) -> int:
+        return max(0, self.options.max_sessions - self.node_sessions())
+
+    def _publish_sessions(self) -> None:
+        self.counters["sessions_active"] = len(self.sessions)
+        self.link.status.set(Field.SESSIONS, len(self.sessions))
+
+    # -- HTTP -----------------------------------------------------------------------
+
+    def build_app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/healthz", self._healthz),
+                Route("/readyz", self._readyz),
+                Route("/metrics", self._metrics),
+                WebSocketRoute("/v1/stream", self._stream),
+            ],
+            on_startup=[self.start],
+            on_shutdown=[self.stop],
+        )
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "alive", "gateway": self.index})
+
+    async def _readyz(self, request: Request) -> Response:
+        node = read_node_status(self.config).get("node")
+        node_ready = node is not None and node.state is State.READY
+        free = self.free_capacity()
+        ready = node_ready and not self.draining
+        body = {
+            "ready": ready,
+            "gateway": self.index,
+            "free_sessions": free if ready else 0,
+            "max_sessions": self.options.max_sessions,
+            "draining": self.draining,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def _metrics(self, request: Request) -> Response:
+        counters = dict(self.counters)
+        counters["node_free_sessions"] = self.free_capacity()
+        counters["ring_to_pipeline_occupancy_bytes"] = _occupancy(self.link.to_pipeline)
+        counters["ring_from_pipeline_occupancy_bytes"] = _occupancy(self.link.from_pipeline)
+        text = prometheus.render(
+            read_node_status(self.config),
+            counters,
+            self.index,
+            {k: list(v) for k, v in self.latencies.items()},
+        )
+        return PlainTextResponse(text, media_type=prometheus.CONTENT_TYPE)
+
+    # -- one connection -------------------------------------------------------------
+
+    async def _stream(self, websocket: WebSocket) -> None:
+        sid = session_id(self.index, next(self._locals))
+        conn = StreamConnection(f"{sid:08x}", self.options.limits)
+        queue = SendQueue(self.options.send_queue_frames)
+        live = LiveSession(sid, conn, SessionTurns(PCM16_16K, queue), websocket)
+        queue.on_push = live.wake.set
+        at_capacity = self.draining or self.free_capacity() <= 0
+        if at_capacity:
+            self.counters["sessions_rejected"] += 1
+        else:
+            self.sessions[sid] = live
+            self.counters["sessions"] += 1
+            self._publish_sessions()
+        sender = asyncio.create_task(self._sender(live), name=f"send-{sid:08x}")
+        try:
+            self._perform(live, conn.connect(at_capacity=at_capacity))
+            if at_capacity:
+                await websocket.accept()
+            else:
+                await self._receive_loop(live)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(sender), timeout=5.0)
+        finally:
+            self._perform(live, conn.disconnected())
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            if self.sessions.pop(sid, None) is not None:
+                self._publish_sessions()
+            self._check_drained()
+
+    async def _receive_loop(self, live: LiveSession) -> None:
+        ws = live.websocket
+        await ws.accept()
+        while live.conn.state.name not in ("CLOSED",):
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            if data is not None:
+                self._perform(live, live.conn.receive_bytes(data))
+            else:
+                self._perform(live, live.conn.receive_text(message.get("text") or ""))
+
+    def _perform(self, live: LiveSession, actions: Sequence[Action]) -> None:
+        """Carry out the state machine's actions; what goes to the client goes through
+        the session's send queue, so the order is kept."""
+        if any(isinstance(a, Close) for a in actions):
+            live.turns.queue.clear()  # a closing session's backlog is not worth waiting for
+        for action in actions:
+            if isinstance(action, ForwardAudio):
+                self._forward_audio(live, action)
+            elif isinstance(action, SendText):
+                live.turns.queue.push(TextItem(action.text, action.type))
+            elif isinstance(action, OpenSession):
+                start = action.start
+                live.turns.output = start.output
+                live.open_payload = json.dumps(
+                    {
+                        "input": start.input.to_dict(),
+                        "output": start.output.to_dict(),
+                        "instructions": start.instructions,
+                    }
+                ).encode()
+                self._control(live, Kind.SESSION_OPEN, live.open_payload)
+            elif isinstance(action, ForwardText):
+                self._control(live, Kind.TEXT_INPUT, action.text.encode())
+            elif isinstance(action, SwitchOutput):
+                live.turns.output = action.format
+                live.turns.awaiting_format = True
+                self._control(live, Kind.OUTPUT_FORMAT, json.dumps(action.format.to_dict()).encode())
+            elif isinstance(action, CloseSession):
+                self._control(live, Kind.SESSION_CLOSE, b"")
+            elif isinstance(action, Close):
+                live.turns.queue.push(CloseItem(int(action.code), action.reason))
+            # Accept: the connection coroutine accepts before reading.
+
+    def _forward_audio(self, live: LiveSession, action: ForwardAudio) -> None:
+        now = monotonic_ns()
+        live.seq += 1
+        live.turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)
+        if self.link.send(Kind.AUDIO_IN, live.sid, live.turns.turn, live.seq, now, action.audio.data):
+            self.counters["frames_in"] += 1
+        else:
+            self.counters["frames_in_dropped"] += 1
+
+    def _control(self, live: LiveSession, kind: Kind, payload: bytes, flags: int = 0) -> None:
+        live.seq += 1
+        if not self.link.send(kind, live.sid, live.turns.turn, live.seq, monotonic_ns(), payload, flags):
+            # Control must not be lost; the ring is only full when VAD is far behind, so a
+            # short blocking wait is taken off the loop.
+            asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: self.link.send_wait(
+                    kind, live.sid, live.turns.turn, live.seq, monotonic_ns(), payload, flags, 2.0
+                ),
+            )
+
+    # -- sending to one client -------------------------------------------------------
+
+    async def _sender(self, live: LiveSession) -> None:
+        queue = live.turns.queue
+        ws = live.websocket
+        while True:
+            item = queue.pop()
+            if item is None:
+                live.wake.clear()
+                await live.wake.wait()
+                continue
+            if isinstance(item, CloseItem):
+                await ws.close(item.code, item.reason)
+                return
+            await self._send_item(live, item)
+
+    async def _send_item(self, live: LiveSession, item: Item) -> None:
+        ws = live.websocket
+        turns = live.turns
+        if isinstance(item, TextItem):
+            await ws.send_text(item.text)
+        elif isinstance(item, AudioItem):
+            if item.turn < turns.stale_below:
+                return
+            answer = turns.answers.get(item.turn)
+            if turns.playing != item.turn:
+                turns.playing = item.turn
+                if answer is not None and not answer.audio_sent_ns:
+                    answer.audio_sent_ns = monotonic_ns()
+                self._control(live, Kind.PLAYBACK, b"\x01")
+            if item.data:
+                await ws.send_bytes(item.data)
+                self.counters["frames_out"] += 1
+            if item.last:
+                turns.playing = None
+                self._control(live, Kind.PLAYBACK, b"\x00")
+        elif isinstance(item, DoneItem):
+            if item.turn < turns.stale_below:
+                return
+            done = turns.render_done(item.turn, monotonic_ns())
+            if done is not None:
+                for name, value in done.latency_ms.to_dict().items():
+                    window = self.latencies.setdefault(name, deque(maxlen=_LATENCY_WINDOW))
+                    window.append(value)
+                self._perform(live, live.conn.send_event(done))
+        elif isinstance(item, EventItem):
+            self._perform(live, live.conn.send_event(item.event))
+
+    # -- the egress task -------------------------------------------------------------
+
+    async def _egress_loop(self) -> None:
+        link = self.link
+        readers = [
+            AsyncRingReader(link.control_ring),
+            AsyncRingReader(link.events_ring),
+            AsyncRingReader(link.from_pipeline),
+        ]
+        try:
+            while True:
+                busy = False
+                for record in link.control():
+                    busy = True
+                    self._on_control(record)
+                now = monotonic_ns()
+                # Events first: a barge-in must overtake the answer audio behind it.
+                for record in link.events():
+                    busy = True
+                    self._dispatch(record, now)
+                for record in link.receive():
+                    busy = True
+                    self._dispatch(record, now)
+                if self.draining and now >= self.drain_deadline_ns:
+                    for live in list(self.sessions.values()):
+                        self._perform(live, live.conn.shutdown_deadline())
+                if not busy:
+                    await _wait_any(readers)
+                else:
+                    await asyncio.sleep(0)  # let the senders run between batches
+        finally:
+            for reader in readers:
+                reader.close()
+
+    def _dispatch(self, record: Received, now: int) -> None:
+        live = self.sessions.get(record.session)
+        if live is None:
+            return
+        turns = live.turns
+        before = turns.counters.dropped_stale
+        if record.kind == Kind.BARGE_IN:
+            self.counters["barge_ins"] += 1
+        turns.on_record(record, now)
+        self.counters["records_stale_dropped"] += turns.counters.dropped_stale - before
+        if turns.overflowed:
+            turns.overflowed = False
+            self._slow_client(live)
+
+    def _slow_client(self, live: LiveSession) -> None:
+        actions = live.conn.degrade_output()
+        if any(isinstance(a, SwitchOutput) for a in actions):
+            self.counters["slow_client_degraded"] += 1
+            # The backlog is what the client could not take: drop it rather than close.
+            live.turns.queue.drop_turns_below(1 << 62)
+        else:
+            self.counters["slow_client_closed"] += 1
+        self._perform(live, actions)
+
+    def _on_control(self, record: Received) -> None:
+        if record.kind == Kind.DRAIN:
+            self.begin_drain(DrainEvent.unpack(record.payload).deadline_ns)
+        elif record.kind == Kind.WORKER_RESTARTED:
+            event = WorkerRestarted.unpack(record.payload)
+            log.warning(
+                "worker %s restarted: failing the turns in flight", event.stage.name.lower()
+            )
+            for live in list(self.sessions.values()):
+                self._reopen(live)
+
+    def _reopen(self, live: LiveSession) -> None:
+        turns = live.turns
+        in_flight = turns.turns_in_flight()
+        if in_flight:
+            self.counters["turns_failed"] += len(in_flight)
+            error = ErrorEvent(
+                ErrorCode.INTERNAL_ERROR.value,
+                "a pipeline worker restarted; the turn in progress was lost",
+                fatal=False,
+            )
+            turns.queue.push(TextItem(error.to_json(), error.type))
+            turns.fail_turn(in_flight[-1], "worker restarted")
+        turns.turn += 1
+        turns.void_before(turns.turn, "error")
+        if live.open_payload:
+            self._control(live, Kind.SESSION_OPEN, live.open_payload, Flag.REOPEN)
+
+
+def _occupancy(ring: Any) -> int:
+    return int(ring.stats().get("occupancy_bytes", 0))
+
+
+async def _wait_any(readers: Sequence[AsyncRingReader]) -> None:
+    waits = [asyncio.ensure_future(r.wait(_WAIT_SLICE_S)) for r in readers]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        for w in waits:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await w
+    # A producer that died (a worker being replaced) makes wait() raise at once: do not
+    # spin on its ring until the replacement attaches.
+    if any(not w.cancelled() and w.exception() is not None for w in waits):
+        await asyncio.sleep(0.01)
