@@ -24,7 +24,7 @@ import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,9 +194,16 @@ class Gateway:
                 Route("/metrics", self._metrics),
                 WebSocketRoute("/v1/stream", self._stream),
             ],
-            on_startup=[self.start],
-            on_shutdown=[self.stop],
+            lifespan=self._lifespan,
         )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "alive", "gateway": self.index})
@@ -372,9 +379,18 @@ class Gateway:
                 for name, value in done.latency_ms.to_dict().items():
                     window = self.latencies.setdefault(name, deque(maxlen=_LATENCY_WINDOW))
                     window.append(value)
-                self._perform(live, live.conn.send_event(done))
+                await self._deliver(live, live.conn.send_event(done))
         elif isinstance(item, EventItem):
-            self._perform(live, live.conn.send_event(item.event))
+            await self._deliver(live, live.conn.send_event(item.event))
+
+    async def _deliver(self, live: LiveSession, actions: Sequence[Action]) -> None:
+        """Actions raised while sending: their text goes out now, in place, not behind
+        the rest of the queue."""
+        for action in actions:
+            if isinstance(action, SendText):
+                await live.websocket.send_text(action.text)
+            else:
+                self._perform(live, [action])
 
     # -- the egress task -------------------------------------------------------------
 
@@ -398,7 +414,10 @@ class Gateway:
                     self._dispatch(record, now)
                 for record in link.receive():
                     busy = True
-                    self._dispatch(record, now)
+                    # Turn events count from the fast path only; copies that crossed the
+                    # later stages would repeat them late.
+                    if record.kind != Kind.VAD_EVENT:
+                        self._dispatch(record, now)
                 if self.draining and now >= self.drain_deadline_ns:
                     for live in list(self.sessions.values()):
                         self._perform(live, live.conn.shutdown_deadline())

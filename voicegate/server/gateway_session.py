@@ -170,6 +170,8 @@ class Answer:
     first_token_ns: int = 0
     first_audio_ns: int = 0
     audio_sent_ns: int = 0  # set by the sender
+    provisional: str | None = None  # the transcript made at SPEECH_PAUSE
+    final_sent: str | None = None  # the transcript.final sent for this turn
 
 
 @dataclass
@@ -223,10 +225,17 @@ class SessionTurns:
         elif r.turn < self.stale_below and kind != Kind.OUTPUT_FORMAT:
             self.counters.dropped_stale += 1
         elif kind == Kind.TRANSCRIPT_PARTIAL:
-            self._emit(r.turn, TranscriptPartial(r.turn, r.payload.decode()), hold=False)
+            text = r.payload.decode()
+            if r.flags & Flag.PROVISIONAL:
+                self._answer(r.turn).provisional = text
+            self._emit(r.turn, TranscriptPartial(r.turn, text), hold=False)
         elif kind == Kind.TRANSCRIPT_FINAL:
-            self._answer(r.turn).turn_end_ns = self._answer(r.turn).turn_end_ns or read_ns
-            self._emit(r.turn, TranscriptFinal(r.turn, r.payload.decode()), hold=False)
+            answer = self._answer(r.turn)
+            answer.turn_end_ns = answer.turn_end_ns or read_ns
+            text = r.payload.decode()
+            if answer.final_sent != text:
+                answer.final_sent = text
+                self._emit(r.turn, TranscriptFinal(r.turn, text), hold=False)
             self.confirm(r.turn)
         elif kind == Kind.LLM_TOKEN:
             self._on_token(r)
@@ -256,6 +265,12 @@ class SessionTurns:
             answer.silence_complete_ns = min(max(complete, answer.speech_end_ns), decided)
             answer.turn_end_ns = max(decided, answer.silence_complete_ns)
             self._emit(r.turn, SpeechStopped(r.turn, event.at_sample * 1000 // VAD_RATE), False)
+            if answer.provisional is not None and answer.final_sent is None:
+                # No speech resumed, so the provisional transcript is the final one
+                # (docs/pipeline.md): say so now, ahead of the answer it released, rather
+                # than after the TRANSCRIPT_FINAL record crossed the later stages.
+                answer.final_sent = answer.provisional
+                self._emit(r.turn, TranscriptFinal(r.turn, answer.provisional), False)
             self.confirm(r.turn)
 
     def _on_token(self, r: Received) -> None:
