@@ -24,7 +24,7 @@ import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,8 @@ _LATENCY_WINDOW = 1024  # turns kept for the latency summaries of /metrics
 class GatewayOptions:
     max_sessions: int = 256  # node-wide
     send_queue_frames: int = 100  # answer audio records queued per client (~2 s at 20 ms)
+    stall_ms: float = 200.0  # a send blocked this long means the client is not reading
+    lead_ms: float = 300.0  # answer audio is sent at most this far ahead of real time
     limits: ProtocolLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
@@ -96,6 +98,13 @@ class LiveSession:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     open_payload: bytes = b""
     seq: int = 0
+    sending_since_ns: int = 0  # when the send in progress began; 0 when none is
+    play_start_ns: int = 0  # when the answer playing now began to go out
+    play_sent_ms: float = 0.0  # audio of it sent so far
+
+    def stalled(self, stall_ns: int) -> bool:
+        since = self.sending_since_ns
+        return since != 0 and monotonic_ns() - since > stall_ns
 
 
 class Gateway:
@@ -243,6 +252,8 @@ class Gateway:
         queue = SendQueue(self.options.send_queue_frames)
         live = LiveSession(sid, conn, SessionTurns(PCM16_16K, queue), websocket)
         queue.on_push = live.wake.set
+        stall_ns = int(self.options.stall_ms * 1e6)
+        queue.stalled = lambda: live.stalled(stall_ns)
         at_capacity = self.draining or self.free_capacity() <= 0
         if at_capacity:
             self.counters["sessions_rejected"] += 1
@@ -257,8 +268,10 @@ class Gateway:
                 await websocket.accept()
             else:
                 await self._receive_loop(live)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(sender), timeout=5.0)
+            if not sender.done() and conn.close_code is not None:
+                # We close: the close goes out behind what the client should still get.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(sender), timeout=5.0)
         finally:
             self._perform(live, conn.disconnected())
             sender.cancel()
@@ -347,6 +360,7 @@ class Gateway:
                 await live.wake.wait()
                 continue
             if isinstance(item, CloseItem):
+                live.sending_since_ns = monotonic_ns()
                 await ws.close(item.code, item.reason)
                 return
             await self._send_item(live, item)
@@ -355,22 +369,36 @@ class Gateway:
         ws = live.websocket
         turns = live.turns
         if isinstance(item, TextItem):
-            await ws.send_text(item.text)
+            await _timed(live, ws.send_text(item.text))
         elif isinstance(item, AudioItem):
             if item.turn < turns.stale_below:
                 return
             answer = turns.answers.get(item.turn)
+            now = monotonic_ns()
             if turns.playing != item.turn:
                 turns.playing = item.turn
+                live.play_start_ns, live.play_sent_ms = now, 0.0
                 if answer is not None and not answer.audio_sent_ns:
-                    answer.audio_sent_ns = monotonic_ns()
+                    answer.audio_sent_ns = now
                 self._control(live, Kind.PLAYBACK, b"\x01")
+            # Paced at real time plus a lead: the client's buffer stays short, so a
+            # barge-in silences the answer within the lead, and a client that cannot take
+            # real time shows as stalled sends.
+            ahead_ms = live.play_sent_ms - (now - live.play_start_ns) / 1e6
+            if ahead_ms > self.options.lead_ms:
+                await asyncio.sleep((ahead_ms - self.options.lead_ms) / 1000)
+                if item.turn < turns.stale_below:
+                    return
             if item.data:
-                await ws.send_bytes(item.data)
+                await _timed(live, ws.send_bytes(item.data))
+                live.play_sent_ms += turns.output.duration_ms(len(item.data))
                 self.counters["frames_out"] += 1
             if item.last:
-                turns.playing = None
-                self._control(live, Kind.PLAYBACK, b"\x00")
+                remaining = live.play_sent_ms - (monotonic_ns() - live.play_start_ns) / 1e6
+                turn = item.turn
+                asyncio.get_running_loop().call_later(
+                    max(0.0, remaining) / 1000, self._playback_ended, live, turn
+                )
         elif isinstance(item, DoneItem):
             if item.turn < turns.stale_below:
                 return
@@ -383,12 +411,17 @@ class Gateway:
         elif isinstance(item, EventItem):
             await self._deliver(live, live.conn.send_event(item.event))
 
+    def _playback_ended(self, live: LiveSession, turn: int) -> None:
+        if live.turns.playing == turn and live.sid in self.sessions:
+            live.turns.playing = None
+            self._control(live, Kind.PLAYBACK, b"\x00")
+
     async def _deliver(self, live: LiveSession, actions: Sequence[Action]) -> None:
         """Actions raised while sending: their text goes out now, in place, not behind
         the rest of the queue."""
         for action in actions:
             if isinstance(action, SendText):
-                await live.websocket.send_text(action.text)
+                await _timed(live, live.websocket.send_text(action.text))
             else:
                 self._perform(live, [action])
 
@@ -480,6 +513,14 @@ class Gateway:
         turns.void_before(turns.turn, "error")
         if live.open_payload:
             self._control(live, Kind.SESSION_OPEN, live.open_payload, Flag.REOPEN)
+
+
+async def _timed(live: LiveSession, send: Awaitable[None]) -> None:
+    live.sending_since_ns = monotonic_ns()
+    try:
+        await send
+    finally:
+        live.sending_since_ns = 0
 
 
 def _occupancy(ring: Any) -> int:

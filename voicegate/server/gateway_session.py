@@ -87,9 +87,11 @@ Item = AudioItem | EventItem | DoneItem | TextItem | CloseItem
 
 
 class SendQueue:
-    """What is waiting to go to one client. Bounded in audio items: ``push_audio`` returns
-    False instead of growing past ``max_audio`` (the slow-client signal); events are never
-    refused, they are few and small."""
+    """What is waiting to go to one client. Bounded in audio items while the client is
+    stalled: ``push_audio`` returns False instead of growing past ``max_audio`` when
+    ``stalled()`` says the socket has stopped taking data (the slow-client signal). A
+    burst that a reading client will take at network speed is not refused: TTS produces
+    faster than real time. Events are never refused, they are few and small."""
 
     def __init__(self, max_audio: int) -> None:
         if max_audio < 1:
@@ -98,6 +100,7 @@ class SendQueue:
         self.items: deque[Item] = deque()
         self.audio = 0
         self.on_push: Callable[[], None] = lambda: None
+        self.stalled: Callable[[], bool] = lambda: True
 
     def __len__(self) -> int:
         return len(self.items)
@@ -109,7 +112,7 @@ class SendQueue:
         self.on_push()
 
     def push_audio(self, item: AudioItem) -> bool:
-        if self.audio >= self.max_audio:
+        if self.audio >= self.max_audio and self.stalled():
             return False
         self.push(item)
         return True

@@ -85,6 +85,12 @@ def add_parser(commands: Any) -> None:
         default=GatewayOptions.send_queue_frames,
         help="answer audio records queued per client before it counts as slow",
     )
+    p.add_argument(
+        "--stall-ms",
+        type=float,
+        default=GatewayOptions.stall_ms,
+        help="a send to a client blocked this long (with a full queue) makes it slow",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(handler=run)
 
@@ -103,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
         )
         config = dataclasses.replace(config, node=node)
         options = GatewayOptions(
-            max_sessions=args.max_sessions, send_queue_frames=args.send_queue_frames
+            max_sessions=args.max_sessions,
+            send_queue_frames=args.send_queue_frames,
+            stall_ms=args.stall_ms,
         )
     except (ConfigError, ValueError, OSError) as exc:
         print(f"voicegate serve: {exc}", file=sys.stderr)
