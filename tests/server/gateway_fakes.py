@@ -88,8 +88,16 @@ class ScriptedTurnStage(Stage[FakeSession]):
         s.used = True
         return s.turn
 
-    def _both(self, out: Output, kind: int, sid: int, turn: int, origin: int, payload: bytes,
-              flags: int = 0) -> None:
+    def _both(  # noqa: PLR0917 - the ring's record fields
+        self,
+        out: Output,
+        kind: int,
+        sid: int,
+        turn: int,
+        origin: int,
+        payload: bytes,
+        flags: int = 0,
+    ) -> None:
         out.emit_event(kind, sid, turn, 0, origin, payload, flags)
         out.emit(kind, sid, turn, 0, origin, payload, flags)
 
@@ -121,7 +129,9 @@ class ScriptedTurnStage(Stage[FakeSession]):
             s.speech_end_ns = m.origin_ns
             event = VadEvent(VadEventType.SPEECH_PAUSE, s.position).pack()
             self._both(out, Kind.VAD_EVENT, sid, s.turn, m.origin_ns, event)
-            out.emit(Kind.TRANSCRIPT_PARTIAL, sid, s.turn, 0, m.origin_ns, b"heard", Flag.PROVISIONAL)
+            out.emit(
+                Kind.TRANSCRIPT_PARTIAL, sid, s.turn, 0, m.origin_ns, b"heard", Flag.PROVISIONAL
+            )
             self._answer(sid, s, s.turn, m.origin_ns, out)
         elif s.paused:
             s.silence += n
@@ -129,8 +139,14 @@ class ScriptedTurnStage(Stage[FakeSession]):
                 s.paused = False
                 event = VadEvent(VadEventType.END_OF_TURN, s.position + n).pack()
                 self._both(out, Kind.VAD_EVENT, sid, s.turn, s.speech_end_ns, event)
-                out.emit(Kind.TRANSCRIPT_FINAL, sid, s.turn, 0, s.speech_end_ns,
-                         f"utterance {s.turn}".encode())
+                out.emit(
+                    Kind.TRANSCRIPT_FINAL,
+                    sid,
+                    s.turn,
+                    0,
+                    s.speech_end_ns,
+                    f"utterance {s.turn}".encode(),
+                )
         s.position += n
 
     def _answer(self, sid: int, s: FakeSession, turn: int, origin: int, out: Output) -> None:

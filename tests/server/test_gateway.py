@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import websockets
@@ -45,9 +46,24 @@ class Node:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(Path(__file__).parent)])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voicegate", "serve", "--config", str(cfg), "--port", "0",
-             "--bundle", str(tmp), *extra],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "voicegate",
+                "serve",
+                "--config",
+                str(cfg),
+                "--port",
+                "0",
+                "--bundle",
+                str(tmp),
+                *extra,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
         self.lines: list[str] = []
@@ -95,7 +111,8 @@ async def _start(ws: Any, output: dict[str, Any] | None = None) -> dict[str, Any
     if output:
         msg["output"] = output
     await ws.send(json.dumps(msg))
-    return json.loads(await ws.recv())
+    reply: dict[str, Any] = json.loads(await ws.recv())
+    return reply
 
 
 async def _utterance(ws: Any, speech_frames: int = 10, silence_frames: int = 20) -> None:
@@ -144,9 +161,15 @@ def test_events_in_order_and_audio_in_requested_format(node: Node) -> None:
                 await send
                 types = _squash(_types(items))
                 assert types == [
-                    "speech.started", "transcript.partial", "speech.stopped", "transcript.final",
-                    "response.started", "response.text.delta", "response.audio.started",
-                    "audio", "response.done",
+                    "speech.started",
+                    "transcript.partial",
+                    "speech.stopped",
+                    "transcript.final",
+                    "response.started",
+                    "response.text.delta",
+                    "response.audio.started",
+                    "audio",
+                    "response.done",
                 ], types
                 audio = [i for i in items if isinstance(i, bytes)]
                 assert {len(a) for a in audio} == {codec.frame_bytes(Encoding(enc), rate, 20)}
@@ -158,6 +181,7 @@ def test_events_in_order_and_audio_in_requested_format(node: Node) -> None:
                     lat["end_of_turn_silence"] + lat["after_end_of_turn"], abs=0.01
                 )
                 await ws.send(json.dumps({"type": "session.end"}))
+
     asyncio.run(main())
 
 
@@ -174,12 +198,14 @@ def test_resumed_turn_cancels_speculation(node: Node) -> None:
             answer_turns = {e["turn"] for e in events if e["type"].startswith("response.")}
             assert answer_turns == {2}, events  # nothing of the voided turn 1 was sent
             assert events[-1]["text"] == "answer 2."
+
     asyncio.run(main())
 
 
 def test_barge_in_stops_audio(tmp_path: Path) -> None:
     n = Node(tmp_path, answer_ms=4000)
     try:
+
         async def main() -> None:
             async with websockets.connect(n.url) as ws:
                 await _start(ws)
@@ -197,7 +223,11 @@ def test_barge_in_stops_audio(tmp_path: Path) -> None:
                         got.append(m if isinstance(m, bytes) else json.loads(m))
                         if isinstance(got[-1], dict) and got[-1]["type"] == "response.cancelled":
                             break
-                    assert got[-1] == {"type": "response.cancelled", "turn": 1, "reason": "barge_in"}
+                    assert got[-1] == {
+                        "type": "response.cancelled",
+                        "turn": 1,
+                        "reason": "barge_in",
+                    }
                     audio_before = sum(isinstance(g, bytes) for g in got)
                     assert audio_before < 200  # the 4 s answer was cut short
                     # Nothing of turn 1 after the cancel; the new turn is answered.
@@ -205,6 +235,7 @@ def test_barge_in_stops_audio(tmp_path: Path) -> None:
                     after = await _collect_until(ws, "response.done")
                     turns = {e["turn"] for e in after if isinstance(e, dict) and "turn" in e}
                     assert turns == {2}, after
+
         asyncio.run(main())
     finally:
         assert n.stop() == 0, "".join(n.lines)
@@ -214,6 +245,7 @@ def test_barge_in_stops_audio(tmp_path: Path) -> None:
 def test_capacity_and_oversized_message(tmp_path: Path) -> None:
     n = Node(tmp_path, "--max-sessions", "1")
     try:
+
         async def main() -> None:
             async with websockets.connect(n.url) as first:
                 await _start(first)
@@ -229,6 +261,7 @@ def test_capacity_and_oversized_message(tmp_path: Path) -> None:
                 with pytest.raises(websockets.ConnectionClosed) as info:
                     await first.recv()
                 assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
         asyncio.run(main())
     finally:
         assert n.stop() == 0, "".join(n.lines)
@@ -245,15 +278,16 @@ def test_twenty_concurrent_sessions_get_their_own_answers(node: Node) -> None:
     async def main() -> None:
         results = await asyncio.gather(*(one(i) for i in range(20)))
         for i, items in enumerate(results):
-            finals = [e["text"] for e in items if isinstance(e, dict) and e["type"] == "transcript.final"]
+            finals = [
+                e["text"] for e in items if isinstance(e, dict) and e["type"] == "transcript.final"
+            ]
             assert finals == [f"question {i}"]
             assert items[-1]["text"] == "answer 1."
+
     asyncio.run(main())
 
 
 def test_health_ready_metrics(node: Node) -> None:
-    import httpx
-
     base = f"http://127.0.0.1:{node.port}"
     assert httpx.get(f"{base}/healthz").json()["status"] == "alive"
     ready = httpx.get(f"{base}/readyz")

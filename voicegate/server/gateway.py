@@ -320,7 +320,9 @@ class Gateway:
             elif isinstance(action, SwitchOutput):
                 live.turns.output = action.format
                 live.turns.awaiting_format = True
-                self._control(live, Kind.OUTPUT_FORMAT, json.dumps(action.format.to_dict()).encode())
+                self._control(
+                    live, Kind.OUTPUT_FORMAT, json.dumps(action.format.to_dict()).encode()
+                )
             elif isinstance(action, CloseSession):
                 self._control(live, Kind.SESSION_CLOSE, b"")
             elif isinstance(action, Close):
@@ -331,14 +333,18 @@ class Gateway:
         now = monotonic_ns()
         live.seq += 1
         live.turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)
-        if self.link.send(Kind.AUDIO_IN, live.sid, live.turns.turn, live.seq, now, action.audio.data):
+        if self.link.send(
+            Kind.AUDIO_IN, live.sid, live.turns.turn, live.seq, now, action.audio.data
+        ):
             self.counters["frames_in"] += 1
         else:
             self.counters["frames_in_dropped"] += 1
 
     def _control(self, live: LiveSession, kind: Kind, payload: bytes, flags: int = 0) -> None:
         live.seq += 1
-        if not self.link.send(kind, live.sid, live.turns.turn, live.seq, monotonic_ns(), payload, flags):
+        if not self.link.send(
+            kind, live.sid, live.turns.turn, live.seq, monotonic_ns(), payload, flags
+        ):
             # Control must not be lost; the ring is only full when VAD is far behind, so a
             # short blocking wait is taken off the loop.
             asyncio.get_running_loop().run_in_executor(

@@ -82,9 +82,7 @@ async def _serve(spec: GatewaySpec) -> None:
     server = _Server(config)
     loop = asyncio.get_running_loop()
     drain_ns = int(spec.config.node.drain_timeout_s * NS_PER_S)
-    loop.add_signal_handler(
-        signal.SIGTERM, lambda: gateway.begin_drain(monotonic_ns() + drain_ns)
-    )
+    loop.add_signal_handler(signal.SIGTERM, lambda: gateway.begin_drain(monotonic_ns() + drain_ns))
 
     async def exit_when_drained() -> None:
         await gateway.drained.wait()

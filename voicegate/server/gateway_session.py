@@ -416,7 +416,9 @@ class SessionTurns:
             # answer over it.
             latency = TurnLatency(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         del self.answers[turn]
-        return ResponseDone(turn, "".join(answer.text), answer.audio_ms, answer.speculative, latency)
+        return ResponseDone(
+            turn, "".join(answer.text), answer.audio_ms, answer.speculative, latency
+        )
 
 
 def output_from_json(payload: bytes) -> AudioFormat:

@@ -32,7 +32,9 @@ def render(
         lines.append(f"{metric}{suffix}{{{gw}}} {value}")
     lines.append("# TYPE voicegate_process_up gauge")
     for process, snap in sorted(node.items()):
-        lines.append(f'voicegate_process_up{{process="{_label(process)}",state="{snap.state.name}"}} 1')
+        lines.append(
+            f'voicegate_process_up{{process="{_label(process)}",state="{snap.state.name}"}} 1'
+        )
     lines.append("# TYPE voicegate_process_heartbeat_age_seconds gauge")
     for process, snap in sorted(node.items()):
         lines.append(

@@ -18,7 +18,9 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
+import socket
 import sys
 import time
 from multiprocessing.process import BaseProcess
@@ -48,7 +50,8 @@ def default_bundle_dir() -> Path:
 def ensure_default_bundle(directory: Path | None = None) -> Path:
     """The default bundle (small generated models whose STT, LLM and TTS are scripted for
     the demo utterance), generated on first use."""
-    from voicegate.models.synth import Scripted, synth_bundle
+    # onnx is only needed on first use: keep it out of every `voicegate` start.
+    from voicegate.models.synth import Scripted, synth_bundle  # noqa: PLC0415
 
     directory = directory or default_bundle_dir()
     if not (directory / "bundle.toml").exists():
@@ -65,8 +68,6 @@ def ensure_default_bundle(directory: Path | None = None) -> Path:
             tmp.rename(directory)
         except OSError:
             # Another process generated it meanwhile.
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
@@ -189,8 +190,6 @@ class _Node:
 
 
 def _port_open(host: str, port: int) -> bool:
-    import socket
-
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
