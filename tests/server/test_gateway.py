@@ -6,93 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import websockets
+from gateway_node import LOUD, Node, collect_until, squash, start_session, types_of, utterance
 
 from voicegate.core import codec
 from voicegate.core.codec import Encoding
-
-REPO = Path(__file__).resolve().parents[2]
-LOUD = (np.full(320, 6000, dtype=np.int16)).tobytes()  # 20 ms at 16 kHz pcm16
-QUIET = bytes(640)
-
-
-class Node:
-    def __init__(self, tmp: Path, *extra: str, answer_ms: int = 400) -> None:
-        self.name = f"gwt{os.getpid() % 10000}{int(time.time() * 1000) % 100000}"
-        cfg = tmp / "node.toml"
-        cfg.write_text(
-            f'[node]\nname = "{self.name}"\ndrain_timeout_s = 3.0\n'
-            '[workers.vad]\nstage = "gateway_fakes:ScriptedTurnStage"\n'
-            f"[workers.vad.options]\nanswer_ms = {answer_ms}\nend_of_turn_ms = 200\n"
-            + "".join(
-                f'[workers.{s}]\nstage = "voicegate.workers.passthrough:PassThroughStage"\n'
-                f'[workers.{s}.options]\ntag = ""\n'
-                for s in ("stt", "llm", "tts")
-            )
-        )
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(Path(__file__).parent)])
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "voicegate",
-                "serve",
-                "--config",
-                str(cfg),
-                "--port",
-                "0",
-                "--bundle",
-                str(tmp),
-                *extra,
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self.port = 0
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = re.search(r"serving on http://127.0.0.1:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-                break
-        assert self.port, "".join(self.lines)
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/stream"
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            out, _ = self.proc.communicate()
-        self.lines.append(out or "")
-        return self.proc.returncode
-
-    def leftovers(self) -> list[str]:
-        return [n for n in os.listdir("/dev/shm") if f"vg-{self.name}-" in n]
 
 
 @pytest.fixture(scope="module")
@@ -106,60 +30,16 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         assert n.leftovers() == []
 
 
-async def _start(ws: Any, output: dict[str, Any] | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "session.start"}
-    if output:
-        msg["output"] = output
-    await ws.send(json.dumps(msg))
-    reply: dict[str, Any] = json.loads(await ws.recv())
-    return reply
-
-
-async def _utterance(ws: Any, speech_frames: int = 10, silence_frames: int = 20) -> None:
-    for _ in range(speech_frames):
-        await ws.send(LOUD)
-        await asyncio.sleep(0.005)
-    for _ in range(silence_frames):
-        await ws.send(QUIET)
-        await asyncio.sleep(0.005)
-
-
-async def _collect_until(ws: Any, stop: str, timeout: float = 20.0) -> list[Any]:
-    got: list[Any] = []
-    async with asyncio.timeout(timeout):
-        while True:
-            m = await ws.recv()
-            if isinstance(m, bytes):
-                got.append(m)
-                continue
-            ev = json.loads(m)
-            got.append(ev)
-            if ev["type"] == stop:
-                return got
-
-
-def _types(items: list[Any]) -> list[str]:
-    return [i["type"] if isinstance(i, dict) else "audio" for i in items]
-
-
-def _squash(types: list[str]) -> list[str]:
-    out: list[str] = []
-    for t in types:
-        if not out or out[-1] != t or t != "audio":
-            out.append(t)
-    return out
-
-
 def test_events_in_order_and_audio_in_requested_format(node: Node) -> None:
     async def main() -> None:
         for enc, rate in (("pcm16", 24000), ("mulaw", 8000)):
             async with websockets.connect(node.url) as ws:
-                started = await _start(ws, {"encoding": enc, "sample_rate": rate})
+                started = await start_session(ws, {"encoding": enc, "sample_rate": rate})
                 assert started["type"] == "session.started"
-                send = asyncio.create_task(_utterance(ws))
-                items = await _collect_until(ws, "response.done")
+                send = asyncio.create_task(utterance(ws))
+                items = await collect_until(ws, "response.done")
                 await send
-                types = _squash(_types(items))
+                types = squash(types_of(items))
                 assert types == [
                     "speech.started",
                     "transcript.partial",
@@ -188,11 +68,11 @@ def test_events_in_order_and_audio_in_requested_format(node: Node) -> None:
 def test_resumed_turn_cancels_speculation(node: Node) -> None:
     async def main() -> None:
         async with websockets.connect(node.url) as ws:
-            await _start(ws)
+            await start_session(ws)
             # Speech, a short pause (below the 200 ms end-of-turn silence), more speech.
-            await _utterance(ws, speech_frames=5, silence_frames=3)
-            send = asyncio.create_task(_utterance(ws, speech_frames=5, silence_frames=20))
-            items = await _collect_until(ws, "response.done")
+            await utterance(ws, speech_frames=5, silence_frames=3)
+            send = asyncio.create_task(utterance(ws, speech_frames=5, silence_frames=20))
+            items = await collect_until(ws, "response.done")
             await send
             events = [i for i in items if isinstance(i, dict)]
             answer_turns = {e["turn"] for e in events if e["type"].startswith("response.")}
@@ -208,8 +88,8 @@ def test_barge_in_stops_audio(tmp_path: Path) -> None:
 
         async def main() -> None:
             async with websockets.connect(n.url) as ws:
-                await _start(ws)
-                await _utterance(ws)
+                await start_session(ws)
+                await utterance(ws)
                 got: list[Any] = []
                 async with asyncio.timeout(20):
                     while not any(isinstance(g, bytes) for g in got):
@@ -231,8 +111,8 @@ def test_barge_in_stops_audio(tmp_path: Path) -> None:
                     audio_before = sum(isinstance(g, bytes) for g in got)
                     assert audio_before < 200  # the 4 s answer was cut short
                     # Nothing of turn 1 after the cancel; the new turn is answered.
-                    await _utterance(ws, speech_frames=0, silence_frames=20)
-                    after = await _collect_until(ws, "response.done")
+                    await utterance(ws, speech_frames=0, silence_frames=20)
+                    after = await collect_until(ws, "response.done")
                     turns = {e["turn"] for e in after if isinstance(e, dict) and "turn" in e}
                     assert turns == {2}, after
 
@@ -248,7 +128,7 @@ def test_capacity_and_oversized_message(tmp_path: Path) -> None:
 
         async def main() -> None:
             async with websockets.connect(n.url) as first:
-                await _start(first)
+                await start_session(first)
                 async with websockets.connect(n.url) as second:
                     ev = json.loads(await second.recv())
                     assert ev["code"] == "at_capacity"
@@ -271,9 +151,9 @@ def test_capacity_and_oversized_message(tmp_path: Path) -> None:
 def test_twenty_concurrent_sessions_get_their_own_answers(node: Node) -> None:
     async def one(i: int) -> list[Any]:
         async with websockets.connect(node.url) as ws:
-            await _start(ws)
+            await start_session(ws)
             await ws.send(json.dumps({"type": "text.input", "text": f"question {i}"}))
-            return await _collect_until(ws, "response.done", timeout=60)
+            return await collect_until(ws, "response.done", timeout=60)
 
     async def main() -> None:
         results = await asyncio.gather(*(one(i) for i in range(20)))

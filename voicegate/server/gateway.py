@@ -80,6 +80,7 @@ class GatewayOptions:
     send_queue_frames: int = 100  # answer audio records queued per client (~2 s at 20 ms)
     stall_ms: float = 200.0  # a send blocked this long means the client is not reading
     lead_ms: float = 300.0  # answer audio is sent at most this far ahead of real time
+    send_buffer_bytes: int = 0  # SO_SNDBUF of client sockets; 0: the kernel's autotuning
     limits: ProtocolLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
@@ -298,7 +299,7 @@ class Gateway:
         """Carry out the state machine's actions; what goes to the client goes through
         the session's send queue, so the order is kept."""
         if any(isinstance(a, Close) for a in actions):
-            live.turns.queue.clear()  # a closing session's backlog is not worth waiting for
+            live.turns.queue.drop_pipeline_items()
         for action in actions:
             if isinstance(action, ForwardAudio):
                 self._forward_audio(live, action)

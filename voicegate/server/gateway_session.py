@@ -142,8 +142,10 @@ class SendQueue:
         self.items = kept
         return dropped
 
-    def clear(self) -> None:
-        self.items.clear()
+    def drop_pipeline_items(self) -> None:
+        """Keep only what the connection itself said (session, degrade and error events):
+        the backlog of a closing session is not worth waiting for."""
+        self.items = deque(i for i in self.items if isinstance(i, TextItem | CloseItem))
         self.audio = 0
 
 

@@ -92,6 +92,18 @@ def add_parser(commands: Any) -> None:
         default=GatewayOptions.stall_ms,
         help="a send to a client blocked this long (with a full queue) makes it slow",
     )
+    p.add_argument(
+        "--lead-ms",
+        type=float,
+        default=GatewayOptions.lead_ms,
+        help="how far ahead of real time answer audio is sent",
+    )
+    p.add_argument(
+        "--send-buffer-bytes",
+        type=int,
+        default=GatewayOptions.send_buffer_bytes,
+        help="kernel send buffer per client socket (0: autotuned)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(handler=run)
 
@@ -113,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             max_sessions=args.max_sessions,
             send_queue_frames=args.send_queue_frames,
             stall_ms=args.stall_ms,
+            lead_ms=args.lead_ms,
+            send_buffer_bytes=args.send_buffer_bytes,
         )
     except (ConfigError, ValueError, OSError) as exc:
         print(f"voicegate serve: {exc}", file=sys.stderr)
