@@ -45,7 +45,7 @@ def _not_reading_client(port: int) -> list[Any]:
     def drain() -> None:
         for event in client.events_received():
             if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                texts.append(json.loads(event.data))
+                texts.append(json.loads(bytes(event.data)))
             elif isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
                 closed.append(Close.parse(event.data).code)
 
