@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import PCM16_16K
@@ -123,6 +123,10 @@ class Gateway:
             if i != index
         ]
         self.sessions: dict[int, LiveSession] = {}
+        # The first stage's end-of-turn silence (its option, default 300 ms), to date the
+        # audio that completed the silence in the latency breakdown.
+        eot = config.workers["vad"].options.get("end_of_turn_silence_ms", 300.0)
+        self.end_of_turn_ms = float(eot) if isinstance(eot, int | float) else 300.0
         self._locals = itertools.count(1)
         self.counters: dict[str, int] = dict.fromkeys(
             (
@@ -251,7 +255,8 @@ class Gateway:
         sid = session_id(self.index, next(self._locals))
         conn = StreamConnection(f"{sid:08x}", self.options.limits)
         queue = SendQueue(self.options.send_queue_frames)
-        live = LiveSession(sid, conn, SessionTurns(PCM16_16K, queue), websocket)
+        turns = SessionTurns(PCM16_16K, queue, self.end_of_turn_ms)
+        live = LiveSession(sid, conn, turns, websocket)
         queue.on_push = live.wake.set
         stall_ns = int(self.options.stall_ms * 1e6)
         queue.stalled = lambda: live.stalled(stall_ns)
@@ -358,6 +363,12 @@ class Gateway:
     # -- sending to one client -------------------------------------------------------
 
     async def _sender(self, live: LiveSession) -> None:
+        # The client going away ends this task quietly: the connection coroutine ends
+        # the session.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await self._send_loop(live)
+
+    async def _send_loop(self, live: LiveSession) -> None:
         queue = live.turns.queue
         ws = live.websocket
         while True:

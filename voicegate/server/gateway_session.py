@@ -191,8 +191,11 @@ class Counters:
 class SessionTurns:
     """Turn state of one session at the gateway."""
 
-    def __init__(self, output: AudioFormat, queue: SendQueue) -> None:
+    def __init__(
+        self, output: AudioFormat, queue: SendQueue, end_of_turn_ms: float = 300.0
+    ) -> None:
         self.queue = queue
+        self.end_of_turn_samples = int(end_of_turn_ms * VAD_RATE / 1000)
         self.output = output
         self.turn = 1  # the highest turn seen: stamped on what the gateway sends
         self.stale_below = 0  # turns below this are void (CANCEL, BARGE_IN, restart)
@@ -266,7 +269,9 @@ class SessionTurns:
         elif event.event is VadEventType.END_OF_TURN:
             answer.speech_end_ns = answer.speech_end_ns or r.origin_ns
             decided = r.sent_ns or read_ns
-            complete = self.arrival_of(event.at_sample) or decided
+            # at_sample is where the speech ended; the silence was complete one
+            # end-of-turn silence later, in the frame that arrived then.
+            complete = self.arrival_of(event.at_sample + self.end_of_turn_samples) or decided
             answer.silence_complete_ns = min(max(complete, answer.speech_end_ns), decided)
             answer.turn_end_ns = max(decided, answer.silence_complete_ns)
             self._emit(r.turn, SpeechStopped(r.turn, event.at_sample * 1000 // VAD_RATE), False)
