@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import websockets
-from gateway_node import Node, collect_until, start_session
+from gateway_node import LOUD, Node, collect_until, start_session
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
@@ -137,3 +141,46 @@ def test_sigterm_finishes_the_answer_then_closes_1001(tmp_path: Path) -> None:
     assert code == 0, "".join(n.lines)
     assert n.leftovers() == []
     assert n.processes_left() == []
+
+
+def test_worker_restart_fails_the_turn_in_flight_and_the_session_goes_on(tmp_path: Path) -> None:
+    n = Node(tmp_path, answer_ms=3000)
+    try:
+
+        def vad_pid() -> int:
+            text = httpx.get(f"http://127.0.0.1:{n.port}/metrics").text
+            found = re.search(
+                r'voicegate_process_up\{process="vad",state="READY",pid="(\d+)"', text
+            )
+            return int(found.group(1)) if found else 0
+
+        async def main() -> None:
+            async with websockets.connect(n.url) as ws:
+                await start_session(ws)
+                for _ in range(5):  # speech: turn 1 is in flight
+                    await ws.send(LOUD)
+                got: list[Any] = []
+                async with asyncio.timeout(30):
+                    while not any(isinstance(g, str) and "speech.started" in g for g in got):
+                        got.append(await ws.recv())
+                    old = vad_pid()
+                    os.kill(old, signal.SIGKILL)
+                    while True:
+                        m = await ws.recv()
+                        if isinstance(m, str) and json.loads(m)["type"] == "error":
+                            error = json.loads(m)
+                            break
+                    assert error["fatal"] is False
+                    while vad_pid() in (0, old):  # the replacement is up
+                        await asyncio.sleep(0.1)
+                    await ws.send(json.dumps({"type": "text.input", "text": "two"}))
+                    items = await collect_until(ws, "response.done", timeout=30)
+                    assert items[-1]["text"].startswith("answer ")
+                    finals = [i["text"] for i in items if isinstance(i, dict)
+                              and i["type"] == "transcript.final"]  # fmt: skip
+                    assert finals == ["two"]
+
+        asyncio.run(main())
+    finally:
+        assert n.stop() == 0, "".join(n.lines)
+        assert n.leftovers() == []

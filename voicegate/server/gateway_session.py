@@ -261,7 +261,7 @@ class SessionTurns:
         event = VadEvent.unpack(r.payload)
         if r.turn < self.stale_below:
             return
-        answer = self._answer(r.turn)
+        answer = self._answer(r.turn)  # from here the turn is in flight
         if event.event is VadEventType.SPEECH_START:
             self._emit(r.turn, SpeechStarted(r.turn, event.at_sample * 1000 // VAD_RATE), False)
         elif event.event is VadEventType.SPEECH_PAUSE:

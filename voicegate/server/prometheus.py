@@ -33,7 +33,8 @@ def render(
     lines.append("# TYPE voicegate_process_up gauge")
     for process, snap in sorted(node.items()):
         lines.append(
-            f'voicegate_process_up{{process="{_label(process)}",state="{snap.state.name}"}} 1'
+            f'voicegate_process_up{{process="{_label(process)}",state="{snap.state.name}",'
+            f'pid="{snap.pid}"}} 1'
         )
     lines.append("# TYPE voicegate_process_heartbeat_age_seconds gauge")
     for process, snap in sorted(node.items()):
