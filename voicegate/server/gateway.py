@@ -149,6 +149,7 @@ class Gateway:
         self.drain_deadline_ns = 0
         self.drained = asyncio.Event()
         self._egress: asyncio.Task[None] | None = None
+        self._pending: deque[tuple[int, int, int, int, int, bytes, int]] = deque()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -348,17 +349,15 @@ class Gateway:
 
     def _control(self, live: LiveSession, kind: Kind, payload: bytes, flags: int = 0) -> None:
         live.seq += 1
-        if not self.link.send(
-            kind, live.sid, live.turns.turn, live.seq, monotonic_ns(), payload, flags
-        ):
-            # Control must not be lost; the ring is only full when VAD is far behind, so a
-            # short blocking wait is taken off the loop.
-            asyncio.get_running_loop().run_in_executor(
-                None,
-                lambda: self.link.send_wait(
-                    kind, live.sid, live.turns.turn, live.seq, monotonic_ns(), payload, flags, 2.0
-                ),
-            )
+        record = (kind, live.sid, live.turns.turn, live.seq, monotonic_ns(), payload, flags)
+        # Control must not be lost, and the ring has one producer (this loop): what does
+        # not fit waits in order in ``_pending`` and the egress task retries it.
+        if self._pending or not self.link.send(*record):
+            self._pending.append(record)
+
+    def _flush_pending(self) -> None:
+        while self._pending and self.link.send(*self._pending[0]):
+            self._pending.popleft()
 
     # -- sending to one client -------------------------------------------------------
 
@@ -455,6 +454,7 @@ class Gateway:
         try:
             while True:
                 busy = False
+                self._flush_pending()
                 for record in link.control():
                     busy = True
                     self._on_control(record)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from voicegate.core.codec import AudioFormat, Encoding
+from voicegate.core.codec import AudioFormat
 from voicegate.core.kinds import ErrorEvent as ErrorPayload
 from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
 from voicegate.server.events import (
@@ -183,7 +183,6 @@ class Answer:
 class Counters:
     """What one session adds to its gateway's counters."""
 
-    audio_out_frames: int = 0
     dropped_stale: int = 0
     slow_client_drops: int = 0
 
@@ -426,8 +425,3 @@ class SessionTurns:
         return ResponseDone(
             turn, "".join(answer.text), answer.audio_ms, answer.speculative, latency
         )
-
-
-def output_from_json(payload: bytes) -> AudioFormat:
-    data = json.loads(payload)
-    return AudioFormat(Encoding(data["encoding"]), int(data["sample_rate"]))
