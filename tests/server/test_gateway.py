@@ -122,18 +122,24 @@ def test_barge_in_stops_audio(tmp_path: Path) -> None:
         assert n.leftovers() == []
 
 
-def test_capacity_and_oversized_message(tmp_path: Path) -> None:
-    n = Node(tmp_path, "--max-sessions", "1")
+def test_capacity_across_gateways_and_oversized_message(tmp_path: Path) -> None:
+    n = Node(tmp_path, "--max-sessions", "2", "--gateways", "2")
     try:
 
         async def main() -> None:
-            async with websockets.connect(n.url) as first:
+            async with (
+                websockets.connect(n.url) as first,
+                websockets.connect(n.url) as second,
+            ):
                 await start_session(first)
-                async with websockets.connect(n.url) as second:
-                    ev = json.loads(await second.recv())
+                await start_session(second)
+                ready = httpx.get(f"http://127.0.0.1:{n.port}/readyz").json()
+                assert ready["free_sessions"] == 0
+                async with websockets.connect(n.url) as third:
+                    ev = json.loads(await third.recv())
                     assert ev["code"] == "at_capacity"
                     with pytest.raises(websockets.ConnectionClosed) as info:
-                        await second.recv()
+                        await third.recv()
                     assert info.value.rcvd is not None and info.value.rcvd.code == 1013
                 await first.send(bytes(200 * 1024))
                 ev = json.loads(await first.recv())
@@ -141,6 +147,13 @@ def test_capacity_and_oversized_message(tmp_path: Path) -> None:
                 with pytest.raises(websockets.ConnectionClosed) as info:
                     await first.recv()
                 assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+            # Both closed: the places are free again, on whichever gateway answers.
+            for _ in range(100):
+                if httpx.get(f"http://127.0.0.1:{n.port}/readyz").json()["free_sessions"] == 2:
+                    break
+                await asyncio.sleep(0.05)
+            async with websockets.connect(n.url) as again:
+                assert (await start_session(again))["type"] == "session.started"
 
         asyncio.run(main())
     finally:

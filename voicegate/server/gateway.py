@@ -56,6 +56,7 @@ from voicegate.server.session_state import (
     Action,
     Close,
     CloseSession,
+    ConnectionState,
     ForwardAudio,
     ForwardText,
     OpenSession,
@@ -261,8 +262,8 @@ class Gateway:
         queue.on_push = live.wake.set
         stall_ns = int(self.options.stall_ms * 1e6)
         queue.stalled = lambda: live.stalled(stall_ns)
-        at_capacity = self.draining or self.free_capacity() <= 0
-        if at_capacity:
+        refused = self.draining or self.free_capacity() <= 0
+        if refused:
             self.counters["sessions_rejected"] += 1
         else:
             self.sessions[sid] = live
@@ -270,8 +271,11 @@ class Gateway:
             self._publish_sessions()
         sender = asyncio.create_task(self._sender(live), name=f"send-{sid:08x}")
         try:
-            self._perform(live, conn.connect(at_capacity=at_capacity))
-            if at_capacity:
+            if self.draining:  # stopping, not full: server_shutdown and 1001
+                self._perform(live, [*conn.connect(), *conn.begin_shutdown()])
+            else:
+                self._perform(live, conn.connect(at_capacity=refused))
+            if refused:
                 await websocket.accept()
             else:
                 await self._receive_loop(live)
@@ -291,7 +295,7 @@ class Gateway:
     async def _receive_loop(self, live: LiveSession) -> None:
         ws = live.websocket
         await ws.accept()
-        while live.conn.state.name not in ("CLOSED",):
+        while live.conn.state is not ConnectionState.CLOSED:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
