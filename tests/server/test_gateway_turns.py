@@ -131,3 +131,12 @@ def test_queue_refuses_audio_only_while_stalled() -> None:
     assert len(queue) == 5
     queue.drop_pipeline_items()
     assert kinds(queue) == ["error"] and queue.audio == 0
+
+
+def test_malformed_records_raise_value_errors_the_gateway_can_count(turns: SessionTurns) -> None:
+    with pytest.raises(ValueError, match="VAD_EVENT"):
+        turns.on_record(rec(Kind.VAD_EVENT, 1, b"\x01"), 0)
+    with pytest.raises(ValueError):
+        turns.on_record(rec(Kind.LLM_TOKEN, 1, b"\xff\xfe"), 0)
+    turns.on_record(rec(Kind.TURN_TIMING, 1, b"not json"), 0)  # logged and ignored
+    assert turns.answers[1].first_audio_ns == 0

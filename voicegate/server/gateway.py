@@ -142,6 +142,7 @@ class Gateway:
                 "slow_client_closed",
                 "barge_ins",
                 "turns_failed",
+                "records_malformed",
             ),
             0,
         )
@@ -492,7 +493,11 @@ class Gateway:
         before = turns.counters.dropped_stale
         if record.kind == Kind.BARGE_IN:
             self.counters["barge_ins"] += 1
-        turns.on_record(record, now)
+        try:
+            turns.on_record(record, now)
+        except ValueError as exc:  # a malformed payload: never the end of the gateway
+            self.counters["records_malformed"] += 1
+            log.warning("session %08x: malformed %r dropped (%s)", live.sid, record, exc)
         self.counters["records_stale_dropped"] += turns.counters.dropped_stale - before
         if turns.overflowed:
             turns.overflowed = False
