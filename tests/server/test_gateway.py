@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from gateway_node import LOUD, Node, collect_until, squash, start_session, types_of, utterance
+from gateway_node import LOUD, REPO, Node, collect_until, squash, start_session, types_of, utterance
 
 from voicegate.core import codec
 from voicegate.core.codec import Encoding
@@ -188,3 +192,17 @@ def test_health_ready_metrics(node: Node) -> None:
     text = httpx.get(f"{base}/metrics").text
     assert "voicegate_gateway_sessions_total" in text
     assert 'voicegate_process_up{process="vad"' in text
+
+
+def test_talk_client_gets_an_answer_in_the_fallback_rate(node: Node, tmp_path: Path) -> None:
+    out = tmp_path / "answer.wav"
+    talk = subprocess.run(
+        [sys.executable, "-m", "voicegate", "talk", "--url", node.url, "--pace", "4",
+         "--output-encoding", "mulaw", "--output-rate", "8000", "--out", str(out)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert talk.returncode == 0, talk.stdout + talk.stderr
+    assert re.search(r"answer:\s+answer \d+\.", talk.stdout), talk.stdout
+    assert "mulaw 8000 Hz" in talk.stdout
+    assert out.stat().st_size > 44
