@@ -39,5 +39,11 @@ test: build lint
 bench: build
 	$(BIN)/python -m bench all
 
+# Starts `voicegate serve` on a free local port (the default model bundle is generated
+# into ~/.cache/voicegate on first use; VOICEGATE_CACHE moves it), waits for /readyz,
+# talks to it with voicegate/data/demo/order_status.wav, writes answer.wav, stops it.
+run: build
+	$(BIN)/python -m voicegate.server.run_demo --out answer.wav
+
 clean:
 	rm -rf build $(VENV) voicegate/ext/*.c voicegate/ext/*.so voicegate/ext/includes/vg_layout.h

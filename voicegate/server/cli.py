@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from voicegate import __version__
 from voicegate.models.cli import register as register_models
-from voicegate.server import config_command, profiling, talk
+from voicegate.server import config_command, profiling, serve, talk
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     register_models(commands)
     talk.add_parser(commands)
+    serve.add_parser(commands)
     config_command.add_parser(commands)
     profiling.add_parser(commands)
     return parser

@@ -38,6 +38,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing import resource_tracker
@@ -93,8 +94,17 @@ class Slot:
 
 
 class Supervisor:
-    def __init__(self, config: NodeConfig, *, log_level: int = logging.INFO) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        log_level: int = logging.INFO,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
+        # Called once every worker is ready (``voicegate serve`` starts its gateway
+        # processes there); an exception from it ends the node with its message.
+        self.on_ready = on_ready
         self.topology = Topology(config)
         self.log_level = log_level
         self.reason = ""  # why run() returned non-zero
@@ -130,6 +140,11 @@ class Supervisor:
                 assert self._node is not None
                 self._node.state = State.READY
                 log.info("node %s ready", self.config.node.name)
+                if self.on_ready is not None:
+                    try:
+                        self.on_ready()
+                    except Exception as exc:
+                        raise NodeFailureError(f"starting the gateways failed: {exc}") from exc
                 while not self._stop_requested:
                     self._supervise_once()
             self._drain()

@@ -1,0 +1,102 @@
+"""The body of one gateway process: uvicorn serving the gateway's Starlette app on a
+SO_REUSEPORT socket shared by every gateway process of the node (the kernel spreads
+connections across them).
+
+Signals: SIGINT is ignored (a Ctrl-C at the terminal reaches the whole process group;
+the supervisor decides). SIGTERM alone (the supervisor died, or an operator) drains this
+gateway with the node's drain timeout. The normal stop is the supervisor's DRAIN on the
+control ring; once drained the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import uvicorn
+
+from voicegate.core.clock import NS_PER_S, monotonic_ns
+from voicegate.core.config import NodeConfig
+from voicegate.server.gateway import Gateway, GatewayOptions
+
+log = logging.getLogger("voicegate.gateway")
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    """Everything a spawned gateway process needs (picklable)."""
+
+    config: NodeConfig
+    index: int
+    options: GatewayOptions
+    host: str
+    port: int
+    log_level: int = logging.INFO
+
+
+def listen_socket(host: str, port: int, send_buffer_bytes: int = 0) -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT, so that every gateway can bind the port.
+    ``send_buffer_bytes`` (0: the kernel's autotuning) bounds what the kernel holds per
+    client: accepted sockets inherit it, and a client that stops reading then shows in
+    the gateway's own queue quickly instead of after megabytes."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if send_buffer_bytes:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # Signals are the gateway's business (see the module docstring), not uvicorn's.
+        yield
+
+
+def gateway_main(spec: GatewaySpec) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=spec.log_level, format=f"%(asctime)s gw{spec.index} %(levelname)s %(message)s"
+    )
+    asyncio.run(_serve(spec))
+
+
+async def _serve(spec: GatewaySpec) -> None:
+    sock = listen_socket(spec.host, spec.port, spec.options.send_buffer_bytes)
+    sock.listen(1024)
+    gateway = Gateway(spec.config, spec.index, spec.options)
+    limits = spec.options.limits
+    config = uvicorn.Config(
+        gateway.build_app(),
+        ws="websockets-sansio",
+        # Above the protocol's own limit, so that an oversized message reaches
+        # StreamConnection and gets its documented error event before the 1009 close.
+        ws_max_size=2 * limits.max_message_bytes + 1024,
+        lifespan="on",
+        log_level=logging.WARNING,
+        access_log=False,
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    drain_ns = int(spec.config.node.drain_timeout_s * NS_PER_S)
+    loop.add_signal_handler(signal.SIGTERM, lambda: gateway.begin_drain(monotonic_ns() + drain_ns))
+
+    async def exit_when_drained() -> None:
+        await gateway.drained.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(exit_when_drained())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+        sock.close()
+    log.info("gateway %d stopped", spec.index)

@@ -1,0 +1,427 @@
+"""One connection's side of the gateway: which pipeline records become which client
+messages, and when.
+
+``SessionTurns`` is the turn logic of docs/pipeline.md seen from the gateway, with no I/O:
+records go in (``on_record``), client-bound items come out on a bounded ``SendQueue``.
+
+- Answer material (``response.*`` events and audio) of a turn that is not confirmed yet
+  (a speculation started at SPEECH_PAUSE) is held; END_OF_TURN, or the turn's
+  TRANSCRIPT_FINAL (typed turns have no end-of-turn wait), releases it at once.
+- CANCEL and BARGE_IN make every older turn stale: held material is dropped, queued
+  audio is taken back from the send queue, and a response already playing ends with
+  ``response.cancelled``; nothing of a stale turn is queued after that.
+- ``response.done`` carries the latency breakdown; it is rendered when the sender reaches
+  it, because the last of its timestamps is when the first answer audio left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from voicegate.core.codec import AudioFormat
+from voicegate.core.kinds import ErrorEvent as ErrorPayload
+from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.server.events import (
+    ResponseAudioStarted,
+    ResponseCancelled,
+    ResponseDone,
+    ResponseStarted,
+    ResponseTextDelta,
+    ServerEvent,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+    TurnLatency,
+    TurnTimeline,
+)
+from voicegate.workers.gateway_link import Received
+
+log = logging.getLogger("voicegate.gateway")
+
+VAD_RATE: Final[int] = 16000  # VadEvent.at_sample counts samples at this rate
+
+
+@dataclass(frozen=True, slots=True)
+class AudioItem:
+    """Answer audio for the client, in the session's current output format."""
+
+    turn: int
+    data: bytes
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventItem:
+    turn: int  # 0: not about a turn
+    event: ServerEvent
+
+
+@dataclass(frozen=True, slots=True)
+class DoneItem:
+    """Placeholder for response.done: rendered when the sender reaches it."""
+
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class TextItem:
+    """A JSON text message prepared by the connection's state machine."""
+
+    text: str = field(repr=False)
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseItem:
+    code: int
+    reason: str
+
+
+Item = AudioItem | EventItem | DoneItem | TextItem | CloseItem
+
+
+class SendQueue:
+    """What is waiting to go to one client. Bounded in audio items while the client is
+    stalled: ``push_audio`` returns False instead of growing past ``max_audio`` when
+    ``stalled()`` says the socket has stopped taking data (the slow-client signal). A
+    burst that a reading client will take at network speed is not refused: TTS produces
+    faster than real time. Events are never refused, they are few and small."""
+
+    def __init__(self, max_audio: int) -> None:
+        if max_audio < 1:
+            raise ValueError(f"max_audio must be >= 1, got {max_audio}")
+        self.max_audio = max_audio
+        self.items: deque[Item] = deque()
+        self.audio = 0
+        self.on_push: Callable[[], None] = lambda: None
+        self.stalled: Callable[[], bool] = lambda: True
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def push(self, item: Item) -> None:
+        self.items.append(item)
+        if isinstance(item, AudioItem):
+            self.audio += 1
+        self.on_push()
+
+    def push_audio(self, item: AudioItem) -> bool:
+        if self.audio >= self.max_audio and self.stalled():
+            return False
+        self.push(item)
+        return True
+
+    def pop(self) -> Item | None:
+        if not self.items:
+            return None
+        item = self.items.popleft()
+        if isinstance(item, AudioItem):
+            self.audio -= 1
+        return item
+
+    def drop_turns_below(self, turn: int) -> int:
+        """Take back queued audio and answer events of turns before ``turn``."""
+        kept: deque[Item] = deque()
+        dropped = 0
+        for item in self.items:
+            stale = isinstance(item, AudioItem | DoneItem) or (
+                isinstance(item, EventItem) and _is_answer_event(item.event)
+            )
+            if stale and 0 < _item_turn(item) < turn:
+                dropped += 1
+                if isinstance(item, AudioItem):
+                    self.audio -= 1
+                continue
+            kept.append(item)
+        self.items = kept
+        return dropped
+
+    def drop_pipeline_items(self) -> None:
+        """Keep only what the connection itself said (session, degrade and error events):
+        the backlog of a closing session is not worth waiting for."""
+        self.items = deque(i for i in self.items if isinstance(i, TextItem | CloseItem))
+        self.audio = 0
+
+
+def _item_turn(item: Item) -> int:
+    return item.turn if isinstance(item, AudioItem | EventItem | DoneItem) else 0
+
+
+def _is_answer_event(event: ServerEvent) -> bool:
+    return isinstance(event, ResponseStarted | ResponseTextDelta | ResponseAudioStarted)
+
+
+@dataclass
+class Answer:
+    """What the gateway knows of one turn's answer."""
+
+    turn: int
+    speculative: bool = False  # material arrived before the turn was confirmed
+    started: bool = False  # response.started queued
+    audio_started: bool = False
+    done: bool = False  # the LAST audio record arrived
+    text: list[str] = field(default_factory=list)
+    audio_ms: float = 0.0
+    speech_end_ns: int = 0
+    silence_complete_ns: int = 0
+    turn_end_ns: int = 0
+    transcript_ns: int = 0
+    first_token_ns: int = 0
+    first_audio_ns: int = 0
+    audio_sent_ns: int = 0  # set by the sender
+    provisional: str | None = None  # the transcript made at SPEECH_PAUSE
+    final_sent: str | None = None  # the transcript.final sent for this turn
+
+
+@dataclass
+class Counters:
+    """What one session adds to its gateway's counters."""
+
+    dropped_stale: int = 0
+    slow_client_drops: int = 0
+
+
+class SessionTurns:
+    """Turn state of one session at the gateway."""
+
+    def __init__(
+        self, output: AudioFormat, queue: SendQueue, end_of_turn_ms: float = 300.0
+    ) -> None:
+        self.queue = queue
+        self.end_of_turn_samples = int(end_of_turn_ms * VAD_RATE / 1000)
+        self.output = output
+        self.turn = 1  # the highest turn seen: stamped on what the gateway sends
+        self.stale_below = 0  # turns below this are void (CANCEL, BARGE_IN, restart)
+        self.confirmed: set[int] = set()
+        self.held: dict[int, list[Item]] = {}
+        self.answers: dict[int, Answer] = {}
+        self.playing: int | None = None  # the turn whose audio is going out
+        self.awaiting_format: bool = False  # degraded: old-format audio still in flight
+        self.counters = Counters()
+        # (end sample at 16 kHz, arrival ns) of recent input frames, to date VAD events.
+        self.arrivals: deque[tuple[int, int]] = deque(maxlen=4096)
+        self.overflowed = False  # push_audio refused: the connection must react
+
+    # -- input bookkeeping ----------------------------------------------------------
+
+    def input_arrived(self, end_ms: int, arrival_ns: int) -> None:
+        self.arrivals.append((end_ms * VAD_RATE // 1000, arrival_ns))
+
+    def arrival_of(self, sample: int) -> int:
+        """Arrival time of the input frame holding ``sample`` (0 if no longer known)."""
+        for end, arrival in self.arrivals:
+            if sample < end:
+                return arrival
+        return 0
+
+    # -- records --------------------------------------------------------------------
+
+    def on_record(self, r: Received, read_ns: int) -> None:
+        self.turn = max(self.turn, r.turn)
+        kind = r.kind
+        if kind == Kind.VAD_EVENT:
+            self._on_vad_event(r, read_ns)
+        elif kind in (Kind.CANCEL, Kind.BARGE_IN):
+            self.void_before(r.turn, "barge_in" if kind == Kind.BARGE_IN else "")
+        elif r.turn < self.stale_below and kind != Kind.OUTPUT_FORMAT:
+            self.counters.dropped_stale += 1
+        elif kind == Kind.TRANSCRIPT_PARTIAL:
+            text = r.payload.decode()
+            if r.flags & Flag.PROVISIONAL:
+                self._answer(r.turn).provisional = text
+            self._emit(r.turn, TranscriptPartial(r.turn, text), hold=False)
+        elif kind == Kind.TRANSCRIPT_FINAL:
+            answer = self._answer(r.turn)
+            answer.turn_end_ns = answer.turn_end_ns or read_ns
+            text = r.payload.decode()
+            if answer.final_sent != text:
+                answer.final_sent = text
+                self._emit(r.turn, TranscriptFinal(r.turn, text), hold=False)
+            self.confirm(r.turn)
+        elif kind == Kind.LLM_TOKEN:
+            self._on_token(r)
+        elif kind == Kind.AUDIO_OUT:
+            self._on_audio(r)
+        elif kind == Kind.TURN_TIMING:
+            self._on_timing(r)
+        elif kind == Kind.ERROR:
+            self._on_error(r)
+        elif kind == Kind.OUTPUT_FORMAT:
+            # The degrade request came back through every stage: later audio is new-format.
+            self.awaiting_format = False
+
+    def _on_vad_event(self, r: Received, read_ns: int) -> None:
+        event = VadEvent.unpack(r.payload)
+        if r.turn < self.stale_below:
+            return
+        answer = self._answer(r.turn)  # from here the turn is in flight
+        if event.event is VadEventType.SPEECH_START:
+            self._emit(r.turn, SpeechStarted(r.turn, event.at_sample * 1000 // VAD_RATE), False)
+        elif event.event is VadEventType.SPEECH_PAUSE:
+            answer.speech_end_ns = r.origin_ns
+        elif event.event is VadEventType.END_OF_TURN:
+            answer.speech_end_ns = answer.speech_end_ns or r.origin_ns
+            decided = r.sent_ns or read_ns
+            # at_sample is where the speech ended; the silence was complete one
+            # end-of-turn silence later, in the frame that arrived then.
+            complete = self.arrival_of(event.at_sample + self.end_of_turn_samples) or decided
+            answer.silence_complete_ns = min(max(complete, answer.speech_end_ns), decided)
+            answer.turn_end_ns = max(decided, answer.silence_complete_ns)
+            self._emit(r.turn, SpeechStopped(r.turn, event.at_sample * 1000 // VAD_RATE), False)
+            if answer.provisional is not None and answer.final_sent is None:
+                # No speech resumed, so the provisional transcript is the final one
+                # (docs/pipeline.md): say so now, ahead of the answer it released, rather
+                # than after the TRANSCRIPT_FINAL record crossed the later stages.
+                answer.final_sent = answer.provisional
+                self._emit(r.turn, TranscriptFinal(r.turn, answer.provisional), False)
+            self.confirm(r.turn)
+
+    def _on_token(self, r: Received) -> None:
+        answer = self._answer(r.turn)
+        self._start_response(answer)
+        delta = r.payload.decode()
+        if delta:
+            answer.text.append(delta)
+            self._emit(r.turn, ResponseTextDelta(r.turn, delta), hold=True)
+
+    def _on_audio(self, r: Received) -> None:
+        answer = self._answer(r.turn)
+        if answer.done:
+            return
+        self._start_response(answer)
+        last = bool(r.flags & Flag.LAST)
+        data = r.payload
+        if self.awaiting_format:
+            data = b""  # old-format audio produced before TTS switched: not playable now
+        if not answer.audio_started and (data or last):
+            answer.audio_started = True
+            fmt = self.output
+            self._emit(r.turn, ResponseAudioStarted(r.turn, fmt.encoding, fmt.sample_rate), True)
+        answer.audio_ms += self.output.duration_ms(len(data))
+        if data or last:
+            self._push(AudioItem(r.turn, data, last), hold=r.turn not in self.confirmed)
+        if last:
+            answer.done = True
+            self._push(DoneItem(r.turn), hold=r.turn not in self.confirmed)
+
+    def _on_timing(self, r: Received) -> None:
+        answer = self._answer(r.turn)
+        try:
+            timing = json.loads(r.payload)
+            answer.transcript_ns = int(timing.get("transcript_ns", 0))
+            answer.first_token_ns = int(timing.get("first_token_ns", 0))
+            answer.first_audio_ns = int(timing.get("first_audio_ns", 0))
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("TURN_TIMING of turn %d is malformed (%s): ignored", r.turn, exc)
+            return
+        if r.origin_ns and not answer.speech_end_ns:
+            answer.speech_end_ns = r.origin_ns
+
+    def _on_error(self, r: Received) -> None:
+        try:
+            detail = ErrorPayload.unpack(r.payload)
+            what = f"{detail.stage.name.lower()} failed ({detail.code.name.lower()})"
+        except ValueError:
+            what = "a pipeline stage failed"
+        self.fail_turn(r.turn, what)
+
+    # -- turn transitions -----------------------------------------------------------
+
+    def confirm(self, turn: int) -> None:
+        if turn in self.confirmed or turn < self.stale_below:
+            return
+        self.confirmed.add(turn)
+        for item in self.held.pop(turn, []):
+            self.queue.push(item)
+
+    def void_before(self, turn: int, cancel_reason: str) -> None:
+        """Every turn before ``turn`` is void; answers already sent say so with
+        ``response.cancelled`` (``cancel_reason``)."""
+        if turn <= self.stale_below:
+            return
+        self.stale_below = turn
+        for old in [t for t in self.held if t < turn]:
+            self.counters.dropped_stale += len(self.held.pop(old))
+        self.counters.dropped_stale += self.queue.drop_turns_below(turn)
+        for old, answer in sorted(self.answers.items()):
+            if old < turn and answer.started and old in self.confirmed:
+                self.queue.push(EventItem(old, ResponseCancelled(old, cancel_reason or "error")))
+        for old in [t for t in self.answers if t < turn]:
+            del self.answers[old]
+        if self.playing is not None and self.playing < turn:
+            self.playing = None
+
+    def fail_turn(self, turn: int, what: str) -> None:
+        """A turn failed in the pipeline: it ends here (cancelled if its answer started)."""
+        log.warning("turn %d failed: %s", turn, what)
+        self.void_before(max(turn + 1, self.stale_below), "error")
+        self.turn = max(self.turn, turn + 1)
+
+    def turns_in_flight(self) -> list[int]:
+        """Turns with an answer started but not finished, or speech not yet answered."""
+        return sorted(t for t, a in self.answers.items() if t >= self.stale_below and not a.done)
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _answer(self, turn: int) -> Answer:
+        answer = self.answers.get(turn)
+        if answer is None:
+            answer = self.answers[turn] = Answer(turn)
+        return answer
+
+    def _start_response(self, answer: Answer) -> None:
+        if answer.started:
+            return
+        answer.started = True
+        answer.speculative = answer.turn not in self.confirmed
+        self._emit(answer.turn, ResponseStarted(answer.turn), hold=True)
+
+    def _emit(self, turn: int, event: ServerEvent, hold: bool) -> None:
+        self._push(EventItem(turn, event), hold=hold and turn not in self.confirmed)
+
+    def _push(self, item: Item, hold: bool) -> None:
+        turn = _item_turn(item)
+        if hold:
+            self.held.setdefault(turn, []).append(item)
+        elif isinstance(item, AudioItem):
+            if not self.queue.push_audio(item):
+                self.counters.slow_client_drops += 1
+                self.overflowed = True
+        else:
+            self.queue.push(item)
+
+    def render_done(self, turn: int, now_ns: int) -> ResponseDone | None:
+        """The response.done of ``turn`` (None if the turn was voided meanwhile)."""
+        answer = self.answers.get(turn)
+        if answer is None:
+            return None
+        sent = answer.audio_sent_ns or now_ns
+        end = answer.turn_end_ns or sent
+        speech_end = answer.speech_end_ns or end
+        silence = answer.silence_complete_ns or end
+        speech_end = min(speech_end, silence)
+        timeline = TurnTimeline(
+            speech_end=speech_end,
+            silence_complete=silence,
+            turn_end=max(end, silence),
+            transcript_final=answer.transcript_ns or end,
+            first_token=answer.first_token_ns or end,
+            first_audio=min(answer.first_audio_ns or end, sent),
+            audio_sent=sent,
+        )
+        try:
+            latency = TurnLatency.from_timeline(timeline)
+        except ValueError:
+            # Clocks of different stages only disagree by scheduling noise; never fail the
+            # answer over it.
+            latency = TurnLatency(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        del self.answers[turn]
+        return ResponseDone(
+            turn, "".join(answer.text), answer.audio_ms, answer.speculative, latency
+        )
