@@ -16,7 +16,6 @@ import wave
 from pathlib import Path
 from typing import Any
 
-import pytest
 import websockets
 
 from voicegate.server.serve import DEMO_REPLY, DEMO_TRANSCRIPT
