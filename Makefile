@@ -14,7 +14,7 @@ all: build
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0"
+	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=77" wheel "Cython>=3.0"
 
 $(VENV)/.installed-$(ORT): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,bench]'

@@ -28,6 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gateways", type=int, default=1)
     args = parser.parse_args(argv)
     bundle = ensure_default_bundle()
+    # Say plainly what answers: the demo's STT, LLM and TTS are generated models scripted
+    # for the demo utterance (only the VAD is a real model), so the transcript and reply
+    # below show the pipeline's timing and plumbing, not recognition quality.
+    print(
+        f"demo bundle: {bundle} (generated; real Silero VAD, scripted STT/LLM/TTS). "
+        "Real models: voicegate serve --bundle DIR"
+    )
     serve = subprocess.Popen(
         [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--bundle", str(bundle),
          "--gateways", str(args.gateways)],
