@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import voicegate.ext
+from voicegate.core import toml_text
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import PASSTHROUGH_STAGE, STAGES, NodeConfig, load_config
 from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
@@ -241,28 +242,7 @@ class NodeProcess:
 
 
 def _toml(settings: Mapping[str, Mapping[str, object]]) -> str:
-    lines: list[str] = []
-
-    def table(path: str, values: Mapping[str, object]) -> None:
-        lines.append(f"[{path}]")
-        nested = {k: v for k, v in values.items() if isinstance(v, Mapping)}
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items() if k not in nested)
-        for key, value in nested.items():
-            table(f"{path}.{key}", value)
-
-    for section, values in settings.items():
-        table(section, values)
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return str(value)
+    return toml_text.dumps(settings)
 
 
 class TurnInterrupted(Exception):  # noqa: N818 - an event, not a bug

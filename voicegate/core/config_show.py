@@ -9,7 +9,6 @@ configuration file that loads to the same configuration.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,8 +20,10 @@ from voicegate.core.config import (
     STAGES,
     NodeConfig,
     _env_keys,  # the one definition of the VOICEGATE_* names
+    _leaf_keys,
     load_config,
 )
+from voicegate.core.toml_text import toml_value
 
 
 def render_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -72,59 +73,7 @@ def _section_lines(prefix: str, settings: Any, source: Any) -> list[str]:
             # TOML has no null: an unset optional value is shown commented out.
             lines.append(f"# {f.name} is unset  # {origin}")
         else:
-            lines.append(f"{f.name} = {_toml_value(value, key)}  # {origin}")
+            lines.append(f"{f.name} = {toml_value(value, key.split('.'))}  # {origin}")
     return lines
 
-
-def _leaf_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and not dotted.endswith(".options"):
-            keys.extend(_leaf_keys(value, dotted + "."))
-        else:
-            keys.append(dotted)
-    return keys
-
-
-def _toml_value(value: Any, key: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str | Path):
-        return _toml_string(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v, key) for v in value) + "]"
-    if isinstance(value, Mapping):
-        items = ", ".join(
-            f"{_toml_key(str(k))} = {_toml_value(v, f'{key}.{k}')}" for k, v in value.items()
-        )
-        return "{" + items + "}" if items else "{}"
-    raise TypeError(f"{key} = {value!r}: no TOML form for {type(value).__name__}")
-
-
-def _toml_key(key: str) -> str:
-    if key and all(c.isalnum() or c in "-_" for c in key) and key.isascii():
-        return key
-    return _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 

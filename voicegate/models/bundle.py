@@ -9,14 +9,13 @@ directory, so a bundle can be copied or mounted anywhere. Every field is read th
 
 from __future__ import annotations
 
-import json
-import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar, overload
 
+from voicegate.core.toml_text import dumps as dumps_toml
 from voicegate.models.errors import BundleError
 
 BUNDLE_FILE = "bundle.toml"
@@ -106,55 +105,6 @@ def write_bundle(
     file = root / BUNDLE_FILE
     file.write_text(dumps_toml(doc), encoding="utf-8")
     return file
-
-
-def dumps_toml(doc: Mapping[str, Any]) -> str:
-    """Serialise nested tables of strings, numbers, booleans and lists of those.
-
-    The standard library reads TOML but does not write it; bundle.toml needs no more
-    than this."""
-    lines: list[str] = []
-    _dump_table(doc, [], lines)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _dump_table(table: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
-    scalars = [(k, v) for k, v in table.items() if not isinstance(v, Mapping)]
-    subtables = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
-    if path and (scalars or not subtables):
-        lines.append("")
-        lines.append("[" + ".".join(_toml_key(p) for p in path) + "]")
-    for key, value in scalars:
-        lines.append(f"{_toml_key(key)} = {_toml_value(value, [*path, key])}")
-    for key, value in subtables:
-        _dump_table(value, [*path, key], lines)
-
-
-def _toml_key(key: str) -> str:
-    if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii():
-        return key
-    return json.dumps(key)
-
-
-def _toml_value(value: object, where: Sequence[str]) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        # A JSON string with ASCII escapes is a valid TOML basic string.
-        return json.dumps(value)
-    if isinstance(value, Path):
-        return json.dumps(PurePosixPath(value).as_posix())
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
-    raise TypeError(f"bundle.toml field {'.'.join(where)}: cannot write {type(value).__name__}")
 
 
 class TableReader:
