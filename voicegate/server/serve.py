@@ -30,6 +30,7 @@ from typing import Any
 from voicegate.core.config import ConfigError, NodeConfig, load_config
 from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import GatewaySpec, gateway_main, listen_socket
+from voicegate.server.sdnotify import Notifier
 from voicegate.workers.status import State, StatusBlock
 from voicegate.workers.supervisor import Supervisor
 from voicegate.workers.topology import Topology
@@ -128,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
             lead_ms=args.lead_ms,
             send_buffer_bytes=args.send_buffer_bytes,
         )
+        notifier = Notifier()
+        notifier.watchdog_interval()  # a malformed $WATCHDOG_USEC is a configuration error
     except (ConfigError, ValueError, OSError) as exc:
         print(f"voicegate serve: {exc}", file=sys.stderr)
         return 2
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"voicegate serve: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     port = reserve.getsockname()[1]
-    node_runner = _Node(config, options, args.host, port, level)
+    node_runner = _Node(config, options, args.host, port, level, notifier=notifier)
     try:
         code = node_runner.run()
     finally:
@@ -147,7 +150,14 @@ def run(args: argparse.Namespace) -> int:
 
 class _Node:
     def __init__(
-        self, config: NodeConfig, options: GatewayOptions, host: str, port: int, level: int
+        self,
+        config: NodeConfig,
+        options: GatewayOptions,
+        host: str,
+        port: int,
+        level: int,
+        *,
+        notifier: Notifier,
     ) -> None:
         self.config = config
         self.options = options
@@ -155,7 +165,9 @@ class _Node:
         self.port = port
         self.level = level
         self.gateways: list[BaseProcess] = []
-        self.supervisor = Supervisor(config, log_level=level, on_ready=self._start_gateways)
+        self.supervisor = Supervisor(
+            config, log_level=level, on_ready=self._start_gateways, notifier=notifier
+        )
 
     def run(self) -> int:
         try:
