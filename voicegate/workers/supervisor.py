@@ -106,7 +106,6 @@ class Supervisor:
         self,
         config: NodeConfig,
         *,
-        log_level: int = logging.INFO,
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
     ) -> None:
@@ -119,7 +118,6 @@ class Supervisor:
         self.notifier = notifier
         self._notified_ready = False
         self.topology = Topology(config)
-        self.log_level = log_level
         self.reason = ""  # why run() returned non-zero
         self._mp = multiprocessing.get_context("spawn")
         self._rings: list[Ring] = []
@@ -323,7 +321,7 @@ class Supervisor:
         status.set(Field.HEARTBEAT_NS, 0)
         status.last_error = ""
         status.state = State.STARTING
-        spec = WorkerSpec(slot.name, self.config, slot.generation, os.getpid(), self.log_level)
+        spec = WorkerSpec(slot.name, self.config, slot.generation, os.getpid())
         process = self._mp.Process(target=worker_main, args=(spec,), name=f"voicegate-{slot.name}")
         # The child inherits the signal mask across fork and exec: it starts with SIGTERM
         # blocked in every thread, including those its imports start (OpenBLAS) before it
