@@ -199,6 +199,31 @@ class GatewaySettings:
     cpus: tuple[int, ...] = ()  # empty: the default layout
 
 
+LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """[logging]: how every process of the node logs (to stderr, for the journal)."""
+
+    section: ClassVar[str] = "logging"
+
+    level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR | CRITICAL (any case)
+    json: bool = False  # one JSON object per line instead of plain text
+    # Keep what is marked as user content (transcripts, answers) and raw audio in the
+    # logs instead of "[redacted]": for debugging on test data only.
+    log_content: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.level, str) and self.level.upper() in LOG_LEVELS,
+            "logging.level",
+            self.level,
+            f"must be one of {', '.join(LOG_LEVELS)}",
+        )
+        object.__setattr__(self, "level", self.level.upper())
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """The whole configuration of one node."""
@@ -207,6 +232,7 @@ class NodeConfig:
     rings: RingSettings = field(default_factory=RingSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
     workers: Mapping[str, WorkerSettings] = field(
         default_factory=lambda: {name: WorkerSettings() for name in STAGES}
     )

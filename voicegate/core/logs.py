@@ -31,6 +31,8 @@ from typing import Any, Final, TextIO
 
 import numpy as np
 
+from voicegate.core.config import LoggingSettings
+
 REDACTED: Final[str] = "[redacted]"
 PLAIN_FORMAT: Final[str] = (
     "%(asctime)s %(levelname)s %(name)s[%(process)d] %(session_tag)s%(message)s"
@@ -152,3 +154,11 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(level)
     return redaction
+
+
+def setup_node_logging(settings: LoggingSettings, stream: TextIO | None = None) -> RedactionFilter:
+    """``setup_logging`` as the node's ``[logging]`` section says: every process of a
+    node (supervisor, workers, gateways) calls it with the same settings."""
+    return setup_logging(
+        settings.level, json_lines=settings.json, log_content=settings.log_content, stream=stream
+    )

@@ -38,6 +38,7 @@ from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import PCM16_16K
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
+from voicegate.core.logs import current_session, session_context
 from voicegate.ext.aio import AsyncRingReader
 from voicegate.server import prometheus
 from voicegate.server.events import ErrorEvent
@@ -256,6 +257,9 @@ class Gateway:
 
     async def _stream(self, websocket: WebSocket) -> None:
         sid = session_id(self.index, next(self._locals))
+        # Every record logged while serving this connection names the session; the
+        # sender task below copies this context when it is created.
+        session_token = current_session.set(sid)
         conn = StreamConnection(f"{sid:08x}", self.options.limits)
         queue = SendQueue(self.options.send_queue_frames)
         turns = SessionTurns(PCM16_16K, queue, self.end_of_turn_ms)
@@ -292,6 +296,7 @@ class Gateway:
             if self.sessions.pop(sid, None) is not None:
                 self._publish_sessions()
             self._check_drained()
+            current_session.reset(session_token)
 
     async def _receive_loop(self, live: LiveSession) -> None:
         ws = live.websocket
@@ -494,10 +499,12 @@ class Gateway:
         if record.kind == Kind.BARGE_IN:
             self.counters["barge_ins"] += 1
         try:
-            turns.on_record(record, now)
+            with session_context(live.sid):
+                turns.on_record(record, now)
         except ValueError as exc:  # a malformed payload: never the end of the gateway
             self.counters["records_malformed"] += 1
-            log.warning("session %08x: malformed %r dropped (%s)", live.sid, record, exc)
+            # The record's repr names its kind and size, never its payload.
+            log.warning("malformed %r dropped (%s)", record, exc, extra={"session": live.sid})
         self.counters["records_stale_dropped"] += turns.counters.dropped_stale - before
         if turns.overflowed:
             turns.overflowed = False

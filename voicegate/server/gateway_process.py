@@ -22,6 +22,7 @@ import uvicorn
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
+from voicegate.core.logs import setup_node_logging
 from voicegate.server.gateway import Gateway, GatewayOptions
 
 log = logging.getLogger("voicegate.gateway")
@@ -36,7 +37,6 @@ class GatewaySpec:
     options: GatewayOptions
     host: str
     port: int
-    log_level: int = logging.INFO
 
 
 def listen_socket(host: str, port: int, send_buffer_bytes: int = 0) -> socket.socket:
@@ -63,9 +63,7 @@ class _Server(uvicorn.Server):
 
 def gateway_main(spec: GatewaySpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=spec.log_level, format=f"%(asctime)s gw{spec.index} %(levelname)s %(message)s"
-    )
+    setup_node_logging(spec.config.logging)
     asyncio.run(_serve(spec))
 
 
@@ -81,6 +79,9 @@ async def _serve(spec: GatewaySpec) -> None:
         # StreamConnection and gets its documented error event before the 1009 close.
         ws_max_size=2 * limits.max_message_bytes + 1024,
         lifespan="on",
+        # uvicorn's own handlers would bypass the node's format and redaction: its
+        # loggers propagate to the root handler that setup_node_logging installed.
+        log_config=None,
         log_level=logging.WARNING,
         access_log=False,
     )

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from voicegate.core.config import ConfigError, NodeConfig, load_config
+from voicegate.core.logs import setup_node_logging
 from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import GatewaySpec, gateway_main, listen_socket
+from voicegate.server.sdnotify import Notifier
 from voicegate.workers.status import State, StatusBlock
 from voicegate.workers.supervisor import Supervisor
 from voicegate.workers.topology import Topology
@@ -104,15 +106,28 @@ def add_parser(commands: Any) -> None:
         default=GatewayOptions.send_buffer_bytes,
         help="kernel send buffer per client socket (0: autotuned)",
     )
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", help="overrides [logging] level (DEBUG, INFO, ...)")
+    p.add_argument(
+        "--log-json",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one JSON object per log line (overrides [logging] json)",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    level = getattr(logging, str(args.log_level).upper(), logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         config = load_config(args.config)
+        # Command line over environment over file: load_config did the last two.
+        log_settings = config.logging
+        if args.log_level is not None:
+            log_settings = dataclasses.replace(log_settings, level=args.log_level)
+        if args.log_json is not None:
+            log_settings = dataclasses.replace(log_settings, json=args.log_json)
+        config = dataclasses.replace(config, logging=log_settings)
+        # Every process of the node logs as this one does: they get this config.
+        setup_node_logging(config.logging)
         node = config.node
         bundle = args.bundle or node.bundle
         if bundle is None:
@@ -128,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
             lead_ms=args.lead_ms,
             send_buffer_bytes=args.send_buffer_bytes,
         )
+        notifier = Notifier()
+        notifier.watchdog_interval()  # a malformed $WATCHDOG_USEC is a configuration error
     except (ConfigError, ValueError, OSError) as exc:
         print(f"voicegate serve: {exc}", file=sys.stderr)
         return 2
@@ -137,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"voicegate serve: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     port = reserve.getsockname()[1]
-    node_runner = _Node(config, options, args.host, port, level)
+    node_runner = _Node(config, options, args.host, port, notifier=notifier)
     try:
         code = node_runner.run()
     finally:
@@ -147,15 +164,20 @@ def run(args: argparse.Namespace) -> int:
 
 class _Node:
     def __init__(
-        self, config: NodeConfig, options: GatewayOptions, host: str, port: int, level: int
+        self,
+        config: NodeConfig,
+        options: GatewayOptions,
+        host: str,
+        port: int,
+        *,
+        notifier: Notifier,
     ) -> None:
         self.config = config
         self.options = options
         self.host = host
         self.port = port
-        self.level = level
         self.gateways: list[BaseProcess] = []
-        self.supervisor = Supervisor(config, log_level=level, on_ready=self._start_gateways)
+        self.supervisor = Supervisor(config, on_ready=self._start_gateways, notifier=notifier)
 
     def run(self) -> int:
         try:
@@ -169,7 +191,7 @@ class _Node:
     def _start_gateways(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         for index in range(self.config.node.gateways):
-            spec = GatewaySpec(self.config, index, self.options, self.host, self.port, self.level)
+            spec = GatewaySpec(self.config, index, self.options, self.host, self.port)
             process = ctx.Process(target=gateway_main, args=(spec,), name=f"voicegate-gw{index}")
             process.start()
             self.gateways.append(process)

@@ -7,31 +7,33 @@ Exit status: 0 after SIGTERM/SIGINT, 1 when the node failed (the reason is logge
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
 import sys
 from collections.abc import Sequence
 
 from setproctitle import setproctitle
 
 from voicegate.core.config import ConfigError, load_config
-from voicegate.workers.process import LOG_FORMAT
+from voicegate.core.logs import setup_node_logging
 from voicegate.workers.supervisor import Supervisor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m voicegate.workers", description=__doc__)
     parser.add_argument("--config", help="TOML file (default: $VOICEGATE_CONFIG, else defaults)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument("--log-level", help="overrides [logging] level")
     args = parser.parse_args(argv)
-    level = getattr(logging, args.log_level)
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     try:
         config = load_config(args.config)
+        if args.log_level:
+            settings = dataclasses.replace(config.logging, level=args.log_level)
+            config = dataclasses.replace(config, logging=settings)
     except ConfigError as exc:
         print(f"voicegate: configuration error: {exc}", file=sys.stderr)
         return 2
+    setup_node_logging(config.logging)
     setproctitle(f"voicegate: supervisor {config.node.name}")
-    return Supervisor(config, log_level=level).run()
+    return Supervisor(config).run()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from setproctitle import setproctitle
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig
+from voicegate.core.logs import setup_node_logging
 from voicegate.workers.procinfo import die_with_parent, pin_to
 from voicegate.workers.rings import ring_class
 from voicegate.workers.stage import Stage, StageContext
@@ -35,7 +36,6 @@ from voicegate.workers.worker import Worker
 
 log = logging.getLogger("voicegate.worker")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"
 # Blocked in worker processes from their first instruction on.
 WORKER_BLOCKED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
@@ -48,7 +48,6 @@ class WorkerSpec:
     config: NodeConfig
     generation: int
     supervisor_pid: int
-    log_level: int = logging.INFO
 
 
 def load_stage_class(path: str) -> type[Stage[Any]]:
@@ -75,7 +74,7 @@ def worker_main(spec: WorkerSpec) -> None:
     die_with_parent()
     if os.getppid() != spec.supervisor_pid:  # the supervisor died before prctl took effect
         os._exit(1)
-    logging.basicConfig(level=spec.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    setup_node_logging(spec.config.logging)
     name = spec.stage
     cpus = spec.config.cpus_for(name)
     pin_to(cpus)

@@ -24,6 +24,13 @@ Lifecycle of ``Supervisor.run``:
    still there after ``node.stop_timeout_s``; unlink every segment and semaphore. A
    second signal skips what is left of the drain.
 
+With a ``Notifier`` (``voicegate serve`` passes one; it does nothing unless systemd set
+``$NOTIFY_SOCKET``) the service manager hears ``READY=1`` once ``on_ready`` returned (the
+gateways listen), ``WATCHDOG=1`` every half ``$WATCHDOG_USEC`` from the supervise loop
+while every worker is running, ``STATUS=<n> sessions`` when the gateways' session count
+changes, ``STOPPING=1`` on the first SIGTERM/SIGINT and ``STATUS=failed: <reason>`` when
+the node gives up.
+
 Signals are queued by the handler and dispatched from the loop to ``handle_<signal>``
 methods; a wake-up pipe interrupts the wait so that they are handled at once.
 """
@@ -59,6 +66,7 @@ from voicegate.workers.topology import Topology
 
 if TYPE_CHECKING:
     from voicegate.ext._ring import Ring
+    from voicegate.server.sdnotify import Notifier
 
 log = logging.getLogger("voicegate.supervisor")
 
@@ -98,15 +106,18 @@ class Supervisor:
         self,
         config: NodeConfig,
         *,
-        log_level: int = logging.INFO,
         on_ready: Callable[[], None] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         # Called once every worker is ready (``voicegate serve`` starts its gateway
         # processes there); an exception from it ends the node with its message.
         self.on_ready = on_ready
+        # The service manager's view of the node (sd_notify): READY=1 after on_ready,
+        # WATCHDOG=1 while every worker is healthy, STATUS=<sessions>, STOPPING=1.
+        self.notifier = notifier
+        self._notified_ready = False
         self.topology = Topology(config)
-        self.log_level = log_level
         self.reason = ""  # why run() returned non-zero
         self._mp = multiprocessing.get_context("spawn")
         self._rings: list[Ring] = []
@@ -145,17 +156,24 @@ class Supervisor:
                         self.on_ready()
                     except Exception as exc:
                         raise NodeFailureError(f"starting the gateways failed: {exc}") from exc
+                if not self._stop_requested:
+                    # After on_ready: the gateways listen, so READY=1 means "connect now".
+                    self._notify("ready", self._sessions_status())
+                    self._notified_ready = True
                 while not self._stop_requested:
                     self._supervise_once()
             self._drain()
         except NodeFailureError as exc:
             self.reason = str(exc)
             log.error("node %s stopping: %s", self.config.node.name, self.reason)
+            self._notify("status", f"failed: {self.reason}")
             code = 1
         finally:
             self._stop_workers()
             self._remove_shared_memory()
             self._restore_signals()
+            if self.notifier is not None:
+                self.notifier.close()
         log.info("node %s stopped", self.config.node.name)
         return code
 
@@ -203,6 +221,7 @@ class Supervisor:
             return
         log.info("%s: shutting down", why)
         self._stop_requested = True
+        self._notify("stopping", f"stopping ({why}): draining {self._session_count()} sessions")
 
     # -- shared memory --------------------------------------------------------------
 
@@ -302,7 +321,7 @@ class Supervisor:
         status.set(Field.HEARTBEAT_NS, 0)
         status.last_error = ""
         status.state = State.STARTING
-        spec = WorkerSpec(slot.name, self.config, slot.generation, os.getpid(), self.log_level)
+        spec = WorkerSpec(slot.name, self.config, slot.generation, os.getpid())
         process = self._mp.Process(target=worker_main, args=(spec,), name=f"voicegate-{slot.name}")
         # The child inherits the signal mask across fork and exec: it starts with SIGTERM
         # blocked in every thread, including those its imports start (OpenBLAS) before it
@@ -333,9 +352,47 @@ class Supervisor:
         now = monotonic_ns()
         for slot in self._slots:
             self._check(slot, now, starting)
+        if self._notified_ready:
+            self._report(now)
+
+    # -- service manager --------------------------------------------------------------
+
+    def _report(self, now: int) -> None:
+        """Watchdog ping and session count, from the loop that proves the node's health:
+        no ping while a worker is down, so systemd restarts a node that stays broken."""
+        if self.notifier is None:
+            return
+        if all(slot.state is SlotState.RUNNING for slot in self._slots):
+            self._notify("watchdog_if_due", now / NS_PER_S)
+        if not self._stop_requested:
+            self._notify("status", self._sessions_status())
+
+    def _session_count(self) -> int:
+        return sum(block.get(Field.SESSIONS) for block in self._gateways)
+
+    def _sessions_status(self) -> str:
+        count = self._session_count()
+        return f"{count} session{'' if count == 1 else 's'}"
+
+    def _notify(self, method: str, *args: Any) -> None:
+        if self.notifier is None:
+            return
+        try:
+            getattr(self.notifier, method)(*args)
+        except OSError as exc:
+            # A unit whose socket is wrong cannot be told anything: stop trying. Without
+            # pings a watchdog restarts it, which is the right outcome for a broken unit.
+            log.error("%s; no more notifications to the service manager", exc)
+            self.notifier.close()
+            self.notifier = None
 
     def _next_timeout_s(self) -> float:
         timeout = self.config.health.heartbeat_interval_s
+        if self.notifier is not None:
+            interval = self.notifier.watchdog_interval()
+            if interval is not None:
+                # Pings are due every interval / 2: wake often enough to be on time.
+                timeout = min(timeout, interval / 4)
         now = monotonic_ns()
         for slot in self._slots:
             if slot.state is SlotState.STARTING:
