@@ -38,7 +38,7 @@ from typing import Any
 
 from bench.report import environment, format_table, percentile, results_dir, write_json
 from voicegate.core.clock import NS_PER_MS, monotonic_ns
-from voicegate.core.config import STAGES, NodeConfig, load_config
+from voicegate.core.config import PASSTHROUGH_STAGE, STAGES, NodeConfig, load_config
 from voicegate.core.kinds import Flag, Kind, session_id
 from voicegate.workers.gateway_link import GatewayLink
 from voicegate.workers.status import Field, State, StatusBlock
@@ -111,6 +111,8 @@ restart_backoff_s = {args.backoff}
 restart_backoff_max_s = {max(args.backoff, 5.0)}
 max_restarts = 1000
 """
+        # Pass-through stages: the bench measures the runtime's replacement, not model loads.
+        + "".join(f'[workers.{stage}]\nstage = "{PASSTHROUGH_STAGE}"\n' for stage in STAGES)
     )
     return path
 
