@@ -1,0 +1,66 @@
+"""The baseline servers answer a spoken turn end to end with the scripted bundle, each in
+its own subprocess, driven by the real ``voicegate talk`` client; and a smoke run of
+``python -m bench gateway --quick``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from bench.baselines import start_sequential, start_single_process
+from voicegate.models.synth import Scripted, synth_bundle
+from voicegate.server.talk import ExitCode, TalkOptions, talk
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEECH = Path(os.environ.get("VOICEGATE_SPEECH_DIR") or ROOT.parent / "shared" / "speech")
+TRANSCRIPT = "What time does the store open?"  # one scripted token per 160 ms of its audio
+REPLY = "We open at nine, and close at eight. Anything else?"
+
+Starter = Callable[[Path], AbstractContextManager[str]]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("baseline-bundle")
+    synth_bundle(root, seed=5, scripted=Scripted(reply=REPLY, transcript=TRANSCRIPT, tts=True))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("start", "speculative"),
+    [(start_sequential, False), (start_single_process, True)],
+    ids=["sequential", "single_process"],
+)
+def test_baseline_answers_one_spoken_turn(
+    bundle: Path, start: Starter, speculative: bool
+) -> None:
+    with start(bundle) as url:
+        options = TalkOptions(SPEECH / "00_store_hours.wav", url=url, out=None, timeout_s=60)
+        report = asyncio.run(talk(options))
+    assert report.exit_code is ExitCode.OK, report.message
+    assert report.transcript == TRANSCRIPT
+    assert report.answer_text == REPLY
+    assert report.answer_bytes > 0
+    assert report.voice_to_voice_ms is not None
+    done = report.response_done
+    assert done is not None and done.text == REPLY
+    # The request-response design never starts before the end of the turn; the
+    # single-process one runs voicegate's speculation unchanged.
+    assert done.speculative is speculative
+    kinds = [event["type"] for _, event in report.events]
+    for kind in ("session.started", "speech.started", "speech.stopped", "transcript.final",
+                 "response.text.delta", "response.done"):
+        assert kind in kinds
+
+
+def test_baseline_refuses_a_missing_bundle(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="not a directory"), start_sequential(tmp_path / "no"):
+        pass
