@@ -61,6 +61,31 @@ def test_baseline_answers_one_spoken_turn(
         assert kind in kinds
 
 
+def test_bench_gateway_quick(tmp_path: Path) -> None:
+    before = _node_objects()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "gateway", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+        timeout=240, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "gateway / echo sessions held" in proc.stdout
+    result = json.loads((tmp_path / "gateway.json").read_text())
+    assert set(result["sessions_held"]) == {"echo", "voicegate"}
+    for steps in result["steps"].values():
+        assert [s["sessions"] for s in steps] == [2, 4]
+        # Every frame of the measured window came back through the server.
+        assert all(s["errors"] == 0 and s["frames_back"] == s["frames_sent"] > 0 for s in steps)
+    assert (tmp_path / "gateway.md").read_text().startswith("| server")
+    for chart in result["charts"]:
+        assert (tmp_path / chart).stat().st_size > 0
+    assert not _node_objects() - before, "the bench left shared memory behind"
+
+
+def _node_objects() -> set[str]:
+    return {e for e in os.listdir("/dev/shm") if e.startswith(("vg-bgw", "sem.vg-bgw"))}
+
+
 def test_baseline_refuses_a_missing_bundle(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not a directory"), start_sequential(tmp_path / "no"):
         pass
