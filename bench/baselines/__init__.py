@@ -1,7 +1,8 @@
 """The designs voicegate is compared with, as servers of the same protocol on the same
 bundle: ``start_sequential`` (request-response) and ``start_single_process`` (every
 model in the server's own process, on threads). Each starts the server in its own
-subprocess and yields its WebSocket URL (``ws://127.0.0.1:PORT/v1/stream``)."""
+subprocess and yields its WebSocket URL (``ws://127.0.0.1:PORT/v1/stream``, a ``str``
+whose ``pid`` is the server's process: every model runs in it, on threads)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["BaselineError", "start_sequential", "start_single_process"]
+__all__ = ["BaselineError", "ServerURL", "start_sequential", "start_single_process"]
 
 _READY_PREFIX = "baseline: serving on "
 _START_TIMEOUT_S = 120.0  # model loading on a busy 2-core machine
@@ -27,20 +28,31 @@ class BaselineError(RuntimeError):
     """A baseline server did not start."""
 
 
+class ServerURL(str):
+    """The server's WebSocket URL; ``pid`` is its process, for CPU accounting."""
+
+    pid: int
+
+    def __new__(cls, url: str, pid: int) -> ServerURL:
+        self = super().__new__(cls, url)
+        self.pid = pid
+        return self
+
+
 @contextlib.contextmanager
-def start_sequential(bundle: Path, port: int = 0) -> Iterator[str]:
+def start_sequential(bundle: Path, port: int = 0) -> Iterator[ServerURL]:
     with _start("sequential", bundle, port) as url:
         yield url
 
 
 @contextlib.contextmanager
-def start_single_process(bundle: Path, port: int = 0) -> Iterator[str]:
+def start_single_process(bundle: Path, port: int = 0) -> Iterator[ServerURL]:
     with _start("single_process", bundle, port) as url:
         yield url
 
 
 @contextlib.contextmanager
-def _start(design: str, bundle: Path, port: int) -> Iterator[str]:
+def _start(design: str, bundle: Path, port: int) -> Iterator[ServerURL]:
     if not Path(bundle).is_dir():
         raise BaselineError(f"bundle {bundle}: not a directory")
     env = dict(os.environ)
@@ -58,7 +70,7 @@ def _start(design: str, bundle: Path, port: int) -> Iterator[str]:
         _stop(proc)
 
 
-def _wait_ready(proc: subprocess.Popen[str], design: str) -> str:
+def _wait_ready(proc: subprocess.Popen[str], design: str) -> ServerURL:
     assert proc.stdout is not None
     deadline = time.monotonic() + _START_TIMEOUT_S
     with selectors.DefaultSelector() as selector:
@@ -72,7 +84,7 @@ def _wait_ready(proc: subprocess.Popen[str], design: str) -> str:
             if not line:
                 break
             if line.startswith(_READY_PREFIX):
-                return line[len(_READY_PREFIX):].strip()
+                return ServerURL(line[len(_READY_PREFIX):].strip(), proc.pid)
     raise BaselineError(
         f"{design} baseline server did not start (exit status {proc.poll()}); "
         "its stderr above says why"

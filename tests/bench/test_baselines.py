@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.baselines import start_sequential, start_single_process
+from bench.baselines import ServerURL, start_sequential, start_single_process
 from voicegate.models.synth import Scripted, synth_bundle
 from voicegate.server.talk import ExitCode, TalkOptions, talk
 
@@ -24,7 +24,7 @@ SPEECH = Path(os.environ.get("VOICEGATE_SPEECH_DIR") or ROOT.parent / "shared" /
 TRANSCRIPT = "What time does the store open?"  # one scripted token per 160 ms of its audio
 REPLY = "We open at nine, and close at eight. Anything else?"
 
-Starter = Callable[[Path], AbstractContextManager[str]]
+Starter = Callable[[Path], AbstractContextManager[ServerURL]]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,12 @@ def test_baseline_answers_one_spoken_turn(
     bundle: Path, start: Starter, speculative: bool
 ) -> None:
     with start(bundle) as url:
+        assert url.startswith("ws://127.0.0.1:") and url.endswith("/v1/stream")
+        assert Path(f"/proc/{url.pid}").exists()
         options = TalkOptions(SPEECH / "00_store_hours.wav", url=url, out=None, timeout_s=60)
         report = asyncio.run(talk(options))
+        pid = url.pid
+    assert not Path(f"/proc/{pid}").exists(), "the server outlived its context"
     assert report.exit_code is ExitCode.OK, report.message
     assert report.transcript == TRANSCRIPT
     assert report.answer_text == REPLY
