@@ -191,7 +191,7 @@ def _render_processes(out: _Exposition, node: Mapping[str, StatusSnapshot]) -> N
     each(
         "voicegate_process_generation",
         "gauge",
-        "Processes that have run with this status block (1 + restarts, + rolling starts).",
+        "Processes that have run with this status block so far.",
         Field.GENERATION,
     )
     each("voicegate_process_sessions", "gauge", "Sessions open at the process now.", Field.SESSIONS)
