@@ -179,6 +179,14 @@ def test_worker_restart_fails_the_turn_in_flight_and_the_session_goes_on(tmp_pat
                     finals = [i["text"] for i in items if isinstance(i, dict)
                               and i["type"] == "transcript.final"]  # fmt: skip
                     assert finals == ["two"]
+                    text = httpx.get(f"http://127.0.0.1:{n.port}/metrics").text
+                    for process, restarts in (("vad", 1), ("stt", 0), ("gw0", 0)):
+                        assert (
+                            f'voicegate_worker_restarts_total{{process="{process}"}} {restarts}\n'
+                            in text
+                        ), process
+                    assert 'voicegate_process_generation{process="vad"} 2\n' in text
+                    assert 'voicegate_gateway_turns_failed_total{gateway="0"} 1\n' in text
 
         asyncio.run(main())
     finally:

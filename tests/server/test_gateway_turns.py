@@ -71,6 +71,7 @@ def test_speculative_answer_is_held_until_end_of_turn(turns: SessionTurns) -> No
     # The same transcript again through the later stages is not repeated.
     turns.on_record(rec(Kind.TRANSCRIPT_FINAL, 1, b"hello"), 420 * MS)
     assert kinds(turns.queue).count("transcript.final") == 1
+    assert (turns.counters.turns_committed, turns.counters.turns_cancelled) == (1, 0)
 
 
 def test_cancel_drops_the_held_speculation(turns: SessionTurns) -> None:
@@ -81,6 +82,8 @@ def test_cancel_drops_the_held_speculation(turns: SessionTurns) -> None:
     assert kinds(turns.queue) == ["transcript.partial"]
     assert turns.turn == 2 and turns.stale_below == 2
     assert turns.counters.dropped_stale > 0
+    turns.on_record(rec(Kind.CANCEL, 2, flags=Flag.CONTINUE), 410 * MS)  # a repeat
+    assert (turns.counters.turns_committed, turns.counters.turns_cancelled) == (0, 1)
 
 
 def test_barge_in_takes_back_queued_audio_and_cancels(turns: SessionTurns) -> None:
@@ -93,6 +96,8 @@ def test_barge_in_takes_back_queued_audio_and_cancels(turns: SessionTurns) -> No
     assert cancelled == ResponseCancelled(1, "barge_in")
     turns.on_record(rec(Kind.AUDIO_OUT, 1, bytes(640)), 510 * MS)
     assert "audio1" not in kinds(turns.queue)
+    # A barge-in is not a voided speculation; the gateway counts it apart.
+    assert (turns.counters.turns_committed, turns.counters.turns_cancelled) == (1, 0)
 
 
 def test_speech_stopped_position_and_latency_breakdown(turns: SessionTurns) -> None:

@@ -14,6 +14,7 @@ import pytest
 from voicegate.workers.status import (
     BUCKET_BOUNDS_NS,
     BUCKETS,
+    SIZE_BOUNDS,
     Field,
     Histogram,
     State,
@@ -21,6 +22,7 @@ from voicegate.workers.status import (
     bucket_of,
     buckets_of,
     remove_stale_blocks,
+    size_bucket_of,
 )
 
 
@@ -93,6 +95,28 @@ def test_histograms_accumulate_and_snapshot(name: str) -> None:
         assert wait.quantile_ns(1.0) == BUCKET_BOUNDS_NS[bucket_of(5_000_000)]
         assert snap.histograms["tick"].count == 0
         assert snap.histograms["tick"].quantile_ns(0.5) == 0
+    finally:
+        block.close()
+
+
+def test_size_buckets_hold_inclusive_powers_of_two() -> None:
+    assert SIZE_BOUNDS == (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    for size, bucket in ((0, 0), (1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (256, 8), (257, 9)):
+        assert size_bucket_of(size) == bucket, size
+    assert size_bucket_of(10**9) == len(SIZE_BOUNDS)
+
+
+def test_batch_sizes_accumulate_apart_from_durations(name: str) -> None:
+    block = StatusBlock.create(name)
+    try:
+        for size in (1, 2, 3, 64, 1000):
+            block.observe_size(Histogram.BATCH, size)
+        batch = block.snapshot().histograms["batch"]
+        assert batch.count == 5 and batch.sum_ns == 1070
+        assert batch.buckets.tolist()[: len(SIZE_BOUNDS) + 1] == [1, 1, 1, 0, 0, 0, 1, 0, 0, 1]
+        assert block.snapshot().histograms["compute"].count == 0
+        with pytest.raises(ValueError, match="RING_WAIT"):
+            block.observe_size(Histogram.RING_WAIT, 1)
     finally:
         block.close()
 

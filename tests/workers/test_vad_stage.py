@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -195,3 +196,20 @@ def test_records_in_one_batch_act_in_ring_order(vad_bundle: Path, store_hours: n
     fast = h.out.take(event_path=True)
     assert [r.kind for r in fast] == [Kind.VAD_EVENT]
     assert [r.kind for r in h.out.take()][-1] == Kind.PLAYBACK
+
+
+def test_batch_sizes_are_the_rows_of_each_model_call(vad_bundle: Path) -> None:
+    sizes: list[int] = []
+    vad = VadStage(dataclasses.replace(context("vad", vad_bundle), batch_sink=sizes.append))
+    vad.load()
+    h = Harness(vad)
+    h.open(1, 1, open_params())
+    h.open(2, 1, open_params())
+    quiet = np.zeros(512, dtype=np.float32)
+    chunk = codec.pcm16_to_bytes(float32_to_pcm16(quiet))
+    # Session 1 has three chunks queued, session 2 one: one call over both, then one
+    # call for each chunk of session 1's backlog.
+    h.send_batch([msg(Kind.AUDIO_IN, 1, 1, chunk * 3), msg(Kind.AUDIO_IN, 2, 1, chunk)])
+    assert sizes == [2, 1, 1]
+    h.send_batch([msg(Kind.AUDIO_IN, 2, 1, chunk)])
+    assert sizes == [2, 1, 1, 1]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -66,7 +67,7 @@ from voicegate.server.session_state import (
     SwitchOutput,
 )
 from voicegate.workers.gateway_link import GatewayLink, Received
-from voicegate.workers.metrics import read_node_status
+from voicegate.workers.metrics import RingObservers, read_node_status
 from voicegate.workers.status import Field, State, StatusBlock
 from voicegate.workers.topology import Topology
 
@@ -118,6 +119,7 @@ class Gateway:
         self.index = index
         self.options = options
         self.link = GatewayLink(config, index)
+        self.ring_observers = RingObservers(config)
         topology = Topology(config)
         self._peers = [
             StatusBlock.attach(topology.status_block(name))
@@ -142,6 +144,8 @@ class Gateway:
                 "slow_client_degraded",
                 "slow_client_closed",
                 "barge_ins",
+                "turns_committed",
+                "turns_cancelled",
                 "turns_failed",
                 "records_malformed",
             ),
@@ -168,6 +172,7 @@ class Gateway:
         for peer in self._peers:
             peer.close()
         self._peers.clear()
+        self.ring_observers.close()
         self.link.close()
 
     def begin_drain(self, deadline_ns: int) -> None:
@@ -250,6 +255,7 @@ class Gateway:
             counters,
             self.index,
             {k: list(v) for k, v in self.latencies.items()},
+            self.ring_observers.read(),
         )
         return PlainTextResponse(text, media_type=prometheus.CONTENT_TYPE)
 
@@ -495,7 +501,7 @@ class Gateway:
         if live is None:
             return
         turns = live.turns
-        before = turns.counters.dropped_stale
+        before = dataclasses.replace(turns.counters)
         if record.kind == Kind.BARGE_IN:
             self.counters["barge_ins"] += 1
         try:
@@ -505,7 +511,10 @@ class Gateway:
             self.counters["records_malformed"] += 1
             # The record's repr names its kind and size, never its payload.
             log.warning("malformed %r dropped (%s)", record, exc, extra={"session": live.sid})
-        self.counters["records_stale_dropped"] += turns.counters.dropped_stale - before
+        after = turns.counters
+        self.counters["records_stale_dropped"] += after.dropped_stale - before.dropped_stale
+        self.counters["turns_committed"] += after.turns_committed - before.turns_committed
+        self.counters["turns_cancelled"] += after.turns_cancelled - before.turns_cancelled
         if turns.overflowed:
             turns.overflowed = False
             self._slow_client(live)

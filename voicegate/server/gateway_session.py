@@ -185,6 +185,8 @@ class Counters:
 
     dropped_stale: int = 0
     slow_client_drops: int = 0
+    turns_committed: int = 0  # end of turn confirmed: the answer goes to the client
+    turns_cancelled: int = 0  # speculation voided: the user spoke on after a pause
 
 
 class SessionTurns:
@@ -228,6 +230,8 @@ class SessionTurns:
         if kind == Kind.VAD_EVENT:
             self._on_vad_event(r, read_ns)
         elif kind in (Kind.CANCEL, Kind.BARGE_IN):
+            if kind == Kind.CANCEL and r.turn > self.stale_below:
+                self.counters.turns_cancelled += 1
             self.void_before(r.turn, "barge_in" if kind == Kind.BARGE_IN else "")
         elif r.turn < self.stale_below and kind != Kind.OUTPUT_FORMAT:
             self.counters.dropped_stale += 1
@@ -337,6 +341,7 @@ class SessionTurns:
         if turn in self.confirmed or turn < self.stale_below:
             return
         self.confirmed.add(turn)
+        self.counters.turns_committed += 1
         for item in self.held.pop(turn, []):
             self.queue.push(item)
 

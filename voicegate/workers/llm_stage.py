@@ -190,8 +190,13 @@ class LlmStage(Stage[LlmSession]):
     def tick(self, now_ns: int, states: Mapping[int, LlmSession], out: Output) -> None:
         engine = self._engine()
         deadline = now_ns + self.step_budget_ns
+        counters = engine.counters
         while engine.running and monotonic_ns() < deadline:
-            for event in engine.step():
+            calls, tokens = counters.decode_calls, counters.decode_tokens
+            events = engine.step()
+            if counters.decode_calls > calls:  # one token per session decoded
+                self.context.record_batch(counters.decode_tokens - tokens)
+            for event in events:
                 state = states.get(event.sid)
                 if state is None or state.gen_turn is None:
                     continue

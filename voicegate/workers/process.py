@@ -13,6 +13,7 @@ the status block's last error and in the log).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -30,7 +31,7 @@ from voicegate.core.logs import setup_node_logging
 from voicegate.workers.procinfo import die_with_parent, pin_to
 from voicegate.workers.rings import ring_class
 from voicegate.workers.stage import Stage, StageContext
-from voicegate.workers.status import Field, State, StatusBlock
+from voicegate.workers.status import Field, Histogram, State, StatusBlock
 from voicegate.workers.topology import Topology
 from voicegate.workers.worker import Worker
 
@@ -105,7 +106,14 @@ def _serve(
     stage: Stage[Any] | None = None
     try:
         stage = load_stage_class(settings.stage)(
-            StageContext(name, spec.config, settings.options, cpus, spec.generation)
+            StageContext(
+                name,
+                spec.config,
+                settings.options,
+                cpus,
+                spec.generation,
+                batch_sink=functools.partial(status.observe_size, Histogram.BATCH),
+            )
         )
         start = monotonic_ns()
         stage.load()

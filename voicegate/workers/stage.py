@@ -19,8 +19,8 @@ supervisor replaces it and the sessions with a turn in flight get an error event
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from typing_extensions import Buffer
@@ -62,6 +62,10 @@ class Output(Protocol):
         (the first stage only: turn events whose latency the caller hears)."""
 
 
+def _unrecorded(size: int) -> None:
+    """Batch sizes of a stage that runs outside a worker process (tests, benches)."""
+
+
 @dataclass(frozen=True)
 class StageContext:
     """What a stage knows about the process it runs in."""
@@ -71,6 +75,13 @@ class StageContext:
     options: Mapping[str, Any]  # [workers.<name>.options]
     cpus: tuple[int, ...]  # the CPU set this worker is pinned to: size thread pools by it
     generation: int  # 1 for the first process of this worker, +1 per replacement
+    # Where ``record_batch`` goes: the worker's status block (Histogram.BATCH).
+    batch_sink: Callable[[int], None] = field(default=_unrecorded, compare=False)
+
+    def record_batch(self, size: int) -> None:
+        """Count one model call over ``size`` items (sessions, chunks, clauses): the
+        node exports these as ``voicegate_model_batch_size``."""
+        self.batch_sink(size)
 
 
 class Stage(ABC, Generic[S]):

@@ -8,8 +8,11 @@ fields are aligned int64 words, so a reader never sees a torn value, only values
 slightly different moments. Counters survive a worker restart, because the replacement
 attaches to the same block, so exported counters stay monotonic.
 
-Histograms use fixed log2 buckets over nanoseconds: bucket 0 holds values below 1024 ns,
-bucket k holds [2**(9+k), 2**(10+k)) ns and the last bucket everything from about 34 s up.
+Duration histograms use fixed log2 buckets over nanoseconds: bucket 0 holds values below
+1024 ns, bucket k holds [2**(9+k), 2**(10+k)) ns and the last bucket everything from about
+34 s up. The size histogram (``Histogram.BATCH``, items per model call) uses the same row
+layout with its own bounds: bucket k holds sizes in (2**(k-1), 2**k] for k up to 8 (1, 2,
+3-4, ..., 129-256) and bucket 9 everything above 256.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.workers.procinfo import is_alive, process_start_ticks
 
 MAGIC: Final[int] = int.from_bytes(b"VGSTAT01", "little")
-VERSION: Final[int] = 1
+VERSION: Final[int] = 2  # 2: Histogram.BATCH added
 
 
 class State(IntEnum):
@@ -81,6 +84,13 @@ class Histogram(IntEnum):
     RING_WAIT = 0  # send stamp -> read, per record
     COMPUTE = 1  # duration of the stage call that handled the record, per record
     TICK = 2  # duration of each time-driven tick
+    BATCH = 3  # items per model call (a size, not a duration: see SIZE_BOUNDS)
+
+
+# Histograms whose values are durations in ns; the others hold sizes.
+DURATION_HISTOGRAMS: Final[frozenset[Histogram]] = frozenset(
+    (Histogram.RING_WAIT, Histogram.COMPUTE, Histogram.TICK)
+)
 
 
 BUCKETS: Final[int] = 27
@@ -91,6 +101,15 @@ SIZE: Final[int] = _WORDS * 8 + _ERROR_BYTES
 
 # Exclusive upper bound of each bucket in ns; the last bucket has none.
 BUCKET_BOUNDS_NS: Final[tuple[int, ...]] = tuple(1 << (10 + k) for k in range(BUCKETS - 1))
+
+
+# Inclusive upper bound of each size bucket; the bucket after the last holds the rest.
+SIZE_BOUNDS: Final[tuple[int, ...]] = tuple(1 << k for k in range(9))
+
+
+def size_bucket_of(size: int) -> int:
+    """Size histogram bucket of ``size`` items (sizes below 1 count as 1)."""
+    return min(max(size - 1, 0).bit_length(), len(SIZE_BOUNDS))
 
 
 def bucket_of(ns: int) -> int:
@@ -240,6 +259,15 @@ class StatusBlock:
         row[BUCKETS] += count
         row[BUCKETS + 1] += ns * count
 
+    def observe_size(self, histogram: Histogram, size: int) -> None:
+        """Add one sample of ``size`` items to a size histogram (``Histogram.BATCH``)."""
+        if histogram in DURATION_HISTOGRAMS:
+            raise ValueError(f"histogram {histogram.name} holds durations, not sizes")
+        row = self._hist[histogram]
+        row[size_bucket_of(size)] += 1
+        row[BUCKETS] += 1
+        row[BUCKETS + 1] += size
+
     def observe_many(self, histogram: Histogram, ns: npt.NDArray[np.int64]) -> None:
         if len(ns) == 0:
             return
@@ -274,7 +302,7 @@ class HistogramSnapshot:
     name: str
     buckets: npt.NDArray[np.int64]  # counts per bucket; bounds in BUCKET_BOUNDS_NS
     count: int
-    sum_ns: int
+    sum_ns: int  # the sum of the values: ns, or items for a size histogram
 
     def quantile_ns(self, q: float) -> int:
         """Upper bound of the bucket holding the q-quantile (0 when empty)."""

@@ -161,11 +161,11 @@ class SttStage(Stage[SttSession]):
                     kind, request.sid, request.turn, 0, request.origin_ns, text.encode(), flags
                 )
 
-    @staticmethod
-    def _transcribe(model: WhisperModel, audios: list[FloatAudio]) -> list[str]:
+    def _transcribe(self, model: WhisperModel, audios: list[FloatAudio]) -> list[str]:
         texts = [""] * len(audios)
         voiced = [i for i, audio in enumerate(audios) if audio.size]
         if voiced:
+            self.context.record_batch(len(voiced))  # one encoder call over them all
             tokens = model.transcribe([audios[i] for i in voiced])
             for i, ids in zip(voiced, tokens, strict=True):
                 texts[i] = model.text(ids)

@@ -140,7 +140,11 @@ class TtsStage(Stage[TtsSession]):
             self._synthesize(states, out)
 
     def _synthesize(self, states: Mapping[int, TtsSession], out: Output) -> None:
-        for chunk in self._engine().step(self.max_batch):
+        chunks = self._engine().step(self.max_batch)
+        clauses = sum(1 for chunk in chunks if chunk.clause >= 0)  # flushes run no model
+        if clauses:
+            self.context.record_batch(clauses)
+        for chunk in chunks:
             state = states.get(chunk.session)
             if state is None:
                 continue

@@ -44,7 +44,7 @@ from voicegate.core.kinds import (
     VadEvent,
     VadEventType,
 )
-from voicegate.models.vad import CHUNK, SAMPLE_RATE, SileroVad
+from voicegate.models.vad import CHUNK, SAMPLE_RATE, ChunkProbability, SileroVad
 from voicegate.workers.stage import Message, Output, Stage, StageContext
 from voicegate.workers.stage_support import (
     SessionParams,
@@ -220,7 +220,10 @@ class VadStage(Stage[VadSession]):
     def _run_model(self, fed: set[int], states: Mapping[int, VadSession], out: Output) -> None:
         """One batched model pass over every chunk ready, then the sessions' decisions."""
         decisions: dict[int, list[TurnDecision]] = {}
-        for chunk in self._engine().step().probabilities:
+        probabilities = self._engine().step().probabilities
+        for rows in _model_calls(probabilities):
+            self.context.record_batch(rows)
+        for chunk in probabilities:
             state = states[chunk.sid]
             end = chunk.end_sample
             decided = state.taker.push(end - CHUNK, end, chunk.probability)
@@ -299,3 +302,16 @@ class VadStage(Stage[VadSession]):
         out.emit_event(kind, sid, turn, 0, origin_ns, payload, flags)
         out.emit(kind, sid, turn, 0, origin_ns, payload, flags)
 
+
+def _model_calls(probabilities: Sequence[ChunkProbability]) -> list[int]:
+    """Rows of each batched model call behind one ``step``: a call holds one chunk of
+    each session ready, so a session seen again starts the next call."""
+    calls: list[int] = []
+    seen: set[int] = set()
+    for chunk in probabilities:
+        if chunk.sid in seen or not calls:
+            calls.append(0)
+            seen.clear()
+        seen.add(chunk.sid)
+        calls[-1] += 1
+    return calls
