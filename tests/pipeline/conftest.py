@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))
 
 from pipeline_gateway import PlayingGateway
+from pipeline_script import REPLY, TRANSCRIPT
 from runtime_helpers import NodeProcess, group_members, wait_until
 
 from voicegate.core.config import DEFAULT_STAGES, STAGES
@@ -23,8 +24,6 @@ from voicegate.core.wav import read_wav
 from voicegate.models.synth import Scripted, synth_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TRANSCRIPT = "What time does the store open?"
-REPLY = "We open at nine, and close at eight. Anything else?"
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import REPLY, TRANSCRIPT
 from pipeline_gateway import PlayingGateway, Session, play_together
+from pipeline_script import REPLY, TRANSCRIPT
 
 from voicegate.core.codec import AudioFormat, Encoding
 from voicegate.core.kinds import Flag, Kind, VadEventType
