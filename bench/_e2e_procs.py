@@ -48,6 +48,12 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
+def is_running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
 def process_name(pid: int) -> str:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -109,10 +115,15 @@ class CpuMeter:
 
 @contextlib.contextmanager
 def spawn_node(
-    bundle: Path | None, cpus: Sequence[int], node_name: str, ready_timeout_s: float = 300.0
+    bundle: Path | None,
+    cpus: Sequence[int],
+    node_name: str,
+    log_path: Path,
+    ready_timeout_s: float = 300.0,
 ) -> Iterator[tuple[str, int]]:
     """``voicegate serve --port 0`` pinned to ``cpus`` (its own layout spreads its stages
-    over them); yields the stream URL and the server's pid, stops it with SIGTERM."""
+    over them); yields the stream URL and the server's pid, stops it with SIGTERM. The
+    node's log (never audio or transcripts) goes to ``log_path``."""
     env = dict(os.environ, VOICEGATE_NODE_NAME=node_name)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--log-level", "WARNING"]
@@ -121,8 +132,9 @@ def spawn_node(
     if cpus:
         # Pinned before the interpreter starts, so every process it forks inherits the set.
         cmd = [sys.executable, "-c", _PIN_AND_EXEC, ",".join(map(str, cpus)), *cmd]
+    log = log_path.open("w")
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -150,3 +162,4 @@ def spawn_node(
                 proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        log.close()

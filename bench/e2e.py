@@ -28,7 +28,7 @@ from typing import Any
 
 from bench import report
 from bench._e2e_client import ClientOutcome, ClientPlan, load_manifest, spawn_clients
-from bench._e2e_procs import CpuMeter, descendants, spawn_node
+from bench._e2e_procs import CpuMeter, descendants, is_running, spawn_node
 from voicegate.core.config import parse_cpulist
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,6 +162,7 @@ def run_level(
         cpu_pct_server=_cpu_total(cpu, "server"),
         cpu_pct_clients=_cpu_total(cpu, "client"),
     )
+    summary["server_exited"] = server_pid is not None and not is_running(server_pid)
     summary["turn_records"] = turns
     return summary
 
@@ -194,6 +195,8 @@ def run_target(url: str, args: argparse.Namespace, server_pid: int | None) -> di
     """The load (one level, or the ramp) against one server."""
     if not args.ramp:
         level = run_level(url, args.sessions, args, server_pid)
+        if level["server_exited"]:
+            print("the server exited during the run; see its log", flush=True)
         return {"levels": [level], "capacity": None}
     levels: list[dict[str, Any]] = []
     capacity = 0
@@ -202,7 +205,9 @@ def run_target(url: str, args: argparse.Namespace, server_pid: int | None) -> di
         levels.append(level)
         print(f"  {sessions:4d} sessions: p95 {level['v2v_ms']['p95']:.0f} ms, "
               f"{level['errors']} errors / {level['turns']} turns", flush=True)  # fmt: skip
-        if not _within_slo(level, args.budget_ms):
+        if level["server_exited"]:
+            print("  the server exited during this level; see its log", flush=True)
+        if level["server_exited"] or not _within_slo(level, args.budget_ms):
             break
         capacity = sessions
     return {"levels": levels, "capacity": capacity}
@@ -215,7 +220,9 @@ def _voicegate_target(args: argparse.Namespace) -> AbstractContextManager[tuple[
             yield args.url, None
             return
         cpus = _cpus(args.server_cpus, sorted(os.sched_getaffinity(0)))
-        with spawn_node(args.bundle, cpus, f"bench{os.getpid() % 100000}") as (url, pid):
+        log = report.results_dir(args.out) / f"{args.tag}_server.log"
+        name = f"bench{os.getpid() % 100000}"
+        with spawn_node(args.bundle, cpus, name, log) as (url, pid):
             yield url, pid
 
     return target()
