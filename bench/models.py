@@ -91,7 +91,9 @@ class Context:
 MAX_CALLS = 64  # per measurement: bounds how far an LLM's caches grow while timed
 
 
-def _time_call(probe: Probe, *, min_seconds: float, min_calls: int) -> tuple[float, float, int]:
+def _time_call(probe: Probe, *, min_seconds: float, min_calls: int) -> (
+    tuple[float, float, int]
+):
     """Median wall seconds per call and mean CPU seconds per call."""
     probe.call()  # warm-up: first-run allocations and kernel choice
     walls: list[float] = []
@@ -145,10 +147,8 @@ def _stt_model(ctx: Context) -> Any:
 def _utterances(batch: int) -> list[np.ndarray]:
     rng = np.random.default_rng(batch)
     # 2 to 4 s utterances, the length of a typical turn.
-    return [
-        (0.05 * rng.standard_normal(int(16000 * (2 + (i % 3))))).astype(np.float32)
-        for i in range(batch)
-    ]
+    return [(0.05 * rng.standard_normal(int(16000 * (2 + (i % 3))))).astype(np.float32)
+            for i in range(batch)]
 
 
 def stt_features_factory(ctx: Context) -> Factory:
@@ -292,15 +292,8 @@ def _load_bundle(folder: Path) -> dict[str, dict[str, Any]]:
 # ------------------------------------------------------------------------- run
 
 
-def run(
-    ctx: Context,
-    batches: Sequence[int],
-    *,
-    min_seconds: float,
-    min_calls: int,
-    engines: Sequence[str],
-    notes: list[str],
-) -> list[Row]:
+def run(ctx: Context, batches: Sequence[int], *, min_seconds: float, min_calls: int,
+        engines: Sequence[str], notes: list[str]) -> list[Row]:
     rows: list[Row] = []
     threads = ctx.config.intra_op_threads or os.cpu_count() or 1
     for name in engines:
@@ -312,42 +305,28 @@ def run(
         make = factory(ctx)
         base_cost: float | None = None
         for batch in batches:
-            wall, cpu, calls = _time_call(make(batch), min_seconds=min_seconds, min_calls=min_calls)
+            wall, cpu, calls = _time_call(make(batch), min_seconds=min_seconds,
+                                          min_calls=min_calls)
             per_item = wall / batch
             base_cost = per_item if base_cost is None else base_cost
             cpu_per_item = max(cpu, 1e-9) / batch
-            rows.append(
-                Row(
-                    engine=name,
-                    batch=batch,
-                    calls=calls,
-                    ms_per_call=wall * 1000,
-                    ms_per_item=per_item * 1000,
-                    items_per_s_per_core=1.0 / cpu_per_item
-                    if ctx.config.provider == "cpu"
-                    else batch / wall / threads,
-                    gain=base_cost / per_item,
-                )
-            )
-            print(
-                f"  {name:<16} batch {batch:>3}: {wall * 1000:9.2f} ms/call "
-                f"{per_item * 1000:9.3f} ms/item",
-                file=sys.stderr,
-                flush=True,
-            )
+            rows.append(Row(
+                engine=name, batch=batch, calls=calls, ms_per_call=wall * 1000,
+                ms_per_item=per_item * 1000,
+                items_per_s_per_core=1.0 / cpu_per_item if ctx.config.provider == "cpu"
+                else batch / wall / threads,
+                gain=base_cost / per_item,
+            ))
+            print(f"  {name:<16} batch {batch:>3}: {wall * 1000:9.2f} ms/call "
+                  f"{per_item * 1000:9.3f} ms/item", file=sys.stderr, flush=True)
     return rows
 
 
 def table_text(rows: Sequence[Row]) -> str:
-    header = (
-        "| engine | batch | ms/call | ms/item | items/s/core | gain vs batch 1 |\n"
-        "| --- | ---: | ---: | ---: | ---: | ---: |\n"
-    )
-    lines = [
-        f"| {r.engine} | {r.batch} | {r.ms_per_call:.2f} | {r.ms_per_item:.3f} | "
-        f"{r.items_per_s_per_core:.1f} | {r.gain:.2f}x |"
-        for r in rows
-    ]
+    header = ("| engine | batch | ms/call | ms/item | items/s/core | gain vs batch 1 |\n"
+              "| --- | ---: | ---: | ---: | ---: | ---: |\n")
+    lines = [f"| {r.engine} | {r.batch} | {r.ms_per_call:.2f} | {r.ms_per_item:.3f} | "
+             f"{r.items_per_s_per_core:.1f} | {r.gain:.2f}x |" for r in rows]
     return header + "\n".join(lines) + "\n"
 
 
@@ -377,37 +356,19 @@ def plot(rows: Sequence[Row], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench models",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help=f"batches {QUICK_BATCHES} and short timing windows"
-    )
+    parser = argparse.ArgumentParser(prog="python -m bench models", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"batches {QUICK_BATCHES} and short timing windows")
     parser.add_argument("--bundle", type=Path, help="a bundle directory (default: generate)")
-    parser.add_argument(
-        "--size",
-        choices=("tiny", "base"),
-        default="tiny",
-        help="size of generated models (default tiny)",
-    )
+    parser.add_argument("--size", choices=("tiny", "base"), default="tiny",
+                        help="size of generated models (default tiny)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="intra-op threads, as a pinned worker has (default 1)",
-    )
-    parser.add_argument(
-        "--engines",
-        nargs="+",
-        choices=sorted(ENGINES),
-        default=list(ENGINES),
-        metavar="ENGINE",
-        help=f"subset of: {', '.join(ENGINES)}",
-    )
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads, as a pinned worker has (default 1)")
+    parser.add_argument("--engines", nargs="+", choices=sorted(ENGINES), default=list(ENGINES),
+                        metavar="ENGINE", help=f"subset of: {', '.join(ENGINES)}")
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     return parser.parse_args(argv)
@@ -419,10 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = ExecutionConfig(provider=args.provider, intra_op_threads=args.threads)
     notes: list[str] = []
     if _NUMPY_PRELOADED:
-        notes.append(
-            "numpy was loaded before bench.models: BLAS threads were not limited "
-            "to 1 (set OPENBLAS_NUM_THREADS=1 to compare with a pinned worker)"
-        )
+        notes.append("numpy was loaded before bench.models: BLAS threads were not limited "
+                     "to 1 (set OPENBLAS_NUM_THREADS=1 to compare with a pinned worker)")
     with tempfile.TemporaryDirectory(prefix="vg-bench-models-") as tmp:
         if args.bundle is not None:
             base = args.bundle
@@ -431,57 +390,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = Path(tmp)
             tables = _generate(base, args.size, args.seed, notes)
         ctx = Context(tables=tables, base=base, config=config)
-        rows = run(
-            ctx,
-            batches,
-            min_seconds=0.05 if args.quick else 0.3,
-            min_calls=2 if args.quick else 5,
-            engines=args.engines,
-            notes=notes,
-        )
+        rows = run(ctx, batches, min_seconds=0.05 if args.quick else 0.3,
+                   min_calls=2 if args.quick else 5, engines=args.engines, notes=notes)
     text = table_text(rows)
     print(text)
     for note in notes:
         print(f"note: {note}")
-    summary = {r.engine: round(r.gain, 2) for r in rows if r.batch == max(batches)}
+    summary = {
+        r.engine: round(r.gain, 2) for r in rows if r.batch == max(batches)
+    }
     if summary:
-        print(
-            "batching gain at batch",
-            max(batches),
-            ":",
-            ", ".join(f"{k} {v}x" for k, v in summary.items()),
-        )
+        print("batching gain at batch", max(batches), ":",
+              ", ".join(f"{k} {v}x" for k, v in summary.items()))
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
-        "bench": "models",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "size": args.size if args.bundle is None else None,
-        "bundle": str(args.bundle) if args.bundle else None,
-        "provider": args.provider,
-        "intra_op_threads": args.threads,
-        "onnxruntime": ort.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "batches": batches,
-        "notes": notes,
+        "bench": "models", "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick, "size": args.size if args.bundle is None else None,
+        "bundle": str(args.bundle) if args.bundle else None, "provider": args.provider,
+        "intra_op_threads": args.threads, "onnxruntime": ort.__version__,
+        "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "machine": platform.machine(), "batches": batches, "notes": notes,
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "blas_threads_applied": not _NUMPY_PRELOADED,
         "gain_at_max_batch": summary,
     }
     (args.out / "models.json").write_text(
-        json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n"
-    )
-    md = [
-        "# bench models",
-        "",
-        f"{meta['created']}, provider {args.provider}, "
-        f"{args.threads} intra-op thread(s), onnxruntime {ort.__version__}, "
-        f"{'bundle ' + str(args.bundle) if args.bundle else args.size + ' generated models'}",
-        "",
-        text,
-    ] + [f"- note: {n}" for n in notes]
+        json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    md = ["# bench models", "", f"{meta['created']}, provider {args.provider}, "
+          f"{args.threads} intra-op thread(s), onnxruntime {ort.__version__}, "
+          f"{'bundle ' + str(args.bundle) if args.bundle else args.size + ' generated models'}",
+          "", text] + [f"- note: {n}" for n in notes]
     (args.out / "models.md").write_text("\n".join(md) + "\n")
     if rows:
         plot(rows, args.out / "models.png")
