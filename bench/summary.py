@@ -107,9 +107,12 @@ def summarize(folder: Path, names: list[str]) -> list[Row]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench summary", description=__doc__)
     parser.add_argument("--out", help="results folder (default bench/results)")
-    parser.add_argument("--benches", nargs="+", default=["ring", "models", "e2e"])
+    parser.add_argument("--benches", nargs="+", help="default: ring models e2e (and gateway)")
     args = parser.parse_args(argv)
-    rows = summarize(report.results_dir(args.out), args.benches)
+    names = args.benches or ["ring", "models", "e2e"]
+    if args.benches is None and (Path(__file__).parent / "gateway.py").is_file():
+        names.append("gateway")
+    rows = summarize(report.results_dir(args.out), names)
     table = [[r[0], r[1], r[2], r[3], None if r[4] is None else ("yes" if r[4] else "NO")]
              for r in rows]  # fmt: skip
     print(report.format_table(["bench", "figure", "value", "target", "met"], table))
