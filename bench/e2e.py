@@ -111,7 +111,7 @@ def run_level(
     client_cpus = _cpus(args.client_cpus, sorted(os.sched_getaffinity(0))[-1:])
     start_at = time.time() + 2.0 + 0.3 * nclients  # time for the spawn imports
     plans = [
-        ClientPlan(url, str(args.speech), list(range(i, sessions, nclients)), sessions,
+        ClientPlan(str(url), str(args.speech), list(range(i, sessions, nclients)), sessions,
                    args.duration, args.pause, args.timeout, start_at, client_cpus)
         for i in range(nclients)
     ]  # fmt: skip
@@ -365,7 +365,8 @@ def main(argv: list[str]) -> int:
         for name, start in targets.items():
             with start() as url:
                 print(f"baseline {name} at {url}", flush=True)
-                results[name] = run_target(url, args, None)
+                # The baselines' URLs carry their server's pid, for CPU accounting.
+                results[name] = run_target(url, args, getattr(url, "pid", None))
     vg = results["voicegate"]
     comparisons: dict[str, dict[str, float | None]] = {}
     for name, result in results.items():
