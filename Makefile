@@ -41,7 +41,7 @@ test: build lint
 bench: build
 	$(BIN)/python -m bench ring
 	$(BIN)/python -m bench models
-	$(BIN)/python -m bench e2e --spawn --ramp --duration 20 --ramp-max 160 --baselines
+	$(BIN)/python -m bench e2e --spawn --ramp --sessions 20 --duration 20 --ramp-max 160 --baselines
 	if [ -f bench/gateway.py ]; then $(BIN)/python -m bench gateway; fi
 	$(BIN)/python -m bench summary
 

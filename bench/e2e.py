@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--url", help="stream endpoint of a running node (ws://HOST:PORT/v1/stream)")
     where.add_argument("--spawn", action="store_true", help="start `voicegate serve` (default)")
     p.add_argument("--bundle", type=Path, help="model bundle for --spawn (default: demo bundle)")
-    p.add_argument("--sessions", type=int, default=10, help="concurrent sessions (default 10)")
+    p.add_argument("--sessions", type=int, default=10,
+                   help="concurrent sessions (default 10); with --ramp, the level at which "
+                   "the baselines' p95 is compared")  # fmt: skip
     p.add_argument("--duration", type=float, default=30.0, help="seconds per load level")
     p.add_argument("--speech", type=Path, default=DEFAULT_SPEECH, help="folder with manifest.json")
     p.add_argument("--pause", type=float, default=1.0, help="silence between turns, seconds")
@@ -246,6 +248,19 @@ def _baseline_targets(
     }, None
 
 
+def _level(result: dict[str, Any], sessions: int) -> dict[str, Any]:
+    return next(lvl for lvl in result["levels"] if lvl["sessions"] == sessions)
+
+
+def _compared_level(a: dict[str, Any], b: dict[str, Any], preferred: int) -> int | None:
+    """The load level p95 is compared at: ``--sessions`` when both ran it, else the
+    largest level both ran."""
+    common = {lvl["sessions"] for lvl in a["levels"]} & {lvl["sessions"] for lvl in b["levels"]}
+    if not common:
+        return None
+    return preferred if preferred in common else max(common)
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
         return None
@@ -368,13 +383,15 @@ def main(argv: list[str]) -> int:
                 # The baselines' URLs carry their server's pid, for CPU accounting.
                 results[name] = run_target(url, args, getattr(url, "pid", None))
     vg = results["voicegate"]
-    comparisons: dict[str, dict[str, float | None]] = {}
+    comparisons: dict[str, dict[str, Any]] = {}
     for name, result in results.items():
         if name == "voicegate":
             continue
+        at = _compared_level(vg, result, args.sessions)
         comparisons[name] = {
-            "p95_ratio": _ratio(result["levels"][0]["v2v_ms"]["p95"],
-                                vg["levels"][0]["v2v_ms"]["p95"]),
+            "sessions": at,
+            "p95_ratio": None if at is None else _ratio(
+                _level(result, at)["v2v_ms"]["p95"], _level(vg, at)["v2v_ms"]["p95"]),
             "capacity_ratio": _ratio(vg["capacity"], result["capacity"]),
         }  # fmt: skip
     rows = [row for name, result in results.items() for row in _rows(name, result)]
@@ -385,7 +402,8 @@ def main(argv: list[str]) -> int:
             print(f"{name}: capacity at p95 <= {args.budget_ms:.0f} ms: "
                   f"{result['capacity']} sessions")  # fmt: skip
     for name, comp in comparisons.items():
-        print(f"{name} vs voicegate: p95 x{_cell(comp['p95_ratio'])}, "
+        print(f"{name} vs voicegate: p95 x{_cell(comp['p95_ratio'])} at {comp['sessions']} "
+              f"sessions, "
               f"capacity voicegate/{name} x{_cell(comp['capacity_ratio'])}")  # fmt: skip
     if args.baselines and baselines_note:
         print(f"baselines: {baselines_note}")

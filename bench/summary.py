@@ -52,7 +52,9 @@ def _e2e(data: dict[str, Any]) -> list[Row]:
     for name, comp in data.get("comparisons", {}).items():
         if comp.get("p95_ratio") is not None:
             met = comp["p95_ratio"] >= 3.0 if name == "sequential" else None
-            rows.append(["e2e", f"{name} p95 / voicegate p95 (x)", comp["p95_ratio"],
+            at = comp.get("sessions")
+            rows.append(["e2e", f"{name} p95 / voicegate p95 at {at} sessions (x)",
+                         comp["p95_ratio"],
                          3.0 if name == "sequential" else None, met])  # fmt: skip
         if comp.get("capacity_ratio") is not None:
             met = comp["capacity_ratio"] >= 2.0 if name == "single_process" else None
