@@ -307,19 +307,20 @@ def _charts(out: Path, stem: str, results: dict[str, dict[str, Any]], budget: fl
     plt.close(fig)
     written.append(str(path))
     # Stacked stage breakdown (means of the server's response.done figures) per level.
-    fig, ax = plt.subplots(figsize=(7, 4))
+    bars = [(name, lvl) for name, r in results.items() for lvl in r["levels"]]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(bars)), 4.5))
     labels: list[str] = []
     bottoms: list[float] = []
-    bars = [(name, lvl) for name, r in results.items() for lvl in r["levels"]]
     for name, lvl in bars:
-        labels.append(f"{name}\n{lvl['sessions']}")
+        labels.append(f"{name} {lvl['sessions']}")
         bottoms.append(0.0)
     for stage in STAGES:
         heights = [lvl["server_ms"][stage]["mean"] for _, lvl in bars]
         heights = [0.0 if math.isnan(h) else h for h in heights]
         ax.bar(range(len(bars)), heights, bottom=bottoms, label=stage)
         bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
-    ax.set_xticks(range(len(bars)), labels, fontsize=7)
+    ax.set_xticks(range(len(bars)), labels, fontsize=7, rotation=90)
+    ax.set_xlabel("server, concurrent sessions")
     ax.set_ylabel("mean ms (server's response.done)")
     ax.legend(fontsize=7)
     path = out / f"{stem}_stages.png"
