@@ -36,8 +36,14 @@ lint: build
 test: build lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# About 10 minutes on 2 cores: ring ~1 min, models ~0.5 min, the e2e ramp against voicegate
+# and the baselines (15 s per load level, up to 80 sessions) ~6 min, gateway when present; then one table.
 bench: build
-	$(BIN)/python -m bench all
+	$(BIN)/python -m bench ring
+	$(BIN)/python -m bench models
+	$(BIN)/python -m bench e2e --spawn --ramp --sessions 20 --duration 15 --ramp-max 80 --baselines
+	if [ -f bench/gateway.py ]; then $(BIN)/python -m bench gateway; fi
+	$(BIN)/python -m bench summary
 
 # Starts `voicegate serve` on a free local port (the default model bundle is generated
 # into ~/.cache/voicegate on first use; VOICEGATE_CACHE moves it), waits for /readyz,

@@ -1,0 +1,430 @@
+"""`python -m bench e2e`: concurrent callers replay real speech against a node and measure
+voice-to-voice latency at the client, with the server's per-stage breakdown.
+
+    python -m bench e2e --spawn --sessions 20 --duration 60
+    python -m bench e2e --url ws://127.0.0.1:8000/v1/stream --sessions 10
+    python -m bench e2e --spawn --ramp --budget-ms 500
+    python -m bench e2e --spawn --sessions 20 --baselines
+
+Load generator vs server on a small machine: the client processes are pinned to
+``--client-cpus`` (default: the last CPU) and a spawned node to ``--server-cpus``
+(default: every CPU), and the CPU time of every process of both sides is measured from
+/proc/<pid>/stat, so a run shows how much of the machine the generator took. A client
+that fell behind real time shows up as late frames in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import queue
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench._e2e_client import ClientOutcome, ClientPlan, load_manifest, spawn_clients
+from bench._e2e_procs import CpuMeter, descendants, is_running, spawn_node
+from voicegate.core.config import parse_cpulist
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SPEECH = REPO.parent / "shared" / "speech"
+STAGES = ("end_of_turn_silence", "vad", "stt", "llm_first_token", "tts_first_audio", "gateway")
+RAMP_START = (5, 10, 20)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench e2e", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url", help="stream endpoint of a running node (ws://HOST:PORT/v1/stream)")
+    where.add_argument("--spawn", action="store_true", help="start `voicegate serve` (default)")
+    p.add_argument("--bundle", type=Path, help="model bundle for --spawn (default: demo bundle)")
+    p.add_argument("--sessions", type=int, default=10,
+                   help="concurrent sessions (default 10); with --ramp, the level at which "
+                   "the baselines' p95 is compared")  # fmt: skip
+    p.add_argument("--duration", type=float, default=30.0, help="seconds per load level")
+    p.add_argument("--speech", type=Path, default=DEFAULT_SPEECH, help="folder with manifest.json")
+    p.add_argument("--pause", type=float, default=1.0, help="silence between turns, seconds")
+    p.add_argument("--timeout", type=float, default=15.0, help="wait for an answer, seconds")
+    p.add_argument("--clients", type=int, default=0,
+                   help="client processes (default: one per 25 sessions, at least 1)")  # fmt: skip
+    p.add_argument("--client-cpus", help="CPU list for the clients (default: the last CPU)")
+    p.add_argument("--server-cpus", help="CPU list for a spawned node (default: every CPU)")
+    p.add_argument("--ramp", action="store_true", help="raise sessions until p95 > budget")
+    p.add_argument("--ramp-max", type=int, default=320, help="largest ramp step")
+    p.add_argument("--budget-ms", type=float, default=500.0, help="p95 voice-to-voice SLO")
+    p.add_argument("--baselines", action="store_true",
+                   help="also run the same load against bench.baselines' servers")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="smoke size: no PNG charts")
+    p.add_argument("--out", help="results folder (default bench/results)")
+    p.add_argument("--tag", default="e2e", help="file name stem of the results")
+    return p
+
+
+def _cpus(text: str | None, default: list[int]) -> list[int]:
+    return list(parse_cpulist(text)) if text else default
+
+
+def summarize(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """Percentiles of the voice-to-voice times and of each server stage, error counts."""
+    v2v = sorted(t["voice_to_voice_ms"] for t in turns if t["voice_to_voice_ms"] is not None)
+    answered = [t for t in turns if t["server_ms"] is not None]
+    stages: dict[str, dict[str, float]] = {}
+    for name in (*STAGES, "after_end_of_turn", "voice_to_voice"):
+        values = sorted(t["server_ms"][name] for t in answered if name in t["server_ms"])
+        stages[name] = {
+            "mean": sum(values) / len(values) if values else math.nan,
+            "p50": report.percentile(values, 50),
+            "p95": report.percentile(values, 95),
+        }
+    errors: dict[str, int] = {}
+    for t in turns:
+        if t["error"] is not None:
+            key = t["error"].split(" (")[0]
+            errors[key] = errors.get(key, 0) + 1
+    return {
+        "turns": len(turns),
+        "answered": len(v2v),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "split_turns": sum(t["extra_answers"] for t in turns),
+        "speculative": sum(1 for t in answered if t["speculative"]),
+        "v2v_ms": {
+            "p50": report.percentile(v2v, 50),
+            "p95": report.percentile(v2v, 95),
+            "p99": report.percentile(v2v, 99),
+            "max": v2v[-1] if v2v else math.nan,
+        },
+        "server_ms": stages,
+    }
+
+
+def run_level(
+    url: str, sessions: int, args: argparse.Namespace, server_pid: int | None
+) -> dict[str, Any]:
+    """One load level: `sessions` callers for `--duration` seconds."""
+    nclients = args.clients or max(1, math.ceil(sessions / 25))
+    nclients = min(nclients, sessions)
+    client_cpus = _cpus(args.client_cpus, sorted(os.sched_getaffinity(0))[-1:])
+    start_at = time.time() + 2.0 + 0.3 * nclients  # time for the spawn imports
+    plans = [
+        ClientPlan(str(url), str(args.speech), list(range(i, sessions, nclients)), sessions,
+                   args.duration, args.pause, args.timeout, start_at, client_cpus)
+        for i in range(nclients)
+    ]  # fmt: skip
+    procs, results = spawn_clients(plans)
+    client_pids = [p.pid for p in procs if p.pid is not None]
+    meter = CpuMeter()
+    wait = start_at - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    server_pids = descendants(server_pid) if server_pid is not None else []
+    meter.start(server_pids + client_pids)
+    t0 = time.monotonic()
+    outcomes: list[ClientOutcome] = []
+    failures: list[str] = []
+    deadline = t0 + args.duration + 3 * args.timeout + 60
+    cpu: list[dict[str, object]] = []
+    while len(outcomes) + len(failures) < len(procs):
+        if len(outcomes) + len(failures) == 0 and not cpu and time.monotonic() - t0 > args.duration:
+            # Measured while every process is still running the load.
+            wall = time.monotonic() - t0
+            cpu = meter.stop(server_pids, wall, "server") + meter.stop(client_pids, wall, "client")
+        try:
+            got = results.get(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except queue.Empty:
+            if time.monotonic() > deadline or not any(p.is_alive() for p in procs):
+                failures.append("client processes did not report in time")
+                break
+            continue
+        (failures.append(got) if isinstance(got, str) else outcomes.append(got))
+    if not cpu:
+        wall = time.monotonic() - t0
+        cpu = meter.stop(server_pids, wall, "server") + meter.stop(client_pids, wall, "client")
+    for proc in procs:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    turns = [t for o in outcomes for t in o.turns]
+    summary = summarize(turns)
+    summary.update(
+        sessions=sessions,
+        client_processes=nclients,
+        client_cpus=client_cpus,
+        late_frames=sum(o.late_frames for o in outcomes),
+        connect_errors=[e for o in outcomes for e in o.connect_errors],
+        client_failures=failures,
+        cpu=cpu,
+        cpu_pct_server=_cpu_total(cpu, "server"),
+        cpu_pct_clients=_cpu_total(cpu, "client"),
+    )
+    summary["server_exited"] = server_pid is not None and not is_running(server_pid)
+    summary["turn_records"] = turns
+    return summary
+
+
+def _cpu_total(rows: list[dict[str, object]], role: str) -> float:
+    return round(sum(float(str(r["cpu_pct"])) for r in rows if r["role"] == role), 1)
+
+
+def _within_slo(level: dict[str, Any], budget_ms: float) -> bool:
+    p95 = level["v2v_ms"]["p95"]
+    ok_turns = level["turns"] - level["errors"]
+    return (
+        not math.isnan(p95)
+        and p95 <= budget_ms
+        and not level["connect_errors"]
+        and level["turns"] > 0
+        and ok_turns >= 0.99 * level["turns"]
+    )
+
+
+def ramp_steps(maximum: int) -> Iterator[int]:
+    yield from (s for s in RAMP_START if s <= maximum)
+    step = RAMP_START[-1] * 2
+    while step <= maximum:
+        yield step
+        step *= 2
+
+
+def run_target(url: str, args: argparse.Namespace, server_pid: int | None) -> dict[str, Any]:
+    """The load (one level, or the ramp) against one server."""
+    if not args.ramp:
+        level = run_level(url, args.sessions, args, server_pid)
+        if level["server_exited"]:
+            print("the server exited during the run; see its log", flush=True)
+        return {"levels": [level], "capacity": None}
+    levels: list[dict[str, Any]] = []
+    capacity = 0
+    for sessions in ramp_steps(args.ramp_max):
+        level = run_level(url, sessions, args, server_pid)
+        levels.append(level)
+        print(f"  {sessions:4d} sessions: p95 {level['v2v_ms']['p95']:.0f} ms, "
+              f"{level['errors']} errors / {level['turns']} turns", flush=True)  # fmt: skip
+        if level["server_exited"]:
+            print("  the server exited during this level; see its log", flush=True)
+        if level["server_exited"] or not _within_slo(level, args.budget_ms):
+            break
+        capacity = sessions
+    return {"levels": levels, "capacity": capacity}
+
+
+def _voicegate_target(args: argparse.Namespace) -> AbstractContextManager[tuple[str, int | None]]:
+    @contextmanager
+    def target() -> Iterator[tuple[str, int | None]]:
+        if args.url:
+            yield args.url, None
+            return
+        cpus = _cpus(args.server_cpus, sorted(os.sched_getaffinity(0)))
+        log = report.results_dir(args.out) / f"{args.tag}_server.log"
+        name = f"bench{os.getpid() % 100000}"
+        with spawn_node(args.bundle, cpus, name, log) as (url, pid):
+            yield url, pid
+
+    return target()
+
+
+def _baseline_targets(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Callable[[], AbstractContextManager[str]]], str | None]:
+    try:
+        baselines = importlib.import_module("bench.baselines")
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench.baselines":
+            raise
+        return {}, "not available (bench.baselines is missing)"
+    from voicegate.server.serve import ensure_default_bundle  # noqa: PLC0415
+
+    bundle = args.bundle or ensure_default_bundle()
+    return {
+        "sequential": lambda: baselines.start_sequential(bundle),
+        "single_process": lambda: baselines.start_single_process(bundle),
+    }, None
+
+
+def _level(result: dict[str, Any], sessions: int) -> dict[str, Any]:
+    return next(lvl for lvl in result["levels"] if lvl["sessions"] == sessions)
+
+
+def _compared_level(a: dict[str, Any], b: dict[str, Any], preferred: int) -> int | None:
+    """The load level p95 is compared at: ``--sessions`` when both ran it, else the
+    largest level both ran."""
+    common = {lvl["sessions"] for lvl in a["levels"]} & {lvl["sessions"] for lvl in b["levels"]}
+    if not common:
+        return None
+    return preferred if preferred in common else max(common)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
+        return None
+    return a / b
+
+
+def _rows(name: str, result: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for level in result["levels"]:
+        s = level["server_ms"]
+        rows.append([
+            name, level["sessions"], level["turns"], level["errors"], level["late_frames"],
+            level["v2v_ms"]["p50"], level["v2v_ms"]["p95"], level["v2v_ms"]["p99"],
+            s["end_of_turn_silence"]["p50"], s["after_end_of_turn"]["p50"],
+            level["cpu_pct_server"], level["cpu_pct_clients"],
+        ])  # fmt: skip
+    return rows
+
+
+HEADERS = [
+    "server", "sessions", "turns", "errors", "late frames", "v2v p50 ms", "v2v p95 ms",
+    "v2v p99 ms", "silence p50", "after EOT p50", "server CPU %", "client CPU %",
+]  # fmt: skip
+
+
+def _charts(out: Path, stem: str, results: dict[str, dict[str, Any]], budget: float) -> list[str]:
+    plt = report.pyplot()
+    written: list[str] = []
+    # Latency distribution (CDF) of the largest within-SLO level, else the last, per server.
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, result in results.items():
+        level = result["levels"][-1]
+        values = sorted(t["voice_to_voice_ms"] for t in level["turn_records"]
+                        if t["voice_to_voice_ms"] is not None)  # fmt: skip
+        if values:
+            ys = [(i + 1) / len(values) for i in range(len(values))]
+            ax.step(values, ys, where="post", label=f"{name} ({level['sessions']} sessions)")
+    ax.axvline(budget, color="grey", linestyle="--", label=f"budget {budget:.0f} ms")
+    ax.set_xlabel("voice-to-voice at the client (ms)")
+    ax.set_ylabel("fraction of turns")
+    ax.legend()
+    path = out / f"{stem}_latency.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    written.append(str(path))
+    # Stacked stage breakdown (means of the server's response.done figures) per level.
+    bars = [(name, lvl) for name, r in results.items() for lvl in r["levels"]]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(bars)), 4.5))
+    labels: list[str] = []
+    bottoms: list[float] = []
+    for name, lvl in bars:
+        labels.append(f"{name} {lvl['sessions']}")
+        bottoms.append(0.0)
+    for stage in STAGES:
+        heights = [lvl["server_ms"][stage]["mean"] for _, lvl in bars]
+        heights = [0.0 if math.isnan(h) else h for h in heights]
+        ax.bar(range(len(bars)), heights, bottom=bottoms, label=stage)
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    ax.set_xticks(range(len(bars)), labels, fontsize=7, rotation=90)
+    ax.set_xlabel("server, concurrent sessions")
+    ax.set_ylabel("mean ms (server's response.done)")
+    ax.legend(fontsize=7)
+    path = out / f"{stem}_stages.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    written.append(str(path))
+    if any(r["capacity"] is not None for r in results.values()):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, result in results.items():
+            xs = [lvl["sessions"] for lvl in result["levels"]]
+            ax.plot(xs, [lvl["v2v_ms"]["p95"] for lvl in result["levels"]], marker="o",
+                    label=f"{name} (capacity {result['capacity']})")  # fmt: skip
+        ax.axhline(budget, color="grey", linestyle="--", label="p95 budget")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent sessions")
+        ax.set_ylabel("p95 voice-to-voice (ms)")
+        ax.legend()
+        path = out / f"{stem}_capacity.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def _markdown(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.sessions < 1 or args.duration <= 0 or args.pause < 0 or args.timeout <= 0:
+        print("bench e2e: --sessions >= 1, --duration > 0, --pause >= 0, --timeout > 0")
+        return 2
+    try:
+        load_manifest(args.speech)
+    except ValueError as exc:
+        print(f"bench e2e: {exc}")
+        return 2
+    results: dict[str, dict[str, Any]] = {}
+    print(f"bench e2e: {'ramp' if args.ramp else f'{args.sessions} sessions'}, "
+          f"{args.duration:g} s per level, speech {args.speech}", flush=True)  # fmt: skip
+    with _voicegate_target(args) as (url, pid):
+        print(f"voicegate at {url}", flush=True)
+        results["voicegate"] = run_target(url, args, pid)
+    baselines_note = None
+    if args.baselines:
+        targets, baselines_note = _baseline_targets(args)
+        for name, start in targets.items():
+            with start() as url:
+                print(f"baseline {name} at {url}", flush=True)
+                # The baselines' URLs carry their server's pid, for CPU accounting.
+                results[name] = run_target(url, args, getattr(url, "pid", None))
+    vg = results["voicegate"]
+    comparisons: dict[str, dict[str, Any]] = {}
+    for name, result in results.items():
+        if name == "voicegate":
+            continue
+        at = _compared_level(vg, result, args.sessions)
+        comparisons[name] = {
+            "sessions": at,
+            "p95_ratio": None if at is None else _ratio(
+                _level(result, at)["v2v_ms"]["p95"], _level(vg, at)["v2v_ms"]["p95"]),
+            "capacity_ratio": _ratio(vg["capacity"], result["capacity"]),
+        }  # fmt: skip
+    rows = [row for name, result in results.items() for row in _rows(name, result)]
+    table = report.format_table(HEADERS, rows)
+    print(table)
+    for name, result in results.items():
+        if result["capacity"] is not None:
+            print(f"{name}: capacity at p95 <= {args.budget_ms:.0f} ms: "
+                  f"{result['capacity']} sessions")  # fmt: skip
+    for name, comp in comparisons.items():
+        print(f"{name} vs voicegate: p95 x{_cell(comp['p95_ratio'])} at {comp['sessions']} "
+              f"sessions, "
+              f"capacity voicegate/{name} x{_cell(comp['capacity_ratio'])}")  # fmt: skip
+    if args.baselines and baselines_note:
+        print(f"baselines: {baselines_note}")
+    out = report.results_dir(args.out)
+    charts = [] if args.quick else _charts(out, args.tag, results, args.budget_ms)
+    data = {
+        "bench": "e2e",
+        "environment": report.environment(),
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "budget_ms": args.budget_ms,
+        "load_generator": "client processes pinned to client_cpus; CPU of every process "
+        "measured from /proc/<pid>/stat; late_frames counts frames the clients sent "
+        "more than one frame late",
+        "results": results,
+        "comparisons": comparisons,
+        "baselines": baselines_note if args.baselines else None,
+        "charts": charts,
+    }
+    path = report.write_json(out / f"{args.tag}.json", data)
+    (out / f"{args.tag}.md").write_text(_markdown(HEADERS, rows))
+    print(f"wrote {path}", flush=True)
+    failed = any(lvl["client_failures"] for r in results.values() for lvl in r["levels"])
+    return 1 if failed else 0
