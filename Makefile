@@ -42,7 +42,7 @@ bench: build
 	$(BIN)/python -m bench ring
 	$(BIN)/python -m bench models
 	$(BIN)/python -m bench e2e --spawn --ramp --sessions 20 --duration 15 --ramp-max 80 --baselines
-	if [ -f bench/gateway.py ]; then $(BIN)/python -m bench gateway; fi
+	$(BIN)/python -m bench gateway
 	$(BIN)/python -m bench summary
 
 # Starts `voicegate serve` on a free local port (the default model bundle is generated

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import mmap
 import os
 import re
 import signal
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,13 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from gateway_node import LOUD, Node, collect_until, start_session
+from gateway_node import LOUD, Node, collect_until, start_session, utterance
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
+
+from voicegate.core.layout import CONTROL_OFFSETS
 
 FALLBACK = {
     "encoding": "pcm16",
@@ -192,3 +196,30 @@ def test_worker_restart_fails_the_turn_in_flight_and_the_session_goes_on(tmp_pat
     finally:
         assert n.stop() == 0, "".join(n.lines)
         assert n.leftovers() == []
+
+
+def test_rings_closed_under_the_gateway_close_its_sessions_1001(tmp_path: Path) -> None:
+    """The supervisor marks a ring closed before it unlinks it. A gateway still reading
+    it used to die in its egress task (RingClosed), leaving its sessions hanging and
+    uvicorn reporting a failed shutdown; it must close them with 1001 instead."""
+    n = Node(tmp_path)
+    try:
+
+        async def main() -> None:
+            async with websockets.connect(n.url) as ws:
+                await start_session(ws)
+                ring = f"/dev/shm/vg-{n.name}-ctl-gw0"
+                with open(ring, "r+b") as f, mmap.mmap(f.fileno(), 4096) as control:
+                    struct.pack_into("<I", control, CONTROL_OFFSETS["closed"], 1)
+                # Caller audio makes the egress task run and read its rings again.
+                with pytest.raises(websockets.ConnectionClosed) as info:
+                    async with asyncio.timeout(30):
+                        while True:
+                            await utterance(ws)
+                assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+
+        asyncio.run(main())
+    finally:
+        n.stop()
+    assert "Application shutdown failed" not in "".join(n.lines)
+    assert n.leftovers() == []

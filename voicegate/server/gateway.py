@@ -41,6 +41,7 @@ from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
 from voicegate.core.logs import current_session, session_context
 from voicegate.ext.aio import AsyncRingReader
+from voicegate.ext.errors import RingClosed
 from voicegate.server import prometheus
 from voicegate.server.events import ErrorEvent
 from voicegate.server.gateway_session import (
@@ -492,6 +493,12 @@ class Gateway:
                     await _wait_any(readers)
                 else:
                     await asyncio.sleep(0)  # let the senders run between batches
+        except RingClosed:
+            # The supervisor removed the node's rings: after a drain nobody is left; if it
+            # went down without one, the sessions still here can get no answer.
+            log.info("gateway %d: the node's rings are closed", self.index)
+            for live in list(self.sessions.values()):
+                self._perform(live, live.conn.shutdown_deadline())
         finally:
             for reader in readers:
                 reader.close()
