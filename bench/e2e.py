@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--server-cpus", help="CPU list for a spawned node (default: every CPU)")
     p.add_argument("--ramp", action="store_true", help="raise sessions until p95 > budget")
     p.add_argument("--ramp-max", type=int, default=320, help="largest ramp step")
+    p.add_argument("--refine", type=int, default=2,
+                   help="levels bisecting the last held and first failed (default 2)")
+    p.add_argument("--resolution", type=int, default=10,
+                   help="session grid of those levels (default 10)")  # fmt: skip
     p.add_argument("--budget-ms", type=float, default=500.0, help="p95 voice-to-voice SLO")
     p.add_argument("--baselines", action="store_true",
                    help="also run the same load against bench.baselines' servers")  # fmt: skip
@@ -193,6 +197,15 @@ def ramp_steps(maximum: int) -> Iterator[int]:
         step *= 2
 
 
+def refine_step(held: int, failed: int, resolution: int) -> int | None:
+    """The next level between the largest held and the smallest failed, on a grid of
+    ``resolution`` sessions; None once the two are neighbours on that grid."""
+    middle = round((held + failed) / 2 / resolution) * resolution
+    if middle <= held or middle >= failed:
+        return None
+    return middle
+
+
 def run_target(url: str, args: argparse.Namespace, server_pid: int | None) -> dict[str, Any]:
     """The load (one level, or the ramp) against one server."""
     if not args.ramp:
@@ -202,16 +215,36 @@ def run_target(url: str, args: argparse.Namespace, server_pid: int | None) -> di
         return {"levels": [level], "capacity": None}
     levels: list[dict[str, Any]] = []
     capacity = 0
-    for sessions in ramp_steps(args.ramp_max):
+    failed: int | None = None
+
+    def measure(sessions: int) -> bool:
         level = run_level(url, sessions, args, server_pid)
         levels.append(level)
         print(f"  {sessions:4d} sessions: p95 {level['v2v_ms']['p95']:.0f} ms, "
               f"{level['errors']} errors / {level['turns']} turns", flush=True)  # fmt: skip
         if level["server_exited"]:
             print("  the server exited during this level; see its log", flush=True)
-        if level["server_exited"] or not _within_slo(level, args.budget_ms):
+        return not level["server_exited"] and _within_slo(level, args.budget_ms)
+
+    for sessions in ramp_steps(args.ramp_max):
+        if not measure(sessions):
+            failed = sessions
             break
         capacity = sessions
+    # Doubling overshoots: bisect between the last level held and the first failed, so
+    # capacities compare to within ``--resolution`` sessions rather than a factor of two.
+    for _ in range(args.refine if failed is not None and not levels[-1]["server_exited"] else 0):
+        assert failed is not None
+        sessions_next = refine_step(capacity, failed, args.resolution)
+        if sessions_next is None:
+            break
+        if measure(sessions_next):
+            capacity = sessions_next
+        else:
+            failed = sessions_next
+        if levels[-1]["server_exited"]:
+            break
+    levels.sort(key=lambda lvl: lvl["sessions"])
     return {"levels": levels, "capacity": capacity}
 
 
@@ -292,7 +325,8 @@ def _charts(out: Path, stem: str, results: dict[str, dict[str, Any]], budget: fl
     # Latency distribution (CDF) of the largest within-SLO level, else the last, per server.
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, result in results.items():
-        level = result["levels"][-1]
+        held = [lvl for lvl in result["levels"] if lvl["sessions"] == result["capacity"]]
+        level = held[0] if held else result["levels"][-1]
         values = sorted(t["voice_to_voice_ms"] for t in level["turn_records"]
                         if t["voice_to_voice_ms"] is not None)  # fmt: skip
         if values:

@@ -81,3 +81,11 @@ def test_summary_reads_e2e_and_lists_missing_benches(tmp_path: Path) -> None:
     assert by_figure["voicegate: sessions at p95 <= 500 ms"][2] == 40
     assert by_figure["sequential p95 / voicegate p95 at 20 sessions (x)"][4] is True
     assert any(r[0] == "ring" and r[1].startswith("missing:") for r in rows)
+
+
+def test_refine_step_bisects_on_the_grid_until_neighbours() -> None:
+    assert e2e.refine_step(80, 160, 10) == 120
+    assert e2e.refine_step(80, 120, 10) == 100
+    assert e2e.refine_step(100, 120, 10) == 110
+    assert e2e.refine_step(110, 120, 10) is None
+    assert e2e.refine_step(0, 5, 10) is None
