@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voicegate.core import codec
-from voicegate.core.audio import StreamResampler, float32_to_pcm16_bytes
+from voicegate.core.audio import Pcm16, StreamResampler, float32_to_pcm16
 from voicegate.core.codec import AudioFormat
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import (
@@ -45,6 +45,7 @@ from voicegate.core.kinds import (
     VadEventType,
 )
 from voicegate.models.vad import CHUNK, SAMPLE_RATE, ChunkProbability, SileroVad
+from voicegate.workers.audio_history import PcmHistory
 from voicegate.workers.stage import Message, Output, Stage, StageContext
 from voicegate.workers.stage_support import (
     SessionParams,
@@ -63,6 +64,7 @@ _OPTIONS = (
 )
 _HISTORY = 2 * SAMPLE_RATE  # audio kept behind the model's position, for the pre-roll
 _PER_MS = SAMPLE_RATE // 1000
+_PCM16_SCALE = np.float32(32768.0)
 
 FloatAudio = npt.NDArray[np.float32]
 
@@ -74,8 +76,7 @@ class VadSession:
     taker: TurnTaker
     turn: int  # the last turn this stage numbered
     gateway_turn: int  # the highest turn the gateway stamped
-    history: FloatAudio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    base: int = 0  # stream position of history[0]
+    history: PcmHistory = field(default_factory=PcmHistory)
     frames: deque[tuple[int, int]] = field(default_factory=deque)  # (end sample, origin_ns)
     forwarding: bool = False  # an utterance is in progress: its audio goes downstream
     forwarded: int = 0  # stream position up to which audio went downstream
@@ -84,7 +85,11 @@ class VadSession:
 
     @property
     def fed(self) -> int:
-        return self.base + len(self.history)
+        return self.history.fed
+
+    @property
+    def base(self) -> int:
+        return self.history.base
 
     def next_turn(self) -> int:
         self.turn = max(self.turn + 1, self.gateway_turn)
@@ -97,13 +102,11 @@ class VadSession:
                 return origin
         return self.frames[-1][1] if self.frames else 0
 
-    def append(self, audio: FloatAudio, origin_ns: int) -> None:
-        keep_from = self.fed - _HISTORY
+    def append(self, pcm: Pcm16, origin_ns: int) -> None:
+        keep_from = self.fed + len(pcm) - _HISTORY
         if self.forwarding:
             keep_from = min(keep_from, self.forwarded)
-        drop = max(0, keep_from - self.base)
-        self.history = np.concatenate([self.history[drop:], audio])
-        self.base += drop
+        self.history.append(pcm, keep_from)
         self.frames.append((self.fed, origin_ns))
         while self.frames and self.frames[0][0] < self.base:
             self.frames.popleft()
@@ -190,10 +193,15 @@ class VadStage(Stage[VadSession]):
                     state.problem = f"AUDIO_IN frame {m.seq}: {exc}"
                     self._report(m.session, state, out)
                     continue
-                audio = state.resampler.process(pcm.astype(np.float32) / np.float32(32768.0))
-                if audio.size:
-                    state.append(audio, m.origin_ns)
-                    engine.feed(m.session, audio)
+                model_in: npt.NDArray[np.int16] | FloatAudio
+                if state.resampler.in_rate == SAMPLE_RATE:
+                    kept = model_in = pcm  # what the model and the next stages take
+                else:
+                    model_in = state.resampler.process(pcm.astype(np.float32) / _PCM16_SCALE)
+                    kept = float32_to_pcm16(model_in)
+                if kept.size:
+                    state.append(kept, m.origin_ns)
+                    engine.feed(m.session, model_in)
                     fed.add(m.session)
                 continue
             if fed:
@@ -271,10 +279,10 @@ class VadStage(Stage[VadSession]):
         """Send the utterance's audio that has not gone downstream yet."""
         if not state.forwarding or state.forwarded >= state.fed:
             return
-        audio = state.history[state.forwarded - state.base :]
+        audio = state.history.since(state.forwarded)
         state.seq += 1
         origin = state.frames[-1][1] if state.frames else 0
-        out.emit(Kind.AUDIO_IN, sid, state.turn, state.seq, origin, float32_to_pcm16_bytes(audio))
+        out.emit(Kind.AUDIO_IN, sid, state.turn, state.seq, origin, audio.data)
         state.forwarded = state.fed
 
     def _event(  # noqa: PLR0917 - the record's fields
