@@ -19,6 +19,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 import uvicorn
+from setproctitle import setproctitle
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
@@ -62,6 +63,8 @@ class _Server(uvicorn.Server):
 
 
 def gateway_main(spec: GatewaySpec) -> None:
+    # Named like the workers, so ps, top and profilers tell the gateways apart.
+    setproctitle(f"voicegate: gateway {spec.index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_node_logging(spec.config.logging)
     asyncio.run(_serve(spec))
