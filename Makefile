@@ -36,12 +36,14 @@ lint: build
 test: build lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# About 10 minutes on 2 cores: ring ~1 min, models ~0.5 min, the e2e ramp against voicegate
-# and the baselines (15 s per load level, up to 80 sessions) ~6 min, gateway when present; then one table.
+# About 10 minutes on 2 cores: ring ~1 min, models ~0.5 min, the e2e ramp (20, 40, 80, 160
+# sessions, then two levels bisecting held and failed; 10 s each, py-spy on voicegate's
+# processes) against voicegate and the baselines ~7 min, the gateway ~2 min; then one table.
 bench: build
 	$(BIN)/python -m bench ring
 	$(BIN)/python -m bench models
-	$(BIN)/python -m bench e2e --spawn --ramp --sessions 20 --duration 15 --ramp-max 80 --baselines
+	$(BIN)/python -m bench e2e --spawn --ramp --ramp-start 20 --ramp-max 160 --sessions 20 \
+		--duration 10 --baselines --profile
 	$(BIN)/python -m bench gateway
 	$(BIN)/python -m bench summary
 

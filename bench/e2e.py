@@ -23,6 +23,7 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-cpus", help="CPU list for the clients (default: the last CPU)")
     p.add_argument("--server-cpus", help="CPU list for a spawned node (default: every CPU)")
     p.add_argument("--ramp", action="store_true", help="raise sessions until p95 > budget")
+    p.add_argument("--ramp-start", type=_levels, default=RAMP_START,
+                   help="first ramp levels, then doubling (default 5,10,20)")  # fmt: skip
     p.add_argument("--ramp-max", type=int, default=320, help="largest ramp step")
     p.add_argument("--refine", type=int, default=2,
                    help="levels bisecting the last held and first failed (default 2)")
@@ -71,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results folder (default bench/results)")
     p.add_argument("--tag", default="e2e", help="file name stem of the results")
     return p
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+    if not levels or any(b <= a for a, b in pairwise(levels)) or levels[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: levels must rise from >= 1")
+    return levels
 
 
 def _cpus(text: str | None, default: list[int]) -> list[int]:
@@ -203,9 +216,10 @@ def _within_slo(level: dict[str, Any], budget_ms: float) -> bool:
     )
 
 
-def ramp_steps(maximum: int) -> Iterator[int]:
-    yield from (s for s in RAMP_START if s <= maximum)
-    step = RAMP_START[-1] * 2
+def ramp_steps(maximum: int, start: tuple[int, ...] = RAMP_START) -> Iterator[int]:
+    """``start``, then doubling from its last level, up to ``maximum``."""
+    yield from (s for s in start if s <= maximum)
+    step = start[-1] * 2
     while step <= maximum:
         yield step
         step *= 2
@@ -246,7 +260,7 @@ def run_target(
         _print_level(level)
         return not level["server_exited"] and _within_slo(level, args.budget_ms)
 
-    for sessions in ramp_steps(args.ramp_max):
+    for sessions in ramp_steps(args.ramp_max, args.ramp_start):
         if not measure(sessions):
             failed = sessions
             break

@@ -3,6 +3,7 @@ exact values on hand-made inputs."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -89,3 +90,11 @@ def test_refine_step_bisects_on_the_grid_until_neighbours() -> None:
     assert e2e.refine_step(100, 120, 10) == 110
     assert e2e.refine_step(110, 120, 10) is None
     assert e2e.refine_step(0, 5, 10) is None
+
+
+def test_ramp_can_start_higher_and_levels_must_rise() -> None:
+    assert list(e2e.ramp_steps(160, (20,))) == [20, 40, 80, 160]
+    assert e2e._levels("10,30") == (10, 30)
+    for bad in ("30,10", "0,5", "a"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            e2e._levels(bad)
