@@ -56,6 +56,12 @@ def _e2e(data: dict[str, Any]) -> list[Row]:
             rows.append(["e2e", f"{name} p95 / voicegate p95 at {at} sessions (x)",
                          comp["p95_ratio"],
                          3.0 if name == "sequential" else None, met])  # fmt: skip
+        if comp.get("p95_ratio_at_capacity") is not None:
+            sequential = name == "sequential"
+            rows.append(["e2e", f"{name} p95 / voicegate p95 at voicegate's capacity, "
+                         f"{comp.get('capacity_sessions')} sessions (x)",
+                         comp["p95_ratio_at_capacity"], 3.0 if sequential else None,
+                         comp["p95_ratio_at_capacity"] >= 3.0 if sequential else None])  # fmt: skip
         if comp.get("capacity_ratio") is not None:
             met = comp["capacity_ratio"] >= 2.0 if name == "single_process" else None
             rows.append(["e2e", f"voicegate capacity / {name} capacity (x)",

@@ -71,7 +71,8 @@ def test_summary_reads_e2e_and_lists_missing_benches(tmp_path: Path) -> None:
         "budget_ms": 500.0,
         "results": {"voicegate": {"levels": [level], "capacity": 40},
                     "sequential": {"levels": [level], "capacity": 10}},
-        "comparisons": {"sequential": {"sessions": 20, "p95_ratio": 3.5, "capacity_ratio": 4.0}},
+        "comparisons": {"sequential": {"sessions": 20, "p95_ratio": 3.5, "capacity_ratio": 4.0,
+                                       "capacity_sessions": 40, "p95_ratio_at_capacity": 2.5}},
         "baselines": None,
     }  # fmt: skip
     (tmp_path / "e2e.json").write_text(json.dumps(data))
@@ -81,6 +82,8 @@ def test_summary_reads_e2e_and_lists_missing_benches(tmp_path: Path) -> None:
     assert p95[2] == pytest.approx(418.0) and p95[3] == 400.0 and p95[4] is False
     assert by_figure["voicegate: sessions at p95 <= 500 ms"][2] == 40
     assert by_figure["sequential p95 / voicegate p95 at 20 sessions (x)"][4] is True
+    at_capacity = "sequential p95 / voicegate p95 at voicegate's capacity, 40 sessions (x)"
+    assert by_figure[at_capacity][2:] == [2.5, 3.0, False]
     assert any(r[0] == "ring" and r[1].startswith("missing:") for r in rows)
 
 
