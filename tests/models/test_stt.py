@@ -185,7 +185,7 @@ def test_sessions_decode_together_and_each_gets_its_own_text(
     scripted_engine: stt.SttEngine,
 ) -> None:
     """Three utterances of different lengths in one batch: rows finish at different
-    steps, so the engine drops finished rows from the KV caches mid-decode."""
+    steps; finished rows run on until half the batch is done, then leave the KV caches."""
     audio, _ = load_speech("00_store_hours.wav")
     engine = scripted_engine
     script = script_tokens(engine)

@@ -84,8 +84,9 @@ def _hann_window() -> npt.NDArray[np.float64]:
 def _frames_power(padded: npt.NDArray[np.float64], n_frames: int) -> npt.NDArray[np.float64]:
     """Power spectra [n_freq, n_frames] of the first n_frames centred frames of an
     already reflect-padded signal."""
-    starts = np.arange(n_frames) * HOP_LENGTH
-    frames = padded[starts[:, None] + np.arange(N_FFT)[None, :]] * _hann_window()
+    # A strided view, not a gather: the only copy is the windowing product.
+    windows = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
+    frames = windows[:n_frames] * _hann_window()
     spectrum = np.fft.rfft(frames, axis=1)
     power: npt.NDArray[np.float64] = (spectrum.real**2 + spectrum.imag**2).T
     return power

@@ -261,8 +261,10 @@ class WhisperModel:
         return picked
 
     def generate(self, hidden: npt.NDArray[np.float32]) -> list[list[int]]:
-        """Greedy decoding of a batch; finished rows leave the batch (their caches are
-        sliced away) so later steps only pay for rows still speaking."""
+        """Greedy decoding of a batch. Finished rows leave the batch once at least half
+        of it has finished: slicing them away copies every cache (the cross-attention
+        ones hold all 1500 encoder positions), so doing it for each row that ends would
+        cost more than the steps it saves; until then they run on, their output unused."""
         batch = hidden.shape[0]
         results: list[list[int]] = [[] for _ in range(batch)]
         budget = min(self.params.max_new_tokens, self.max_target - len(self.prompt))
@@ -270,16 +272,18 @@ class WhisperModel:
             return results
         logits, cache = self.decode_start(hidden)
         rows = np.arange(batch)
+        alive = np.ones(batch, dtype=bool)
         for step in range(budget):
             picked = self._pick(logits, first=step == 0)
-            going = picked != self.eos
-            for row, token in zip(rows[going], picked[going], strict=True):
+            alive &= picked != self.eos
+            for row, token in zip(rows[alive], picked[alive], strict=True):
                 results[row].append(int(token))
-            if not going.any() or step == budget - 1:
+            if not alive.any() or step == budget - 1:
                 break
-            if not going.all():
-                rows, picked, hidden = rows[going], picked[going], hidden[going]
-                cache = {name: value[going] for name, value in cache.items()}
+            if 2 * int(alive.sum()) <= alive.size:
+                rows, picked, hidden = rows[alive], picked[alive], hidden[alive]
+                cache = {name: value[alive] for name, value in cache.items()}
+                alive = alive[alive]
             logits, cache = self.decode_step(picked, hidden, cache)
         return results
 
