@@ -1,6 +1,7 @@
 """The load generator of `bench e2e`: client processes, each running several sessions on
 one asyncio loop, each session replaying the utterances of a speech manifest in real time
-as turns of one conversation.
+as turns of one conversation. The sessions are raw WebSocket protocols (``bench._wsraw``)
+paced by one timer per process, so the generator's CPU stays small next to the server's.
 
 A session streams an utterance frame by frame, keeps streaming silence (as a microphone
 would) until the answer's ``response.done``, stays silent for the pause between turns,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import multiprocessing
 import os
@@ -21,10 +23,9 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
-
+from bench._wsraw import OP_BINARY, OP_TEXT, HandshakeError, RawWebSocket, client_frame, connect
 from voicegate.core import codec
 from voicegate.core.wav import WavError, read_wav
 from voicegate.server.events import (
@@ -36,7 +37,7 @@ from voicegate.server.events import (
     parse_server_event,
 )
 from voicegate.server.protocol import SessionEnd, SessionStart
-from voicegate.server.talk_audio import FramePacer, resample, speech_end_frame, split_frames
+from voicegate.server.talk_audio import resample, speech_end_frame, split_frames
 
 FRAME_MS = 20
 FORMAT = codec.PCM16_16K
@@ -112,152 +113,253 @@ class ClientOutcome:
     connect_errors: list[str]
 
 
-class _Replay:
-    def __init__(self, ws: ClientConnection, index: int, plan: ClientPlan, t0: float) -> None:
-        self.ws = ws
+class _Replay(RawWebSocket):
+    """One session: connection, handshake and the replay, driven frame by frame by the
+    process's ``_Pacer`` (``tick``) and by the server's messages (``on_message``)."""
+
+    def __init__(  # noqa: PLR0917 - one session's whole plan
+        self, host: str, path: str, index: int, plan: ClientPlan,
+        utterances: list[Utterance], t0: float,
+    ) -> None:  # fmt: skip
+        super().__init__(host, path)
         self.index = index
         self.plan = plan
+        self.utterances = utterances
         self.t0 = t0  # loop time of the common start
-        self.silence = codec.silence(FORMAT, FRAME_MS)
+        self.end = t0 + plan.duration_s  # no turn starts after this
+        self.loop = asyncio.get_running_loop()
+        self.started: asyncio.Future[None] = self.loop.create_future()
+        self.finished: asyncio.Future[None] = self.loop.create_future()
+        self.results: list[TurnResult] = []
         self.turn: TurnResult | None = None
         self.speech_end_sent_ns: int | None = None
-        self.answer_done = asyncio.Event()
-        self.closed = asyncio.Event()
+        self.answer_done = False
         self.late_frames = 0
-        self.first_due: float | None = None
+        self._k = index  # each session starts at a different utterance
+        self._utt = utterances[0]
+        self._frame = 0
+        self._phase = _Phase.STARTING
+        self._phase_ends = 0.0
 
-    async def receive(self) -> None:
+    # -- the server's side -----------------------------------------------------------
+
+    def on_open(self) -> None:
+        self.send(OP_TEXT, SessionStart(FORMAT, FORMAT, None, None).to_json().encode())
+
+    def on_message(self, opcode: int, payload: bytes, now_ns: int) -> None:
+        turn = self.turn
+        if opcode == OP_BINARY:
+            if (
+                turn is not None
+                and turn.voice_to_voice_ms is None
+                and self.speech_end_sent_ns is not None
+            ):
+                turn.voice_to_voice_ms = (now_ns - self.speech_end_sent_ns) / 1e6
+            return
         try:
-            async for message in self.ws:
-                now = time.monotonic_ns()
-                turn = self.turn
-                if isinstance(message, bytes):
-                    if (
-                        turn is not None
-                        and turn.voice_to_voice_ms is None
-                        and self.speech_end_sent_ns is not None
-                    ):
-                        turn.voice_to_voice_ms = (now - self.speech_end_sent_ns) / 1e6
-                    continue
-                try:
-                    event = parse_server_event(message)
-                except EventFormatError as exc:
-                    if turn is not None:
-                        turn.error = f"malformed event: {exc}"
-                    self.answer_done.set()
-                    continue
-                if turn is None:
-                    continue
-                if isinstance(event, ErrorEvent):
-                    turn.error = f"server error {event.code}"
-                    self.answer_done.set()
-                elif isinstance(event, ResponseDone):
-                    if self.speech_end_sent_ns is None:
-                        turn.extra_answers += 1
-                    else:
-                        turn.server_ms = event.latency_ms.to_dict()
-                        turn.speculative = event.speculative
-                        self.answer_done.set()
-                elif isinstance(event, ResponseCancelled) and self.speech_end_sent_ns is not None:
-                    turn.error = f"response cancelled ({event.reason})"
-                    self.answer_done.set()
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closed.set()
-            self.answer_done.set()
+            event = parse_server_event(payload.decode("utf-8", "replace"))
+        except EventFormatError as exc:
+            if not self.started.done():
+                self._not_started(f"malformed first event ({exc})")
+            elif turn is not None:
+                turn.error = f"malformed event: {exc}"
+                self.answer_done = True
+            return
+        if not self.started.done():
+            if isinstance(event, SessionStarted):
+                self.started.set_result(None)
+            else:
+                self._not_started(f"expected session.started, got {event.type}")
+            return
+        if turn is None:
+            return
+        if isinstance(event, ErrorEvent):
+            turn.error = f"server error {event.code}"
+            self.answer_done = True
+        elif isinstance(event, ResponseDone):
+            if self.speech_end_sent_ns is None:
+                turn.extra_answers += 1
+            else:
+                turn.server_ms = event.latency_ms.to_dict()
+                turn.speculative = event.speculative
+                self.answer_done = True
+        elif isinstance(event, ResponseCancelled) and self.speech_end_sent_ns is not None:
+            turn.error = f"response cancelled ({event.reason})"
+            self.answer_done = True
 
-    async def run(self, utterances: list[Utterance]) -> list[TurnResult]:
-        loop = asyncio.get_running_loop()
-        end = self.t0 + self.plan.duration_s
-        pacer = FramePacer(FRAME_MS / 1000.0)
-        sent = 0
-        results: list[TurnResult] = []
-        k = self.index  # each session starts at a different utterance
-        while loop.time() < end and not self.closed.is_set():
-            utt = utterances[k % len(utterances)]
-            k += 1
-            turn = TurnResult(self.index, utt.file, loop.time() - self.t0)
-            self.turn, self.speech_end_sent_ns = turn, None
-            self.answer_done.clear()
-            results.append(turn)
-            for i, frame in enumerate(utt.frames):
-                sent = await self._send(pacer, sent, frame, mark=i == utt.speech_end_frame)
-            deadline = loop.time() + self.plan.timeout_s
-            while not self.answer_done.is_set() and loop.time() < deadline:
-                sent = await self._send(pacer, sent, self.silence)
-            if self.closed.is_set() and turn.server_ms is None and turn.error is None:
-                turn.error = f"connection closed ({self.ws.close_code})"
-            elif not self.answer_done.is_set():
-                turn.error = f"no response.done within {self.plan.timeout_s} s"
-            pause_end = loop.time() + self.plan.pause_s
-            while loop.time() < pause_end and not self.closed.is_set():
-                sent = await self._send(pacer, sent, self.silence)
-        return results
+    def _not_started(self, why: str) -> None:
+        self.started.set_exception(ConnectionError(why))
+        self.fail(ConnectionError(why))
 
-    async def _send(self, pacer: FramePacer, index: int, frame: bytes, mark: bool = False) -> int:
-        if self.first_due is None:
-            self.first_due = time.monotonic()
-        await pacer.wait(index)
-        if time.monotonic() - (self.first_due + index * pacer.interval_s) > pacer.interval_s:
+    def on_close(self, exc: Exception | None) -> None:
+        if not self.started.done():
+            self.started.set_exception(exc or ConnectionError("closed before session.started"))
+        turn = self.turn
+        if (
+            self._phase in (_Phase.SPEAKING, _Phase.WAITING)
+            and turn is not None
+            and turn.server_ms is None
+            and turn.error is None
+        ):
+            turn.error = f"connection closed ({self.close_code})"
+        self._finish()
+
+    # -- the caller's side: one frame per tick -----------------------------------------
+
+    def tick(self, now: float, due: float) -> None:
+        """Send the frame due at ``due`` (loop time); ``now`` is the loop's time."""
+        if now - due > FRAME_MS / 1000:
             self.late_frames += 1
-        if mark:
-            self.speech_end_sent_ns = time.monotonic_ns()
-        with contextlib.suppress(ConnectionClosed):
-            await self.ws.send(frame)
-        return index + 1
+        if self._phase is _Phase.STARTING:
+            self._next_turn(now)
+        elif self._phase is _Phase.WAITING and (self.answer_done or now >= self._phase_ends):
+            if not self.answer_done and self.turn is not None:
+                self.turn.error = f"no response.done within {self.plan.timeout_s} s"
+            self._phase, self._phase_ends = _Phase.PAUSE, now + self.plan.pause_s
+        elif self._phase is _Phase.PAUSE and now >= self._phase_ends:
+            if now >= self.end:
+                self._say_goodbye()
+                return
+            self._next_turn(now)
+        if self._phase is _Phase.SPEAKING:
+            utt = self._utt
+            if self._frame == utt.speech_end_frame:
+                self.speech_end_sent_ns = time.monotonic_ns()
+            self.write(utt.frames[self._frame])
+            self._frame += 1
+            if self._frame == len(utt.frames):
+                self._phase, self._phase_ends = _Phase.WAITING, now + self.plan.timeout_s
+        elif self._phase in (_Phase.WAITING, _Phase.PAUSE):
+            self.write(_SILENCE)
+
+    @property
+    def streaming(self) -> bool:
+        return self.started.done() and not self.finished.done()
+
+    def _next_turn(self, now: float) -> None:
+        self._utt = self.utterances[self._k % len(self.utterances)]
+        self._k += 1
+        self.turn = TurnResult(self.index, self._utt.file, now - self.t0)
+        self.results.append(self.turn)
+        self.speech_end_sent_ns = None
+        self.answer_done = False
+        self._frame = 0
+        self._phase = _Phase.SPEAKING
+
+    def _say_goodbye(self) -> None:
+        self.send(OP_TEXT, SessionEnd().to_json().encode())
+        self.close(1000)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._phase = _Phase.DONE
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+class _Phase(enum.Enum):
+    STARTING = enum.auto()  # connected, the first turn starts at the next tick
+    SPEAKING = enum.auto()  # the utterance's frames
+    WAITING = enum.auto()  # silence, as a microphone sends, until the answer is done
+    PAUSE = enum.auto()  # silence between turns
+    DONE = enum.auto()
+
+
+class _Pacer:
+    """The process's one timer: session slot ``i`` of ``n`` is due at
+    ``t0 + i * 20 ms / n + k * 20 ms``; sessions not streaming yet (or any more) are
+    skipped. One timer instead of one sleep per session and frame is what keeps the
+    load generator's CPU small next to the server's."""
+
+    def __init__(self, sessions: list[_Replay | None], t0: float) -> None:
+        self.sessions = sessions  # filled in as the sessions connect
+        self._period = FRAME_MS / 1000
+        self._step = self._period / max(1, len(sessions))
+        self._t0 = t0
+        self._slot = 0  # slots since t0
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._handle = self._loop.call_at(self._t0, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        sessions = self.sessions
+        n = len(sessions)
+        due = self._t0 + self._slot * self._step
+        while due <= now:
+            session = sessions[self._slot % n]
+            if session is not None and session.streaming:
+                session.tick(now, due)
+            self._slot += 1
+            due = self._t0 + self._slot * self._step
+        self._handle = self._loop.call_at(due, self._tick)
 
 
 async def _session(
-    index: int, plan: ClientPlan, utterances: list[Utterance], t0: float, late: list[int]
-) -> tuple[list[TurnResult], str | None]:
+    index: int, slot: int, plan: ClientPlan, utterances: list[Utterance], t0: float, *,
+    pacer: _Pacer,
+) -> tuple[_Replay | None, str | None]:  # fmt: skip
     loop = asyncio.get_running_loop()
     # Stagger the sessions' first turns over one average turn so they do not all speak
     # at once; the stagger is part of the run's duration.
     mean_turn_s = sum(len(u.frames) for u in utterances) * FRAME_MS / 1000.0 / len(utterances)
     await asyncio.sleep(max(0.0, t0 + mean_turn_s * index / plan.total_sessions - loop.time()))
+    url = urlsplit(plan.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    replay = _Replay(f"{host}:{port}", url.path or "/", index, plan, utterances, t0)
     try:
-        ws = await connect(plan.url, open_timeout=plan.timeout_s, compression=None, max_size=None)
-    except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
-        return [], f"session {index}: cannot connect ({type(exc).__name__})"
+        await connect(replay, host, port, plan.timeout_s)
+    except (OSError, TimeoutError, HandshakeError) as exc:
+        return None, f"session {index}: cannot connect ({type(exc).__name__})"
     try:
-        await ws.send(SessionStart(FORMAT, FORMAT, None, None).to_json())
-        async with asyncio.timeout(plan.timeout_s):
-            first = await ws.recv()
-        event = parse_server_event(first) if isinstance(first, str) else None
-        if not isinstance(event, SessionStarted):
-            kind = "audio" if event is None else event.type
-            return [], f"session {index}: expected session.started, got {kind}"
-        replay = _Replay(ws, index, plan, t0)
-        receiver = asyncio.create_task(replay.receive())
-        try:
-            results = await replay.run(utterances)
-        finally:
-            late.append(replay.late_frames)
-            with contextlib.suppress(ConnectionClosed, TimeoutError):
-                async with asyncio.timeout(5):
-                    await ws.send(SessionEnd().to_json())
-            await ws.close(1000, "bench done")
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver
-        return results, None
-    except (ConnectionClosed, TimeoutError, EventFormatError) as exc:
-        return [], f"session {index}: {type(exc).__name__} before the first turn"
-    finally:
-        await ws.close()
+        await asyncio.wait_for(asyncio.shield(replay.started), plan.timeout_s)
+    except (ConnectionError, TimeoutError) as exc:
+        replay.fail(exc)
+        return None, f"session {index}: {exc or type(exc).__name__} before the first turn"
+    pacer.sessions[slot] = replay
+    # A session's turns end by themselves; this bound only catches a bug.
+    give_up = plan.duration_s + 2 * plan.timeout_s + mean_turn_s + 30.0
+    try:
+        await asyncio.wait_for(asyncio.shield(replay.finished), give_up)
+    except TimeoutError:
+        replay.fail(TimeoutError())
+        return replay, f"session {index}: still running {give_up:.0f} s after its start"
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(replay.closed), 5.0)
+    if replay.transport is not None and not replay.closed.done():
+        replay.transport.abort()
+    return replay, None
 
 
 async def _run_plan(plan: ClientPlan, utterances: list[Utterance]) -> ClientOutcome:
     loop = asyncio.get_running_loop()
     t0 = loop.time() + max(0.0, plan.start_at - time.time())
-    late: list[int] = []
-    outcomes = await asyncio.gather(
-        *[_session(i, plan, utterances, t0, late) for i in plan.sessions]
-    )
-    turns = [asdict(t) for results, _ in outcomes for t in results]
+    framed = [
+        Utterance(u.file, [client_frame(OP_BINARY, f) for f in u.frames], u.speech_end_frame)
+        for u in utterances
+    ]
+    pacer = _Pacer([None] * len(plan.sessions), t0)
+    pacer.start()
+    try:
+        outcomes = await asyncio.gather(*[
+            _session(index, slot, plan, framed, t0, pacer=pacer)
+            for slot, index in enumerate(plan.sessions)
+        ])  # fmt: skip
+    finally:
+        pacer.stop()
+    turns = [asdict(t) for replay, _ in outcomes if replay is not None for t in replay.results]
     errors = [e for _, e in outcomes if e is not None]
-    return ClientOutcome(os.getpid(), turns, sum(late), errors)
+    late = sum(replay.late_frames for replay, _ in outcomes if replay is not None)
+    return ClientOutcome(os.getpid(), turns, late, errors)
+
+
+_SILENCE = client_frame(OP_BINARY, codec.silence(FORMAT, FRAME_MS))
 
 
 def client_main(plan: ClientPlan, results: Queue[ClientOutcome | str]) -> None:
