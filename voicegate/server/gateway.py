@@ -424,7 +424,7 @@ class Gateway:
                     return
             if item.data:
                 await _timed(live, ws.send_bytes(item.data))
-                live.play_sent_ms += turns.output.duration_ms(len(item.data))
+                live.play_sent_ms += turns.output_ms(len(item.data))
                 self.counters["frames_out"] += 1
             if item.last:
                 remaining = live.play_sent_ms - (monotonic_ns() - live.play_start_ns) / 1e6
