@@ -1,6 +1,12 @@
-"""The last stage of ``bench gateway``'s model-free node: caller audio comes back as
-answer audio, so the gateway's whole frame path (socket, ring to the first stage, the
-stages' rings, egress task, send queue, socket) is crossed both ways with no model.
+"""The model-free stage of ``bench gateway``'s node: caller audio comes back as answer
+audio, so the gateway's whole frame path (socket, ring out, ring in, egress task, send
+queue, socket) is crossed both ways with no model.
+
+Options ([workers.<stage>.options]):
+    direct  true: answer through the first stage's event path straight to the gateway
+            (one worker hop: the gateway alone is measured, and only one worker process
+            is busy per frame); false (default): emit downstream like any stage, so
+            placed last it makes every frame cross all four stages.
 
 The first frame of a session confirms its turn (an empty TRANSCRIPT_FINAL, as a typed
 turn would), because the gateway holds answer audio of unconfirmed turns."""
@@ -10,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Kind
-from voicegate.workers.stage import Message, Output, Stage
+from voicegate.workers.stage import Message, Output, Stage, StageContext
 
 
 @dataclass
@@ -20,17 +27,28 @@ class EchoSession:
 
 
 class EchoStage(Stage[EchoSession]):
+    def __init__(self, context: StageContext) -> None:
+        super().__init__(context)
+        for key, value in context.options.items():
+            if key != "direct":
+                raise ConfigError(f"workers.{context.name}.options.{key}", value, "unknown option")
+        direct = context.options.get("direct", False)
+        if not isinstance(direct, bool):
+            raise ConfigError(f"workers.{context.name}.options.direct", direct, "must be a bool")
+        self.direct = direct
+
     def open_session(self, session: int, turn: int, params: memoryview) -> EchoSession:
         return EchoSession()
 
     def on_records(
         self, batch: Sequence[Message], states: Mapping[int, EchoSession], out: Output
     ) -> None:
+        emit = out.emit_event if self.direct else out.emit
         for m in batch:
             if m.kind != Kind.AUDIO_IN:
                 continue
             state = states[m.session]
             if not state.confirmed:
                 state.confirmed = True
-                out.emit(Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, b"")
-            out.emit(Kind.AUDIO_OUT, m.session, m.turn, m.seq, m.origin_ns, m.payload)
+                emit(Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, b"")
+            emit(Kind.AUDIO_OUT, m.session, m.turn, m.seq, m.origin_ns, m.payload)

@@ -1,17 +1,31 @@
 """``python -m bench gateway``: the voicegate front end alone against a bare Starlette
 echo endpoint on the same uvicorn.
 
-Sessions stream 20 ms PCM16 frames at real time and get every frame back: from the
-voicegate node through the gateway, the rings and four model-free stages (pass-through,
-then ``bench._echo_stage``); from the floor straight from its handler. Each frame carries
-its send time, so the client measures the round trip of every frame. The number of
-sessions rises until the p99 round trip passes the budget (5 ms) or frames get lost;
+Sessions stream 20 ms PCM16 frames at real time and get every frame back. Each frame
+carries its send time, so the client measures the round trip of every frame. The number
+of sessions rises until the p99 round trip passes the budget (5 ms) or frames get lost;
 the sessions held within it are reported for each server and as a ratio.
 
-On 2 cores the load generator competes with the server: each server (and every process
-it starts) is pinned to the first CPU of this process's set, the load generator (this
-process) to the others, so the client never takes the server's core; the CPU time of
-both sides is reported per step so a saturated load generator shows.
+What runs where, on a machine with CPUs c0 < c1 < ... (this process's affinity):
+
+- the server under test alone on c0: the echo app's process, or the voicegate gateway
+  process (the node's supervisor is pinned there too, it is idle while serving; its CPU
+  is reported apart and not counted as the gateway's);
+- the load generator (this process) on c1...: a raw-protocol client that costs a few
+  microseconds per frame (``bench._gateway_load``), so that one core drives more
+  sessions than one server core can serve;
+- voicegate's worker processes on c1... as well, through ``[workers.*] cpus``. They
+  stand in for the pipeline with no model: by default the first stage answers each
+  frame straight back on its event path to the gateway (``bench._echo_stage``, one
+  worker hop), the other three stages see only session control; ``--path pipeline``
+  makes every frame cross all four stages instead. The workers' CPU is reported per
+  step; it is taken from the client's core, so the client CPU column plus the workers'
+  column shows how close that core is to full. ``[rings] spin_us = 0``: a spinning
+  worker would burn the client's core between frames.
+
+On 2 cores a saturated client would make the echo floor the client's own limit and
+flatter the ratio: the client CPU% and the pacing timer's worst lateness per step show
+whether the client kept up.
 """
 
 from __future__ import annotations
@@ -19,32 +33,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import random
 import re
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-
 from bench import report
-from voicegate.core.config import PASSTHROUGH_STAGE
+from bench._gateway_load import FRAME_MS, Pacer, Tally, close_sessions, open_sessions
+from voicegate.core.config import PASSTHROUGH_STAGE, NodeConfig, load_config
+from voicegate.workers.metrics import read_node_status
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAME_MS = 20
-FRAME_BYTES = 640  # 20 ms of PCM16 at 16 kHz
-_STAMP = struct.Struct("<qB")  # send time (monotonic ns), 1 if inside the measured window
-_READY = re.compile(r"serving on (?:http|ws)://([^\s/]+)")
+_READY = re.compile(r"serving on (?:http|ws)://([^\s/:]+):(\d+)")
 _START_TIMEOUT_S = 120.0
+_STAGES = ("vad", "stt", "llm", "tts")
 
 
 @dataclass
@@ -56,8 +65,11 @@ class Step:
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
     max_ms: float = float("nan")
-    server_cpu_pct: float = 0.0
+    server_cpu_pct: float = 0.0  # the echo process, or the gateway process alone
+    workers_cpu_pct: float = 0.0  # voicegate's stage workers (on the client's core)
+    supervisor_cpu_pct: float = 0.0
     client_cpu_pct: float = 0.0
+    pacer_late_ms: float = 0.0  # how late the client's timer fired at worst
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -74,6 +86,15 @@ class Step:
         return data
 
 
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    pid: int  # the process that serves the WebSocket
+    workers: tuple[int, ...] = ()
+    supervisor: int = 0
+
+
 # -- servers -------------------------------------------------------------------------
 
 
@@ -82,10 +103,12 @@ def _pin(cpus: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def _server(argv: list[str], env: dict[str, str], cpus: set[int]) -> Iterator[tuple[str, int]]:
-    """Start a server pinned to ``cpus``; yield (ws URL, pid), stop it with SIGTERM."""
+def _process(
+    argv: list[str], env: dict[str, str], cpus: set[int]
+) -> Iterator[tuple[str, int, int]]:
+    """Start a server pinned to ``cpus``; yield (host, port, pid), stop it with SIGTERM."""
     own = os.sched_getaffinity(0)
-    _pin(cpus)  # inherited at fork by the server and everything it starts
+    _pin(cpus)  # inherited at fork by the server and what it starts unpinned
     try:
         proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -98,15 +121,12 @@ def _server(argv: list[str], env: dict[str, str], cpus: set[int]) -> Iterator[tu
         deadline = time.monotonic() + _START_TIMEOUT_S
         address = None
         for line in proc.stdout:
-            found = _READY.search(line)
-            if found:
-                address = found.group(1)
-                break
-            if time.monotonic() > deadline:
+            address = _READY.search(line)
+            if address or time.monotonic() > deadline:
                 break
         if address is None:
             raise RuntimeError(f"{' '.join(argv[2:4])} did not start (exit {proc.poll()})")
-        yield f"ws://{address}/v1/stream", proc.pid
+        yield address.group(1), int(address.group(2)), proc.pid
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -119,144 +139,164 @@ def _server(argv: list[str], env: dict[str, str], cpus: set[int]) -> Iterator[tu
             proc.stdout.close()
 
 
-def _node_config(path: Path, name: str) -> Path:
-    lines = [f'[node]\nname = "{name}"\n']
-    for stage in ("vad", "stt", "llm"):
-        lines.append(f'[workers.{stage}]\nstage = "{PASSTHROUGH_STAGE}"\n')
-        lines.append(f'[workers.{stage}.options]\ntag = ""\n')
-    lines.append('[workers.tts]\nstage = "bench._echo_stage:EchoStage"\n')
+def _node_config(
+    path: Path, name: str, *, direct: bool, gateway_cpus: set[int], worker_cpus: set[int]
+) -> Path:
+    def cpus(ids: set[int]) -> str:
+        return f"cpus = [{', '.join(map(str, sorted(ids)))}]\n"
+
+    lines = [f'[node]\nname = "{name}"\n', "[rings]\nspin_us = 0\n"]
+    lines.append("[gateway]\n" + cpus(gateway_cpus))
+    echo_at = "vad" if direct else "tts"
+    for stage in _STAGES:
+        if stage == echo_at:
+            lines.append(f'[workers.{stage}]\nstage = "bench._echo_stage:EchoStage"\n'
+                         + cpus(worker_cpus))
+            lines.append(f"[workers.{stage}.options]\ndirect = {str(direct).lower()}\n")
+        else:
+            lines.append(f'[workers.{stage}]\nstage = "{PASSTHROUGH_STAGE}"\n' + cpus(worker_cpus))
+            lines.append(f'[workers.{stage}.options]\ntag = ""\n')
     path.write_text("\n".join(lines))
     return path
 
 
-def _tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of ``root`` and every live descendant."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+@contextlib.contextmanager
+def _voicegate(
+    config: Path, node: NodeConfig, bundle: Path, env: dict[str, str], *,
+    gateway_cpus: set[int], worker_cpus: set[int],
+) -> Iterator[Server]:  # fmt: skip
+    argv = [
+        sys.executable, "-m", "voicegate", "serve", "--port", "0", "--config", str(config),
+        "--bundle", str(bundle), "--max-sessions", "100000", "--log-level", "WARNING",
+    ]  # fmt: skip
+    # Started on every CPU, so that the node accepts ``cpus`` lists naming any of them;
+    # the workers pin themselves to ``[workers.*] cpus``.
+    with _process(argv, env, set(os.sched_getaffinity(0))) as (host, port, supervisor):
+        status = read_node_status(node)
+        gateway = status["gw0"].pid
+        # ``[gateway] cpus`` is not applied by the gateway process itself yet: pin it
+        # (every thread) here, and the supervisor away from it.
+        _pin_process(gateway, gateway_cpus)
+        _pin_process(supervisor, worker_cpus)
+        workers = tuple(status[s].pid for s in _STAGES)
+        for pid in workers:
+            if os.sched_getaffinity(pid) != worker_cpus:
+                raise RuntimeError(f"worker {pid} runs on CPUs {os.sched_getaffinity(pid)}")
+        yield Server(host, port, gateway, workers, supervisor)
+
+
+def _pin_process(pid: int, cpus: set[int]) -> None:
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), cpus)
+
+
+@contextlib.contextmanager
+def _echo(env: dict[str, str], cpus: set[int]) -> Iterator[Server]:
+    argv = [sys.executable, "-m", "bench._echo_app", "--port", "0"]
+    with _process(argv, env, cpus) as (host, port, pid):
+        yield Server(host, port, pid)
+
+
+def _cpu_s(pids: Sequence[int]) -> float:
+    """User + system CPU seconds of ``pids`` (threads included)."""
     tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    total = 0
+    for pid in pids:
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2 :].split()
-        pid = int(entry)
-        parents[pid] = int(fields[1])
-        times[pid] = (int(fields[11]) + int(fields[12])) / tick
-    total = 0.0
-    for pid, cpu in times.items():
-        walk = pid
-        while walk > 1 and walk != root:
-            walk = parents.get(walk, 0)
-        if walk == root:
-            total += cpu
-    return total
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 # -- load ----------------------------------------------------------------------------
 
 
-async def _session(
-    url: str, handshake: bool, *, start_at: float, stop_at: float, measure_from: float,
-    step: Step,
-) -> None:
-    async with connect(url, max_size=None, compression=None, open_timeout=30) as ws:
-        if handshake:
-            await ws.send(json.dumps({"type": "session.start"}))
-            started = json.loads(await ws.recv())
-            if started.get("type") != "session.started":
-                raise RuntimeError(f"no session.started: {started.get('type')}")
-        receiver = asyncio.create_task(_receive(ws, step))
-        frame = bytearray(FRAME_BYTES)
-        loop = asyncio.get_running_loop()
-        due = start_at
-        while due < stop_at:
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            measured = loop.time() >= measure_from
-            _STAMP.pack_into(frame, 0, time.monotonic_ns(), measured)
-            await ws.send(bytes(frame))
-            step.frames_sent += measured
-            due += FRAME_MS / 1000
-        await asyncio.sleep(0.2)  # the last frames' way back
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver
-
-
-async def _receive(ws: ClientConnection, step: Step) -> None:
-    async for message in ws:
-        if isinstance(message, bytes) and len(message) >= _STAMP.size:
-            sent_ns, measured = _STAMP.unpack_from(message)
-            if measured:
-                step.latencies_ms.append((time.monotonic_ns() - sent_ns) / 1e6)
-                step.frames_back += 1
-
-
 async def run_step(
-    url: str, sessions: int, *, duration_s: float, warmup_s: float, handshake: bool,
-    server_pid: int,
+    server: Server, sessions: int, *, duration_s: float, warmup_s: float, handshake: bool
 ) -> Step:
     step = Step(sessions)
+    tally = Tally()
     loop = asyncio.get_running_loop()
-    begin = loop.time() + 1.0 + sessions * 0.004  # time to connect them all first
-    stop_at = begin + warmup_s + duration_s
-    rng = random.Random(sessions)
-    tasks = [
-        asyncio.create_task(
-            _session(url, handshake, start_at=begin + rng.random() * FRAME_MS / 1000,
-                     stop_at=stop_at, measure_from=begin + warmup_s, step=step)
-        )
-        for _ in range(sessions)
-    ]
-    await asyncio.sleep(max(0.0, begin + warmup_s - loop.time()))
-    cpu_server, cpu_client, wall = _tree_cpu_s(server_pid), time.process_time(), time.monotonic()
-    await asyncio.sleep(max(0.0, stop_at - loop.time()))
-    elapsed = time.monotonic() - wall
-    step.server_cpu_pct = 100 * (_tree_cpu_s(server_pid) - cpu_server) / elapsed
-    step.client_cpu_pct = 100 * (time.process_time() - cpu_client) / elapsed
-    for result in await asyncio.gather(*tasks, return_exceptions=True):
-        if isinstance(result, BaseException):
-            step.errors += 1
-    values = sorted(step.latencies_ms)
+    clients = await open_sessions(
+        server.host, server.port, "/v1/stream", sessions, handshake=handshake, tally=tally
+    )
+    try:
+        if not clients:
+            raise RuntimeError(f"no session of {sessions} connected")
+        begin = loop.time() + 0.1
+        measure_from = begin + warmup_s
+        stop_at = measure_from + duration_s
+        pacer = Pacer(clients, begin=begin, stop_at=stop_at, measure_from=measure_from)
+        pacer.start()
+        await asyncio.sleep(max(0.0, measure_from - loop.time()))
+        mark = (_cpu_s([server.pid]), _cpu_s(server.workers), _cpu_s([server.supervisor]),
+                time.process_time(), time.monotonic())  # fmt: skip
+        await pacer.done
+        elapsed = time.monotonic() - mark[4]
+        step.server_cpu_pct = 100 * (_cpu_s([server.pid]) - mark[0]) / elapsed
+        if server.workers:
+            step.workers_cpu_pct = 100 * (_cpu_s(server.workers) - mark[1]) / elapsed
+            step.supervisor_cpu_pct = 100 * (_cpu_s([server.supervisor]) - mark[2]) / elapsed
+        step.client_cpu_pct = 100 * (time.process_time() - mark[3]) / elapsed
+        step.pacer_late_ms = pacer.late_ms_max
+        await asyncio.sleep(0.3)  # the last frames' way back
+    finally:
+        await close_sessions(clients)
+    step.frames_sent, step.frames_back, step.errors = tally.sent, tally.back, tally.errors
+    values = sorted(ns / 1e6 for ns in tally.latencies_ns)
+    step.latencies_ms = values
     step.p50_ms = report.percentile(values, 50)
     step.p99_ms = report.percentile(values, 99)
     step.max_ms = values[-1] if values else float("nan")
     return step
 
 
+def _print(label: str, step: Step, note: str = "") -> None:
+    print(
+        f"  {label:9} {step.sessions:4d} sessions: p50 {step.p50_ms:5.2f} ms  p99 "
+        f"{step.p99_ms:6.2f} ms  lost {step.lost:5.1%}  errors {step.errors}  server cpu "
+        f"{step.server_cpu_pct:5.1f}%  workers {step.workers_cpu_pct:5.1f}%  client cpu "
+        f"{step.client_cpu_pct:5.1f}%  timer late {step.pacer_late_ms:5.1f} ms{note}",
+        flush=True,
+    )
+
+
 def ramp(
-    url: str, server_pid: int, *, counts: Sequence[int], duration_s: float, warmup_s: float,
-    handshake: bool, budget_ms: float, label: str, stop_when_failed: bool = True,
-) -> list[Step]:
-    steps: list[Step] = []
-    for count in counts:
-        for attempt in range(2):
-            step = asyncio.run(run_step(
-                url, count, duration_s=duration_s, warmup_s=warmup_s, handshake=handshake,
-                server_pid=server_pid,
-            ))
-            # The machine is shared: a failed step is measured once more before it counts,
-            # so one burst of someone else's work does not end the ramp.
-            if step.held(budget_ms) or not stop_when_failed or attempt:
-                break
-            print(f"  {label:9} {count:4d} sessions: p99 {step.p99_ms:.2f} ms, measured again")
-        steps.append(step)
-        print(
-            f"  {label:9} {count:4d} sessions: p50 {step.p50_ms:6.2f} ms  p99 "
-            f"{step.p99_ms:6.2f} ms  lost {step.lost:.1%}  errors {step.errors}  "
-            f"server cpu {step.server_cpu_pct:5.1f}%  client cpu {step.client_cpu_pct:5.1f}%",
-            flush=True,
-        )
-        if stop_when_failed and not step.held(budget_ms):
-            break
-    return steps
+    measure: Callable[[int], Step], *, start: int, coarse: int, fine: int, max_sessions: int,
+    budget_ms: float, label: str,
+) -> list[Step]:  # fmt: skip
+    """Sessions rise by ``coarse`` until a step fails, then by ``fine`` from the last
+    step held up to that failure."""
+    steps: dict[int, Step] = {}
+
+    def attempt(count: int) -> bool:
+        step = measure(count)
+        if not step.held(budget_ms):
+            # The machine is shared: a failed step is measured once more before it
+            # counts, so one burst of someone else's work does not end the ramp.
+            _print(label, step, ", measured again")
+            step = measure(count)
+        _print(label, step)
+        steps[count] = step
+        return step.held(budget_ms)
+
+    count, held = start, 0
+    while count <= max_sessions and attempt(count):
+        held, count = count, count + coarse
+    failed = count
+    count = held + fine
+    while held and count < min(failed, max_sessions + 1) and attempt(count):
+        count += fine
+    return [steps[c] for c in sorted(steps)]
 
 
 def sessions_held(steps: Sequence[Step], budget_ms: float) -> int:
+    """The largest load held below the smallest load that failed."""
     held = 0
-    for step in steps:
+    for step in sorted(steps, key=lambda s: s.sessions):
         if not step.held(budget_ms):
             break
         held = step.sessions
@@ -299,21 +339,28 @@ def _charts(out: Path, results: dict[str, list[Step]], budget_ms: float) -> list
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench gateway", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")
-    parser.add_argument("--start", type=int, default=50, help="sessions of the first step")
-    parser.add_argument("--step", type=int, default=50, help="sessions added per step")
-    parser.add_argument("--max-sessions", type=int, default=600)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per step")
+    parser.add_argument("--start", type=int, default=100, help="sessions of the first step")
+    parser.add_argument("--coarse", type=int, default=100,
+                        help="sessions added per step until one fails")
+    parser.add_argument("--step", type=int, default=25,
+                        help="sessions added per step after that, from the last step held")
+    parser.add_argument("--max-sessions", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per step")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--budget-ms", type=float, default=5.0, help="p99 round trip allowed")
+    parser.add_argument("--path", choices=("direct", "pipeline"), default="direct",
+                        help="voicegate's frames: echoed by the first stage (default) or "
+                             "through all four stages")
+    parser.add_argument("--servers", default="echo,voicegate",
+                        help="which servers to measure, in order")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = parser.parse_args(argv)
-    if args.quick:
-        counts = [2, 4]
-        args.duration, args.warmup = 1.0, 0.5
-    else:
-        counts = list(range(args.start, args.max_sessions + 1, args.step))
+    labels = [label for label in args.servers.split(",") if label]
+    if not set(labels) <= {"echo", "voicegate"}:
+        parser.error(f"--servers: unknown server in {args.servers!r}")
     cpus = sorted(os.sched_getaffinity(0))
     server_cpus, client_cpus = {cpus[0]}, set(cpus[1:]) or {cpus[0]}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -322,46 +369,66 @@ def main(argv: list[str]) -> int:
     out = report.results_dir(args.out)
     results: dict[str, list[Step]] = {}
     with tempfile.TemporaryDirectory(prefix="vg-bench-gateway-") as tmp:
-        config = _node_config(Path(tmp) / "node.toml", f"bgw{os.getpid() % 100000}")
+        config = _node_config(
+            Path(tmp) / "node.toml", f"bgw{os.getpid() % 100000}", direct=args.path == "direct",
+            gateway_cpus=server_cpus, worker_cpus=client_cpus,
+        )
+        node = load_config(config, env={})
         bundle = Path(tmp) / "bundle"  # no model runs: the stages need none
         bundle.mkdir()
-        servers = {
-            "echo": [sys.executable, "-m", "bench._echo_app", "--port", "0"],
-            "voicegate": [
-                sys.executable, "-m", "voicegate", "serve", "--port", "0", "--config",
-                str(config), "--bundle", str(bundle), "--max-sessions", "100000",
-                "--log-level", "WARNING",
-            ],
-        }
-        _pin(client_cpus)
-        try:
-            for label, command in servers.items():
-                with _server(command, env, server_cpus) as (url, pid):
-                    results[label] = ramp(
-                        url, pid, counts=counts, duration_s=args.duration,
-                        warmup_s=args.warmup, handshake=label == "voicegate",
-                        budget_ms=args.budget_ms, label=label, stop_when_failed=not args.quick,
-                    )
-        finally:
-            _pin(set(cpus))
+        for label in labels:
+            server_cm = (
+                _echo(env, server_cpus) if label == "echo"
+                else _voicegate(config, node, bundle, env, gateway_cpus=server_cpus,
+                                worker_cpus=client_cpus)
+            )  # fmt: skip
+            with server_cm as server:
+                _pin(client_cpus)
+                try:
+                    def measure(count: int, server: Server = server, label: str = label) -> Step:
+                        return asyncio.run(run_step(
+                            server, count, duration_s=args.duration, warmup_s=args.warmup,
+                            handshake=label == "voicegate",
+                        ))
+
+                    if args.quick:
+                        results[label] = [measure(2), measure(4)]
+                        for step in results[label]:
+                            _print(label, step)
+                    else:
+                        results[label] = ramp(
+                            measure, start=args.start, coarse=args.coarse, fine=args.step,
+                            max_sessions=args.max_sessions, budget_ms=args.budget_ms,
+                            label=label,
+                        )
+                finally:
+                    _pin(set(cpus))
     held = {label: sessions_held(steps, args.budget_ms) for label, steps in results.items()}
-    ratio = held["voicegate"] / held["echo"] if held["echo"] else float("nan")
+    ratio = (
+        held["voicegate"] / held["echo"]
+        if held.get("echo") and "voicegate" in held else float("nan")
+    )
     # CPU per session is the figure the neighbours' noise moves least: it says how many
     # sessions one core could carry even when a latency step was spoiled by a stall.
     per_session = {
         label: report.percentile(sorted(s.server_cpu_pct / s.sessions for s in steps), 50)
         for label, steps in results.items()
     }
-    rows = [
-        [label, held[label], steps[-1].sessions, steps[-1].p99_ms, per_session[label],
-         max(s.server_cpu_pct for s in steps), max(s.client_cpu_pct for s in steps)]
-        for label, steps in results.items()
+    rows = []
+    for label, steps in results.items():
+        at = next((s for s in steps if s.sessions == held[label]), steps[0])
+        rows.append([
+            label, held[label], at.p50_ms, at.p99_ms, at.server_cpu_pct, at.workers_cpu_pct,
+            at.client_cpu_pct, per_session[label],
+        ])
+    headers = [
+        "server", f"sessions held (p99 <= {args.budget_ms:g} ms)", "p50 (ms)", "p99 (ms)",
+        "server cpu %", "workers cpu %", "client cpu %", "server cpu % per session",
     ]
-    headers = ["server", f"sessions held (p99 <= {args.budget_ms:g} ms)", "last step",
-               "p99 last (ms)", "server cpu % per session", "server cpu max %",
-               "client cpu max %"]
     table = report.format_table(headers, rows)
     print(table)
+    print("(figures at the largest load held; server: the echo process or the gateway "
+          "process alone)")
     print(f"gateway / echo sessions held: {ratio:.2f} (target >= 0.90)")
     markdown = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n" + "".join(
         "| " + " | ".join(str(v if not isinstance(v, float) else f"{v:.3g}") for v in r) + " |\n"
@@ -374,8 +441,10 @@ def main(argv: list[str]) -> int:
         "environment": report.environment(),
         "budget_ms": args.budget_ms,
         "frame_ms": FRAME_MS,
+        "path": args.path,
         "server_cpus": sorted(server_cpus),
         "client_cpus": sorted(client_cpus),
+        "worker_cpus": sorted(client_cpus),
         "sessions_held": held,
         "server_cpu_pct_per_session": per_session,
         "ratio": ratio,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from voicegate.ext.errors import STATUS_PEER_DIED, raise_for_status
@@ -91,33 +92,15 @@ class AsyncRingReader:
         """Release what was read, then wait until a record is available (False at the
         timeout). Raises PeerDied when the producer died, RingClosed when the owner closed
         the ring and it is empty."""
-        loop = self._register()
+        return await wait_any((self,), timeout)
+
+    def _check_peer(self) -> None:
+        # A slice passed without a ring: the producer may be gone (this reads /proc, so
+        # it is not done on every wake-up).
         ring = self._ring
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            if ring.wait(0):
-                return True
-            now = loop.time()
-            if deadline is not None and now >= deadline:
-                return False
-            rung = False
-            if ring.arm_doorbell():
-                waiter: asyncio.Future[bool] = loop.create_future()
-                self._waiter = waiter
-                delay = self._slice if deadline is None else min(self._slice, deadline - now)
-                timer = loop.call_later(delay, _resolve, waiter, False)
-                try:
-                    rung = await waiter
-                finally:
-                    timer.cancel()
-                    self._waiter = None
-                    ring.disarm_doorbell()
-            if not rung:
-                # A slice passed without a ring: the producer may be gone (this reads /proc,
-                # so it is not done on every wake-up).
-                ring.beat()
-                if ring.peer_pid != 0 and not ring.peer_alive() and not ring.wait(0):
-                    raise_for_status(STATUS_PEER_DIED, ring.name, "producer gone while waiting")
+        ring.beat()
+        if ring.peer_pid != 0 and not ring.peer_alive() and not ring.wait(0):
+            raise_for_status(STATUS_PEER_DIED, ring.name, "producer gone while waiting")
 
     async def read_batch(self, max_records: int = 256, timeout: float | None = None) -> list[Any]:
         """Up to ``max_records`` records, waiting up to ``timeout`` for the first one."""
@@ -145,6 +128,48 @@ class AsyncRingReader:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+async def wait_any(readers: Sequence[AsyncRingReader], timeout: float | None = None) -> bool:
+    """Release what was read on every ring of ``readers``, then wait until any of them
+    has a record (False at the timeout). One future and one timer serve all the rings:
+    every armed doorbell resolves the same future, so a consumer of several rings pays
+    for one wait, not one task per ring. Raises like ``AsyncRingReader.wait``."""
+    loop = asyncio.get_running_loop()
+    for reader in readers:
+        reader._register()
+    park_slice = min(reader._slice for reader in readers)
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        for reader in readers:
+            if reader._ring.wait(0):
+                return True
+        now = loop.time()
+        if deadline is not None and now >= deadline:
+            return False
+        waiter: asyncio.Future[bool] = loop.create_future()
+        armed: list[AsyncRingReader] = []
+        rung = False
+        try:
+            for reader in readers:
+                if not reader._ring.arm_doorbell():
+                    break  # a record came (or the ring closed) since the check above
+                armed.append(reader)
+                reader._waiter = waiter
+            else:
+                delay = park_slice if deadline is None else min(park_slice, deadline - now)
+                timer = loop.call_later(delay, _resolve, waiter, False)
+                try:
+                    rung = await waiter
+                finally:
+                    timer.cancel()
+        finally:
+            for reader in armed:
+                reader._waiter = None
+                reader._ring.disarm_doorbell()
+        if not rung:
+            for reader in readers:
+                reader._check_peer()
 
 
 def _resolve(waiter: asyncio.Future[bool], rung: bool) -> None:

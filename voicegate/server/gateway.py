@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import json
 import logging
@@ -39,9 +38,9 @@ from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import PCM16_16K
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
-from voicegate.core.logs import current_session, session_context
-from voicegate.ext.aio import AsyncRingReader
-from voicegate.ext.errors import RingClosed
+from voicegate.core.logs import current_session
+from voicegate.ext.aio import AsyncRingReader, wait_any
+from voicegate.ext.errors import RingClosed, RingError
 from voicegate.server import prometheus
 from voicegate.server.events import ErrorEvent
 from voicegate.server.gateway_session import (
@@ -425,7 +424,7 @@ class Gateway:
                     return
             if item.data:
                 await _timed(live, ws.send_bytes(item.data))
-                live.play_sent_ms += turns.output.duration_ms(len(item.data))
+                live.play_sent_ms += turns.output_ms(len(item.data))
                 self.counters["frames_out"] += 1
             if item.last:
                 remaining = live.play_sent_ms - (monotonic_ns() - live.play_start_ns) / 1e6
@@ -490,7 +489,13 @@ class Gateway:
                     for live in list(self.sessions.values()):
                         self._perform(live, live.conn.shutdown_deadline())
                 if not busy:
-                    await _wait_any(readers)
+                    try:
+                        await wait_any(readers, _WAIT_SLICE_S)
+                    except RingError:
+                        # A producer that died (a worker being replaced) raises at once:
+                        # do not spin on its ring until the replacement attaches. A
+                        # closed ring ends the loop at the next read.
+                        await asyncio.sleep(0.01)
                 else:
                     await asyncio.sleep(0)  # let the senders run between batches
         except RingClosed:
@@ -508,20 +513,25 @@ class Gateway:
         if live is None:
             return
         turns = live.turns
-        before = dataclasses.replace(turns.counters)
+        counted = turns.counters
+        before = (counted.dropped_stale, counted.turns_committed, counted.turns_cancelled)
         if record.kind == Kind.BARGE_IN:
             self.counters["barge_ins"] += 1
+        # What on_record logs names the session (session_context without its generator:
+        # this runs for every record).
+        token = current_session.set(live.sid)
         try:
-            with session_context(live.sid):
-                turns.on_record(record, now)
+            turns.on_record(record, now)
         except ValueError as exc:  # a malformed payload: never the end of the gateway
             self.counters["records_malformed"] += 1
             # The record's repr names its kind and size, never its payload.
             log.warning("malformed %r dropped (%s)", record, exc, extra={"session": live.sid})
-        after = turns.counters
-        self.counters["records_stale_dropped"] += after.dropped_stale - before.dropped_stale
-        self.counters["turns_committed"] += after.turns_committed - before.turns_committed
-        self.counters["turns_cancelled"] += after.turns_cancelled - before.turns_cancelled
+        finally:
+            current_session.reset(token)
+        if before != (counted.dropped_stale, counted.turns_committed, counted.turns_cancelled):
+            self.counters["records_stale_dropped"] += counted.dropped_stale - before[0]
+            self.counters["turns_committed"] += counted.turns_committed - before[1]
+            self.counters["turns_cancelled"] += counted.turns_cancelled - before[2]
         if turns.overflowed:
             turns.overflowed = False
             self._slow_client(live)
@@ -575,19 +585,3 @@ async def _timed(live: LiveSession, send: Awaitable[None]) -> None:
 
 def _occupancy(ring: Any) -> int:
     return int(ring.stats().get("occupancy_bytes", 0))
-
-
-async def _wait_any(readers: Sequence[AsyncRingReader]) -> None:
-    waits = [asyncio.ensure_future(r.wait(_WAIT_SLICE_S)) for r in readers]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-        for w in waits:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await w
-    # A producer that died (a worker being replaced) makes wait() raise at once: do not
-    # spin on its ring until the replacement attaches.
-    if any(not w.cancelled() and w.exception() is not None for w in waits):
-        await asyncio.sleep(0.01)

@@ -210,6 +210,21 @@ class SessionTurns:
         self.arrivals: deque[tuple[int, int]] = deque(maxlen=4096)
         self.overflowed = False  # push_audio refused: the connection must react
 
+    @property
+    def output(self) -> AudioFormat:
+        """The format answer audio is sent in now."""
+        return self._output
+
+    @output.setter
+    def output(self, fmt: AudioFormat) -> None:
+        self._output = fmt
+        self._output_bytes_per_s = fmt.bytes_per_second
+
+    def output_ms(self, nbytes: int) -> float:
+        """``output.duration_ms``, with the byte rate looked up once per format rather
+        than twice per answer frame."""
+        return 1000.0 * nbytes / self._output_bytes_per_s
+
     # -- input bookkeeping ----------------------------------------------------------
 
     def input_arrived(self, end_ms: int, arrival_ns: int) -> None:
@@ -307,7 +322,7 @@ class SessionTurns:
             answer.audio_started = True
             fmt = self.output
             self._emit(r.turn, ResponseAudioStarted(r.turn, fmt.encoding, fmt.sample_rate), True)
-        answer.audio_ms += self.output.duration_ms(len(data))
+        answer.audio_ms += self.output_ms(len(data))
         if data or last:
             self._push(AudioItem(r.turn, data, last), hold=r.turn not in self.confirmed)
         if last:
