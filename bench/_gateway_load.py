@@ -1,65 +1,31 @@
 """The load generator of ``bench gateway``: many WebSocket sessions streaming 20 ms
 frames, at a few microseconds of client CPU per frame.
 
-A general WebSocket client (one coroutine and one sleep per session per frame, a frame
-object per message) costs more per frame than the server under test does, so on one core
-it measures itself. Here instead:
+Each session is a ``bench._wsraw`` raw WebSocket protocol (hand-made upgrade, frames
+masked with a fixed key, an incremental parser). Here:
 
-- each session is a raw ``asyncio.Protocol``; the HTTP upgrade is written by hand and
-  its answer checked (101 and ``Sec-WebSocket-Accept``);
-- client frames are built once per session, masked as RFC 6455 requires of a client,
-  with a fixed mask key (a bench does not need the key to be unpredictable: the mask
-  only protects proxies against cache poisoning); each send writes the masked stamp
-  into the prebuilt frame;
+- each session's audio frame is built once; each send writes the masked stamp into it;
 - ONE timer per process sends every session's due frame in its 20 ms slot, the sessions
   spread evenly over the 20 ms;
-- server frames go through a minimal incremental parser (TCP reads split and join
-  frames anywhere); a binary frame carries the stamp back, text frames are skipped
+- a binary frame carries the stamp back and is read in place; text frames are skipped
   except the ``session.started`` that voicegate's JSON handshake waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
-import os
 import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bench._wsraw import FIN, MASK, OP_BINARY, OP_TEXT, HandshakeError, RawWebSocket
+
 FRAME_MS = 20
 FRAME_BYTES = 640  # 20 ms of PCM16 at 16 kHz
 _STAMP = struct.Struct("<qBxxx")  # send time (monotonic ns), 1 if measured; padded to 12
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_MASK = b"\x5a\xa5\x3c\xc3"  # fixed client mask key, see the module docstring
-_MASK_STAMP = int.from_bytes(_MASK * 3, "little")
-_OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING = 0x0, 0x1, 0x2, 0x8, 0x9
-_FIN = 0x80
-
-
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One final client frame, masked with the fixed key."""
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", _FIN | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", _FIN | opcode, 0x80 | 126, n)
-    else:
-        header = struct.pack("!BBQ", _FIN | opcode, 0x80 | 127, n)
-    key = (_MASK * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-    return header + _MASK + masked
-
-
-def _accept_key(key: bytes) -> bytes:
-    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
-
-
-class HandshakeError(RuntimeError):
-    pass
+_MASK_STAMP = int.from_bytes(MASK * 3, "little")
 
 
 @dataclass
@@ -72,172 +38,68 @@ class Tally:
     latencies_ns: list[int] = field(default_factory=list)
 
 
-class WsSession(asyncio.Protocol):
+class WsSession(RawWebSocket):
     """One client connection; ``ready`` resolves once frames may be streamed."""
 
     def __init__(self, host: str, path: str, handshake: bool, tally: Tally) -> None:
-        self._host = host
-        self._path = path
+        super().__init__(host, path)
         self._json_handshake = handshake
         self.tally = tally
-        loop = asyncio.get_running_loop()
-        self.ready: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.transport: asyncio.Transport | None = None
-        self._key = base64.b64encode(os.urandom(16))
-        self._upgraded = False
-        self._buf = bytearray()
-        self._message_opcode = -1  # opcode of a fragmented message in progress
-        self._message = bytearray()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.streaming = False  # loss of the connection while streaming is an error
         # Header of a final binary frame of FRAME_BYTES (16-bit length form), then the
         # payload of zeros as the fixed key masks it; the stamp goes in bytes 8..20.
         self.frame = bytearray(
-            struct.pack("!BBH", _FIN | _OP_BINARY, 0x80 | 126, FRAME_BYTES) + _MASK
-        ) + _MASK * (FRAME_BYTES // 4)
+            struct.pack("!BBH", FIN | OP_BINARY, 0x80 | 126, FRAME_BYTES) + MASK
+        ) + MASK * (FRAME_BYTES // 4)
 
-    # -- asyncio.Protocol ------------------------------------------------------------
+    def on_open(self) -> None:
+        if self._json_handshake:
+            self.send(OP_TEXT, json.dumps({"type": "session.start"}).encode())
+        else:
+            self.ready.set_result(None)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(
-            f"GET {self._path} HTTP/1.1\r\nHost: {self._host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {self._key.decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
+    def on_binary(self, buf: bytearray, start: int, end: int, now_ns: int) -> None:
+        # The hot path: a frame carrying its stamp back, read in place.
+        if end - start >= _STAMP.size:
+            sent_ns, measured = _STAMP.unpack_from(buf, start)
+            if measured:
+                self.tally.latencies_ns.append(now_ns - sent_ns)
+                self.tally.back += 1
 
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic_ns()
-        buf = self._buf
-        buf += data
-        if not self._upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            try:
-                self._check_upgrade(bytes(buf[:end]))
-            except HandshakeError as exc:
-                self._fail(exc)
-                return
-            del buf[: end + 4]
-            self._upgraded = True
-            if self._json_handshake:
-                self.send(_OP_TEXT, json.dumps({"type": "session.start"}).encode())
-            else:
+    def on_message(self, opcode: int, payload: bytes, now_ns: int) -> None:
+        if opcode == OP_BINARY:  # a fragmented one: rare, not the hot path
+            self.on_binary(bytearray(payload), 0, len(payload), now_ns)
+        elif opcode == OP_TEXT and not self.ready.done():
+            kind = json.loads(payload).get("type")
+            if kind == "session.started":
                 self.ready.set_result(None)
-        pos = 0
-        size = len(buf)
-        tally = self.tally
-        while size - pos >= 2:
-            b0 = buf[pos]
-            length = buf[pos + 1] & 0x7F  # server frames are not masked
-            start = pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                start = pos + 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            end = start + length
-            if end > size:
-                break
-            opcode = b0 & 0x0F
-            if opcode == _OP_BINARY and b0 & _FIN and length >= _STAMP.size:
-                # The hot path: one whole binary frame carrying a stamp back.
-                sent_ns, measured = _STAMP.unpack_from(buf, start)
-                if measured:
-                    tally.latencies_ns.append(now - sent_ns)
-                    tally.back += 1
             else:
-                self._on_frame(b0, opcode, bytes(buf[start:end]), now)
-            pos = end
-        if pos:
-            del buf[:pos]
+                self.fail(HandshakeError(f"no session.started: {kind!r}"))
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def on_close(self, exc: Exception | None) -> None:
         if not self.ready.done():
             self.ready.set_exception(exc or ConnectionError("closed during the handshake"))
         if self.streaming:
             self.tally.errors += 1
             self.streaming = False
-        if not self.closed.done():
-            self.closed.set_result(None)
 
-    # -- frames ----------------------------------------------------------------------
-
-    def _check_upgrade(self, head: bytes) -> None:
-        lines = head.decode("latin-1").split("\r\n")
-        if not lines[0].startswith("HTTP/1.1 101"):
-            raise HandshakeError(f"upgrade refused: {lines[0]!r}")
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("sec-websocket-accept", "").encode() != _accept_key(self._key):
-            raise HandshakeError("wrong Sec-WebSocket-Accept")
-
-    def _on_frame(self, b0: int, opcode: int, payload: bytes, now: int) -> None:
-        if opcode == _OP_PING:
-            self.send(0xA, payload)
-            return
-        if opcode == _OP_CLOSE:
-            if self.transport is not None:
-                self.transport.close()
-            return
-        if opcode >= 0x8:  # pong, or a control frame we do not use
-            return
-        if opcode == _OP_CONT:
-            self._message += payload
-            opcode = self._message_opcode
-        elif not b0 & _FIN:
-            self._message_opcode = opcode
-            self._message = bytearray(payload)
-        if not b0 & _FIN:
-            return
-        if self._message_opcode >= 0:
-            payload, self._message = bytes(self._message), bytearray()
-            self._message_opcode = -1
-        if opcode == _OP_BINARY and len(payload) >= _STAMP.size:
-            sent_ns, measured = _STAMP.unpack_from(payload)
-            if measured:
-                self.tally.latencies_ns.append(now - sent_ns)
-                self.tally.back += 1
-        elif opcode == _OP_TEXT and not self.ready.done():
-            kind = json.loads(payload).get("type")
-            if kind == "session.started":
-                self.ready.set_result(None)
-            else:
-                self._fail(HandshakeError(f"no session.started: {kind!r}"))
-
-    def _fail(self, exc: Exception) -> None:
+    def fail(self, exc: Exception) -> None:
         if not self.ready.done():
             self.ready.set_exception(exc)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def send(self, opcode: int, payload: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(client_frame(opcode, payload))
+        super().fail(exc)
 
     def send_stamped(self, measured: bool) -> None:
         """Send the prebuilt audio frame with the current time in its first bytes."""
         frame = self.frame
         stamp = _STAMP.pack(time.monotonic_ns(), measured)
         frame[8:20] = (int.from_bytes(stamp, "little") ^ _MASK_STAMP).to_bytes(12, "little")
-        assert self.transport is not None
         # A copy: the transport may keep a reference to what it could not send at once.
-        self.transport.write(bytes(frame))
+        self.write(bytes(frame))
 
-    def close(self) -> None:
+    def close(self, code: int = 1000) -> None:
         self.streaming = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(client_frame(_OP_CLOSE, struct.pack("!H", 1000)))
-            self.transport.close()
+        super().close(code)
 
 
 class Pacer:

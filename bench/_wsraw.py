@@ -83,6 +83,11 @@ class RawWebSocket(asyncio.Protocol):
     def on_close(self, exc: Exception | None) -> None:
         """The connection is gone (after or without the upgrade)."""
 
+    def on_binary(self, buf: bytearray, start: int, end: int, now_ns: int) -> None:
+        """A whole binary message in one frame, at ``buf[start:end]`` (valid only during
+        the call). A hot path may read it in place; by default it becomes a message."""
+        self.on_message(OP_BINARY, bytes(buf[start:end]), now_ns)
+
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,7 +136,10 @@ class RawWebSocket(asyncio.Protocol):
             end = start + length
             if end > size:
                 break
-            self._on_frame(b0, bytes(buf[start:end]), now)
+            if b0 == FIN | OP_BINARY:
+                self.on_binary(buf, start, end, now)
+            else:
+                self._on_frame(b0, bytes(buf[start:end]), now)
             pos = end
         if pos:
             del buf[:pos]

@@ -6,7 +6,8 @@ import asyncio
 import struct
 import time
 
-from bench._gateway_load import _MASK, FRAME_BYTES, Tally, WsSession, client_frame
+from bench._gateway_load import FRAME_BYTES, Tally, WsSession
+from bench._wsraw import MASK, client_frame
 
 
 def _unmask(frame: bytes) -> tuple[int, bytes]:
@@ -37,7 +38,9 @@ def test_stamped_frame_unmasks_to_the_stamp_and_zeros() -> None:
     async def main() -> None:
         session = WsSession("h:1", "/", False, Tally())
         sent: list[bytes] = []
-        session.transport = type("T", (), {"write": lambda self, d: sent.append(d)})()
+        session.transport = type(
+            "T", (), {"write": lambda self, d: sent.append(d), "is_closing": lambda self: False}
+        )()
         before = time.monotonic_ns()
         session.send_stamped(True)
         b0, body = _unmask(sent[0])
@@ -45,7 +48,7 @@ def test_stamped_frame_unmasks_to_the_stamp_and_zeros() -> None:
         sent_ns, measured = struct.unpack_from("<qB", body)
         assert before <= sent_ns <= time.monotonic_ns() and measured == 1
         assert body[9:] == bytes(FRAME_BYTES - 9)
-        assert sent[0][4:8] == _MASK
+        assert sent[0][4:8] == MASK
 
     asyncio.run(main())
 
