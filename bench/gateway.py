@@ -174,9 +174,9 @@ def _voicegate(
     with _process(argv, env, set(os.sched_getaffinity(0))) as (host, port, supervisor):
         status = read_node_status(node)
         gateway = status["gw0"].pid
-        # ``[gateway] cpus`` is not applied by the gateway process itself yet: pin it
-        # (every thread) here, and the supervisor away from it.
-        _pin_process(gateway, gateway_cpus)
+        if os.sched_getaffinity(gateway) != gateway_cpus:
+            raise RuntimeError(f"gateway {gateway} runs on CPUs {os.sched_getaffinity(gateway)}")
+        # The supervisor is idle while serving; keep it off the gateway's core all the same.
         _pin_process(supervisor, worker_cpus)
         workers = tuple(status[s].pid for s in _STAGES)
         for pid in workers:

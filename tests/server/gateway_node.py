@@ -23,7 +23,7 @@ QUIET = bytes(640)
 
 
 class Node:
-    def __init__(self, tmp: Path, *extra: str, answer_ms: int = 400) -> None:
+    def __init__(self, tmp: Path, *extra: str, answer_ms: int = 400, config: str = "") -> None:
         self.name = f"gwt{os.getpid() % 10000}{int(time.time() * 1000) % 100000}"
         cfg = tmp / "node.toml"
         cfg.write_text(
@@ -35,6 +35,7 @@ class Node:
                 f'[workers.{s}.options]\ntag = ""\n'
                 for s in ("stt", "llm", "tts")
             )
+            + config
         )
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(Path(__file__).parent)])

@@ -206,3 +206,26 @@ def test_talk_client_gets_an_answer_in_the_fallback_rate(node: Node, tmp_path: P
     assert re.search(r"answer:\s+answer \d+\.", talk.stdout), talk.stdout
     assert "mulaw 8000 Hz" in talk.stdout
     assert out.stat().st_size > 44
+
+
+def test_gateway_processes_run_on_their_configured_cpus(tmp_path: Path) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    n = Node(tmp_path, "--gateways", "2", config=f"[gateway]\ncpus = [{cpu}]\n")
+    try:
+        titles = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        titles[int(entry)] = f.read().split(b"\0")[0].decode()
+                except OSError:
+                    continue
+        gateways = [pid for pid, title in titles.items() if title.startswith("voicegate: gateway")]
+        gateways = [pid for pid in gateways if os.getsid(pid) == n.proc.pid]
+        assert len(gateways) == 2
+        for pid in gateways:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                assert os.sched_getaffinity(int(task)) == {cpu}
+    finally:
+        assert n.stop() == 0
+        assert not n.leftovers()

@@ -93,7 +93,8 @@ def test_pipeline_carries_frames_of_many_sessions_in_order(
         pid = status.pid
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             assert f.read().split(b"\0")[0] == f"voicegate: {stage}".encode()
-        assert os.sched_getaffinity(pid) == set(node.config.cpus_for(stage))
+        for task in os.listdir(f"/proc/{pid}/task"):  # every thread, not just the main one
+            assert os.sched_getaffinity(int(task)) == set(node.config.cpus_for(stage))
         assert status.state is State.READY
         # 12 opens, 3 turns x 12 x (10 frames + commit), 12 closes
         assert status.counters["records_in"] == 12 + 3 * 12 * 11 + 12

@@ -25,6 +25,7 @@ from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.logs import setup_node_logging
 from voicegate.server.gateway import Gateway, GatewayOptions
+from voicegate.workers.procinfo import pin_to
 
 log = logging.getLogger("voicegate.gateway")
 
@@ -65,6 +66,8 @@ class _Server(uvicorn.Server):
 def gateway_main(spec: GatewaySpec) -> None:
     # Named like the workers, so ps, top and profilers tell the gateways apart.
     setproctitle(f"voicegate: gateway {spec.index}")
+    # Before the event loop starts a thread: every thread it makes inherits the CPUs.
+    pin_to(spec.config.cpus_for("gateway"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_node_logging(spec.config.logging)
     asyncio.run(_serve(spec))

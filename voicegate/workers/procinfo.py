@@ -4,6 +4,7 @@ reuse, liveness that sees through zombies (both read /proc through the ring's ow
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -32,8 +33,15 @@ def is_alive(pid: int, start_ticks: int | None = None) -> bool:
 
 
 def pin_to(cpus: Iterable[int]) -> None:
-    """Restrict the calling process to ``cpus``."""
-    os.sched_setaffinity(0, set(cpus))
+    """Restrict the calling process, every thread of it, to ``cpus``.
+
+    ``sched_setaffinity(0)`` moves only the calling thread: threads that imports started
+    before (OpenBLAS's pool, for one) would stay on every CPU."""
+    wanted = set(cpus)
+    os.sched_setaffinity(0, wanted)
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(task), wanted)
 
 
 def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> None:
