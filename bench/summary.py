@@ -72,6 +72,24 @@ def _e2e(data: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _gateway(data: dict[str, Any]) -> list[Row]:
+    budget = data.get("budget_ms", 5.0)
+    held = data.get("sessions_held", {})
+    per_session = data.get("server_cpu_pct_per_session", {})
+    rows: list[Row] = [
+        ["gateway", f"{name}: sessions held at p99 <= {budget:g} ms", count, None, None]
+        for name, count in held.items()
+    ]
+    rows += [
+        ["gateway", f"{name}: server CPU % per session", pct, None, None]
+        for name, pct in per_session.items()
+    ]
+    ratio = data.get("ratio")
+    if isinstance(ratio, float) and not math.isnan(ratio):
+        rows.append(["gateway", "voicegate / echo sessions held (x)", ratio, 0.9, ratio >= 0.9])
+    return rows
+
+
 def _generic(name: str) -> Callable[[dict[str, Any]], list[Row]]:
     """Benches without a reader of their own: their ``targets`` list, if they have one."""
 
@@ -89,7 +107,7 @@ READERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "ring": _ring,
     "models": _models,
     "e2e": _e2e,
-    "gateway": _generic("gateway"),
+    "gateway": _gateway,
 }
 
 

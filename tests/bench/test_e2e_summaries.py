@@ -101,3 +101,16 @@ def test_ramp_can_start_higher_and_levels_must_rise() -> None:
     for bad in ("30,10", "0,5", "a"):
         with pytest.raises(argparse.ArgumentTypeError):
             e2e._levels(bad)
+
+
+def test_summary_reads_the_gateway_bench(tmp_path: Path) -> None:
+    data = {
+        "budget_ms": 5.0,
+        "sessions_held": {"echo": 500, "voicegate": 175},
+        "server_cpu_pct_per_session": {"echo": 0.2, "voicegate": 0.5},
+        "ratio": 0.35,
+    }
+    (tmp_path / "gateway.json").write_text(json.dumps(data))
+    by_figure = {r[1]: r for r in summary.summarize(tmp_path, ["gateway"])}
+    assert by_figure["echo: sessions held at p99 <= 5 ms"][2] == 500
+    assert by_figure["voicegate / echo sessions held (x)"][2:] == [0.35, 0.9, False]
