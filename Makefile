@@ -36,13 +36,13 @@ lint: build
 test: build lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# About 10 minutes on 2 cores: ring ~1 min, models ~0.5 min, the e2e ramp (20, 40, 80, 160
-# sessions, then two levels bisecting held and failed; 10 s each, py-spy on voicegate's
-# processes) against voicegate and the baselines ~7 min, the gateway ~2 min; then one table.
+# About 12 minutes on 2 cores: ring ~1 min, models ~0.5 min, the e2e ramp (20, 40, 80, 160,
+# 320 sessions, then two levels bisecting held and failed; 10 s each, py-spy on voicegate's
+# processes) against voicegate and the baselines ~9 min, the gateway ~1.5 min; one table.
 bench: build
 	$(BIN)/python -m bench ring
 	$(BIN)/python -m bench models
-	$(BIN)/python -m bench e2e --spawn --ramp --ramp-start 20 --ramp-max 160 --sessions 20 \
+	$(BIN)/python -m bench e2e --spawn --ramp --ramp-start 20 --ramp-max 320 --sessions 20 \
 		--duration 10 --baselines --profile
 	$(BIN)/python -m bench gateway
 	$(BIN)/python -m bench summary

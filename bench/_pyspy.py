@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any
 
 _BOILERPLATE_SHARE = 0.97  # frames on more of the samples than this are the call path
+# Process start-up and event-loop frames: on the stack of whatever a process does, so
+# they say nothing about where its time goes.
+_CALL_PATH_FILES = frozenset({
+    "<string>", "spawn.py", "process.py", "runners.py", "base_events.py", "events.py",
+})  # fmt: skip
 
 
 def executable() -> str | None:
@@ -83,7 +88,11 @@ def summarize(lines: Sequence[str], top: int = 8) -> dict[str, Any]:
         own[frames[-1]] += n
     if not total:
         return {"samples": 0, "inclusive": [], "self": []}
-    useful = [(f, n) for f, n in inclusive.most_common() if n < _BOILERPLATE_SHARE * total]
+    useful = [
+        (f, n)
+        for f, n in inclusive.most_common()
+        if n < _BOILERPLATE_SHARE * total and _file(f) not in _CALL_PATH_FILES
+    ]
     return {
         "samples": total,
         "inclusive": [[f, round(100 * n / total, 1)] for f, n in useful[:top]],
@@ -96,6 +105,10 @@ def _function(frame: str) -> str:
     name, _, where = frame.partition(" (")
     file = where.rsplit(":", 1)[0].rsplit("/", 1)[-1] if where else ""
     return f"{name} ({file})" if file else name
+
+
+def _file(function: str) -> str:
+    return function.rpartition(" (")[2].rstrip(")")
 
 
 def _slug(name: str) -> str:

@@ -19,5 +19,17 @@ def test_summary_counts_inclusive_and_self_shares_without_the_call_path() -> Non
     assert s["self"] == [["run (ort.py)", 60.0], ["append (vad.py)", 30.0], ["loop (w.py)", 10.0]]
 
 
+def test_event_loop_and_process_start_frames_are_left_out() -> None:
+    lines = [
+        "_main (spawn.py:1);_run_once (base_events.py:9);send (gateway.py:4) 30",
+        "_main (spawn.py:1);_run_once (base_events.py:9);select (selectors.py:2) 60",
+        "idle (worker.py:1) 10",
+    ]
+    s = summarize(lines)
+    assert s["inclusive"] == [
+        ["select (selectors.py)", 60.0], ["send (gateway.py)", 30.0], ["idle (worker.py)", 10.0]
+    ]
+
+
 def test_empty_profile() -> None:
     assert summarize([]) == {"samples": 0, "inclusive": [], "self": []}
