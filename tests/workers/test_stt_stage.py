@@ -88,7 +88,8 @@ def test_audio_is_kept_across_a_continued_utterance(bundle: Path) -> None:
 
 
 def test_streaming_partials_while_the_caller_talks(bundle: Path) -> None:
-    h, _ = stage(bundle, partial_interval_ms=480)
+    # No shedding: a harness that drives the stage back to back looks fully busy.
+    h, _ = stage(bundle, partial_interval_ms=480, partial_max_stretch=1)
     h.send(event(VadEventType.SPEECH_START, 1, 0))
     rng = np.random.default_rng(1)
     for _ in range(100):  # 2 s in 20 ms frames
@@ -99,6 +100,22 @@ def test_streaming_partials_while_the_caller_talks(bundle: Path) -> None:
     assert len(partials) >= 3
     assert all(TRANSCRIPT.startswith(p) for p in partials)
     assert [len(p) for p in partials] == sorted(len(p) for p in partials)
+
+
+def test_stretched_partials_are_spaced_wider_and_the_pause_is_still_decoded(
+    bundle: Path,
+) -> None:
+    h, decoded = stage(bundle, partial_interval_ms=480, partial_max_stretch=1)
+    stt = h.stage
+    assert isinstance(stt, SttStage)
+    stt.partials.stretch = 4  # as the governor leaves it under load: every 1920 ms
+    h.send(event(VadEventType.SPEECH_START, 1, 0))
+    for _ in range(100):  # 2 s in 20 ms frames
+        h.send(msg(Kind.AUDIO_IN, SID, 1, bytes(640)))
+        h.tick()
+    assert decoded == [30720]  # one partial, at 1920 ms
+    h.send(event(VadEventType.SPEECH_PAUSE, 1, 32000))
+    assert decoded == [30720, 32000]
 
 
 def test_typed_text_is_the_final_transcript(bundle: Path) -> None:

@@ -12,13 +12,19 @@ decoding again; only a cut that changed is decoded. TEXT_INPUT becomes the turn'
 TRANSCRIPT_FINAL as is. Utterances longer than Whisper's 30 s window are decoded from
 their last 30 s.
 
+Under load the partials give way (``partial_shedding``): their spacing doubles while
+the stage is busy more than half the time, up to ``partial_max_stretch`` times, and
+comes back when it is idle; the transcripts at pauses and ends of turn are never shed.
+
 Options ([workers.stt.options]):
     partial_interval_ms   new audio between streaming partials (the bundle's; 0: none)
+    partial_max_stretch   how far that spacing may grow under load (8; 1: never)
     max_batch             utterances decoded in one call (16)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -26,13 +32,16 @@ import numpy as np
 import numpy.typing as npt
 
 from voicegate.core.audio import pcm16_to_float32
+from voicegate.core.clock import monotonic_ns
 from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
 from voicegate.models import melspec
 from voicegate.models.stt import SAMPLE_RATE, WhisperModel, load_model, read_params
+from voicegate.workers.partial_shedding import PartialGovernor
 from voicegate.workers.stage import Message, Output, Stage, StageContext
 from voicegate.workers.stage_support import StageOptions, bundle_table, execution_config
 
-_OPTIONS = ("partial_interval_ms", "max_batch")
+log = logging.getLogger("voicegate.stt")
+_OPTIONS = ("partial_interval_ms", "partial_max_stretch", "max_batch")
 FloatAudio = npt.NDArray[np.float32]
 
 
@@ -77,14 +86,16 @@ class SttStage(Stage[SttSession]):
         self.options = StageOptions(context, _OPTIONS)
         self.max_batch = self.options.integer("max_batch", 16, minimum=1)
         self.model: WhisperModel | None = None
-        self.interval = 0
+        self.partials = PartialGovernor(
+            0, max_stretch=self.options.integer("partial_max_stretch", 8, minimum=1)
+        )
 
     def load(self) -> None:
         table, base = bundle_table(self.context, "stt")
         self.model = load_model(table, base, execution_config(self.context))
         default = read_params(table, base).partial_interval_ms
         interval_ms = self.options.integer("partial_interval_ms", default)
-        self.interval = interval_ms * SAMPLE_RATE // 1000
+        self.partials.base_interval = interval_ms * SAMPLE_RATE // 1000
 
     def _model(self) -> WhisperModel:
         if self.model is None:
@@ -101,6 +112,21 @@ class SttStage(Stage[SttSession]):
         state.provisional = None
 
     def on_records(
+        self, batch: Sequence[Message], states: Mapping[int, SttSession], out: Output
+    ) -> None:
+        start = monotonic_ns()
+        try:
+            self._on_records(batch, states, out)
+        finally:
+            self._busy(start)
+
+    def _busy(self, start_ns: int) -> None:
+        if self.partials.busy(start_ns, monotonic_ns()):
+            spacing_ms = self.partials.interval * 1000 // SAMPLE_RATE
+            log.info("streaming partials every %d ms of new audio (x%d: STT load)",
+                     spacing_ms, self.partials.stretch)  # fmt: skip
+
+    def _on_records(
         self, batch: Sequence[Message], states: Mapping[int, SttSession], out: Output
     ) -> None:
         requests: list[_Request] = []
@@ -172,16 +198,24 @@ class SttStage(Stage[SttSession]):
         return texts
 
     def tick(self, now_ns: int, states: Mapping[int, SttSession], out: Output) -> None:
-        if not self.interval:
+        interval = self.partials.interval
+        if not interval:
             return
         due = sorted(
             (s.decoded_at - s.samples, sid)
             for sid, s in states.items()
-            if s.speaking and s.samples - s.decoded_at >= self.interval
+            if s.speaking and s.samples - s.decoded_at >= interval
         )[: self.max_batch]
         if not due:
             return
-        sids = [sid for _, sid in due]
+        try:
+            self._partials(now_ns, [sid for _, sid in due], states, out)
+        finally:
+            self._busy(now_ns)
+
+    def _partials(
+        self, now_ns: int, sids: list[int], states: Mapping[int, SttSession], out: Output
+    ) -> None:
         texts = self._transcribe(self._model(), [states[sid].audio() for sid in sids])
         for sid, text in zip(sids, texts, strict=True):
             state = states[sid]
