@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,12 @@ def test_turn_decisions_and_forwarded_audio_are_exact(
     np.testing.assert_array_equal(audio, store_hours[start : start + len(audio)])
     pause_at = got[1][1]
     assert start + len(audio) >= pause_at  # the pause's cut is all there before the event
+    # Gathered in records of at least forward_ms (100 ms) while the caller talks; only
+    # the one that a decision sends first may be shorter.
+    pieces = [r for r in down if r.kind in (Kind.AUDIO_IN, Kind.VAD_EVENT)]
+    for record, after in pairwise(pieces):
+        if record.kind == Kind.AUDIO_IN and after.kind == Kind.AUDIO_IN:
+            assert len(record.payload) >= 2 * 1600
     # The manifest: speech from 0.5 s to 2.67 s; the start comes with pre-roll.
     assert 0.2 * 16000 < start < 0.5 * 16000 and 2.6 * 16000 < pause_at < 2.9 * 16000
     # The speech-end reference point: the frame in which the speech ended (the pause's
