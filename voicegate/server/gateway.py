@@ -157,6 +157,7 @@ class Gateway:
         self.drained = asyncio.Event()
         self._egress: asyncio.Task[None] | None = None
         self._pending: deque[tuple[int, int, int, int, int, bytes, int]] = deque()
+        self._publish_due = False  # a call to _publish_staged is scheduled
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -357,11 +358,22 @@ class Gateway:
         live.seq += 1
         live.turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)
         if self.link.send(
-            Kind.AUDIO_IN, live.sid, live.turns.turn, live.seq, now, action.audio.data
-        ):
+            Kind.AUDIO_IN, live.sid, live.turns.turn, live.seq, now, action.audio.data,
+            publish=False,
+        ):  # fmt: skip
             self.counters["frames_in"] += 1
+            if not self._publish_due:
+                # Every frame that arrives in this turn of the event loop becomes visible
+                # to VAD at its end, at once: one wake-up of the worker, not one per frame.
+                self._publish_due = True
+                asyncio.get_running_loop().call_soon(self._publish_staged)
         else:
             self.counters["frames_in_dropped"] += 1
+
+    def _publish_staged(self) -> None:
+        self._publish_due = False
+        with contextlib.suppress(RingClosed):  # the node is going down: nobody reads
+            self.link.publish()
 
     def _control(self, live: LiveSession, kind: Kind, payload: bytes, flags: int = 0) -> None:
         live.seq += 1

@@ -111,17 +111,29 @@ class GatewayLink:
         origin_ns: int,
         payload: Buffer = b"",
         flags: int = 0,
+        *,
+        publish: bool = True,
     ) -> bool:
-        """Write one stamped record; never blocks. False (and counted) when full."""
+        """Write one stamped record; never blocks. False (and counted) when full.
+
+        ``publish=False`` leaves it staged, invisible to the first stage until ``publish``
+        (or any later publishing write): a caller that writes many records in one go
+        makes the consumer see them, and wakes it, once."""
         # The stamp ends the payload: one join copies both (the ring takes one buffer).
         buf = b"".join((payload, STAMP.pack(monotonic_ns())))
-        if self.to_pipeline.try_write(
+        ring = self.to_pipeline
+        written = (ring.try_write if publish else ring.stage)(
             kind, session, turn, seq, origin_ns, buf, flags | Flag.STAMPED
-        ):
+        )
+        if written:
             self.status.add(Field.RECORDS_OUT, 1)
             return True
         self.status.add(Field.DROPPED_OUTPUT, 1)
         return False
+
+    def publish(self) -> None:
+        """Make the records staged by ``send(publish=False)`` visible."""
+        self.to_pipeline.publish()
 
     def send_wait(  # noqa: PLR0917 - the ring's record fields, in the ring's order
         self,
