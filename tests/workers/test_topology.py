@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from voicegate.core.config import ConfigError, NodeConfig, NodeSettings
+from voicegate.core.config import ConfigError, NodeConfig, NodeSettings, available_cpus, load_config
 from voicegate.core.kinds import session_id
 from voicegate.workers.__main__ import main
 from voicegate.workers.passthrough import PassThroughStage
@@ -74,3 +74,22 @@ def test_cli_rejects_a_bad_configuration(
     path.write_text("[health]\nmax_restarts = -1\n")
     assert main(["--config", str(path)]) == 2
     assert "health.max_restarts = -1" in capsys.readouterr().err
+
+
+def test_rings_whose_ends_share_one_cpu_do_not_spin(tmp_path: Path) -> None:
+    cpus = sorted(available_cpus())
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    a, b = cpus[:2]
+    path = tmp_path / "node.toml"
+    path.write_text(
+        f'[node]\nname = "spin1"\n[rings]\nspin_us = 40\n[gateway]\ncpus = [{a}]\n'
+        f"[workers.vad]\ncpus = [{a}]\n[workers.stt]\ncpus = [{b}]\n"
+        f"[workers.llm]\ncpus = [{a}, {b}]\n[workers.tts]\ncpus = [{a}, {b}]\n"
+    )
+    topology = Topology(load_config(path, env={}))
+    spins = {"-".join(spec.name.split("-")[-2:]): topology.spin_us(spec) for spec in topology.rings}
+    assert spins["gw0-vad"] == 0.0 and spins["vad-gw0"] == 0.0  # both on CPU a
+    assert spins["vad-stt"] == 40.0  # across cores
+    assert spins["llm-tts"] == 40.0  # two CPUs each: the ends may run at once
+    assert spins["ctl-gw0"] == 40.0  # the supervisor is not pinned

@@ -71,24 +71,31 @@ class GatewayLink:
         self.index = index
         topology = Topology(config)
         ring_type = ring_class(config.rings.impl)
-        spin_us = config.rings.spin_us
         self._batch = config.rings.batch_records
         self._rings: list[Ring] = []
         try:
             self.to_pipeline = ring_type.attach(
-                topology.gateway_in[index].name, "producer", spin_us=spin_us
+                topology.gateway_in[index].name,
+                "producer",
+                spin_us=topology.spin_us(topology.gateway_in[index]),
             )
             self._rings.append(self.to_pipeline)
             self.from_pipeline = ring_type.attach(
-                topology.gateway_out[index].name, "consumer", spin_us=spin_us
+                topology.gateway_out[index].name,
+                "consumer",
+                spin_us=topology.spin_us(topology.gateway_out[index]),
             )
             self._rings.append(self.from_pipeline)
             self.events_ring = ring_type.attach(
-                topology.gateway_events[index].name, "consumer", spin_us=spin_us
+                topology.gateway_events[index].name,
+                "consumer",
+                spin_us=topology.spin_us(topology.gateway_events[index]),
             )
             self._rings.append(self.events_ring)
             self.control_ring = ring_type.attach(
-                topology.control[index].name, "consumer", spin_us=spin_us
+                topology.control[index].name,
+                "consumer",
+                spin_us=topology.spin_us(topology.control[index]),
             )
             self._rings.append(self.control_ring)
             self.status = StatusBlock.attach(topology.status_block(gateway_name(index)))

@@ -119,18 +119,23 @@ def _serve(
         stage.load()
         load_ns = monotonic_ns() - start
         ring_type = ring_class(spec.config.rings.impl)
-        spin_us = spec.config.rings.spin_us
         inputs = []
         for ring_spec in topology.inputs(name):
-            inputs.append(ring_type.attach(ring_spec.name, "consumer", spin_us=spin_us))
+            inputs.append(ring_type.attach(
+                ring_spec.name, "consumer", spin_us=topology.spin_us(ring_spec)
+            ))  # fmt: skip
             rings.append(inputs[-1])
         outputs = []
         for ring_spec in topology.outputs(name):
-            outputs.append(ring_type.attach(ring_spec.name, "producer", spin_us=spin_us))
+            outputs.append(ring_type.attach(
+                ring_spec.name, "producer", spin_us=topology.spin_us(ring_spec)
+            ))  # fmt: skip
             rings.append(outputs[-1])
         events = []
         for ring_spec in topology.events(name):
-            events.append(ring_type.attach(ring_spec.name, "producer", spin_us=spin_us))
+            events.append(ring_type.attach(
+                ring_spec.name, "producer", spin_us=topology.spin_us(ring_spec)
+            ))  # fmt: skip
             rings.append(events[-1])
         health = spec.config.health
         worker = Worker(

@@ -114,6 +114,22 @@ class Topology:
             return gateway_of
         return _first_output
 
+    def spin_us(self, spec: RingSpec) -> float:
+        """How long the ends of ``spec`` spin before they park: ``[rings] spin_us``, but 0
+        when both are pinned to the same single CPU. There a spinning consumer only keeps
+        its producer from running (the gateway and VAD share CPU 0 on two cores)."""
+        ends = [self._cpus(spec.producer), self._cpus(spec.consumer)]
+        if ends[0] is not None and len(ends[0]) == 1 and ends[0] == ends[1]:
+            return 0.0
+        return self.config.rings.spin_us
+
+    def _cpus(self, process: str) -> frozenset[int] | None:
+        if process in self.gateways:
+            return frozenset(self.config.cpus_for("gateway"))
+        if process in self.stages:
+            return frozenset(self.config.cpus_for(process))
+        return None  # the supervisor: not pinned
+
     def status_block(self, process: str) -> str:
         """Name of the status block of a stage, a gateway ("gw0") or the node ("node")."""
         return f"{self.prefix}{process}{STATUS_SUFFIX}"
