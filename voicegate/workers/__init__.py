@@ -32,5 +32,5 @@ Decisions worth knowing:
   payload (``Flag.STAMPED``), so each consumer measures per record how long it waited in
   the ring; compute time is the duration of the stage call that handled the record.
 - CPU pinning: ``voicegate.core.config.default_cpu_layout``; on 2 CPUs, CPU 0 runs the
-  gateways, VAD and the LLM, CPU 1 runs STT and TTS.
+  gateways and VAD (the per-frame work), CPU 1 runs STT, the LLM and TTS.
 """
