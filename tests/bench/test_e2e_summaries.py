@@ -67,9 +67,11 @@ def test_load_manifest_names_the_bad_field(tmp_path: Path) -> None:
 def test_summary_reads_e2e_and_lists_missing_benches(tmp_path: Path) -> None:
     level = e2e.summarize([_turn(380.0), _turn(420.0)])
     level["sessions"] = 20
+    level_40 = {**level, "sessions": 40}
     data = {
         "budget_ms": 500.0,
-        "results": {"voicegate": {"levels": [level], "capacity": 40},
+        "options": {"sessions": 20},
+        "results": {"voicegate": {"levels": [level, level_40], "capacity": 40},
                     "sequential": {"levels": [level], "capacity": 10}},
         "comparisons": {"sequential": {"sessions": 20, "p95_ratio": 3.5, "capacity_ratio": 4.0,
                                        "capacity_sessions": 40, "p95_ratio_at_capacity": 2.5}},
@@ -80,6 +82,8 @@ def test_summary_reads_e2e_and_lists_missing_benches(tmp_path: Path) -> None:
     by_figure = {r[1]: r for r in rows}
     p95 = by_figure["voicegate: v2v p95 at 20 sessions (ms)"]
     assert p95[2] == pytest.approx(418.0) and p95[3] == 400.0 and p95[4] is False
+    # other levels are held to the SLO budget
+    assert by_figure["voicegate: v2v p95 at 40 sessions (ms)"][3:] == [500.0, True]
     assert by_figure["voicegate: sessions at p95 <= 500 ms"][2] == 40
     assert by_figure["sequential p95 / voicegate p95 at 20 sessions (x)"][4] is True
     at_capacity = "sequential p95 / voicegate p95 at voicegate's capacity, 40 sessions (x)"

@@ -26,9 +26,8 @@ def test_event_loop_and_process_start_frames_are_left_out() -> None:
         "idle (worker.py:1) 10",
     ]
     s = summarize(lines)
-    assert s["inclusive"] == [
-        ["select (selectors.py)", 60.0], ["send (gateway.py)", 30.0], ["idle (worker.py)", 10.0]
-    ]
+    # selectors.py is the loop's idle wait: not a cost either
+    assert s["inclusive"] == [["send (gateway.py)", 30.0], ["idle (worker.py)", 10.0]]
 
 
 def test_empty_profile() -> None:
