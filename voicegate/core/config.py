@@ -197,6 +197,16 @@ class GatewaySettings:
     section: ClassVar[str] = "gateway"
 
     cpus: tuple[int, ...] = ()  # empty: the default layout
+    # "auto": uvloop when installed, else asyncio's loop; "uvloop" requires it
+    event_loop: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.event_loop in ("auto", "uvloop", "asyncio"),
+            "gateway.event_loop",
+            self.event_loop,
+            "must be one of auto, uvloop, asyncio",
+        )
 
 
 LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

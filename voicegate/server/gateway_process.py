@@ -24,6 +24,7 @@ from setproctitle import setproctitle
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.logs import setup_node_logging
+from voicegate.server import event_loop
 from voicegate.server.gateway import Gateway, GatewayOptions
 from voicegate.workers.procinfo import pin_to
 
@@ -70,7 +71,7 @@ def gateway_main(spec: GatewaySpec) -> None:
     pin_to(spec.config.cpus_for("gateway"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_node_logging(spec.config.logging)
-    asyncio.run(_serve(spec))
+    event_loop.run(_serve(spec), spec.config.gateway.event_loop)
 
 
 async def _serve(spec: GatewaySpec) -> None:
