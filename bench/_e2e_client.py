@@ -368,6 +368,8 @@ def client_main(plan: ClientPlan, results: Queue[ClientOutcome | str]) -> None:
         if plan.cpus:
             os.sched_setaffinity(0, plan.cpus)
         utterances = load_manifest(Path(plan.speech_dir))
+        # asyncio's own loop: the pacer's sub-millisecond timers busy-spin under uvloop,
+        # whose timers have millisecond resolution.
         results.put(asyncio.run(_run_plan(plan, utterances)))
     except Exception as exc:  # the parent reports it; a traceback here would be lost
         results.put(f"client {os.getpid()}: {type(exc).__name__}: {exc}")

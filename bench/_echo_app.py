@@ -1,5 +1,6 @@
 """The floor of ``bench gateway``: a bare Starlette WebSocket endpoint on the same
-uvicorn (``ws="websockets-sansio"``) that sends every binary message straight back.
+uvicorn (``ws="websockets-sansio"``), on the event loop the gateway runs on
+(``voicegate.server.event_loop``), that sends every binary message straight back.
 
 ``python -m bench._echo_app [--port 0]`` prints ``echo: serving on ws://HOST:PORT/v1/stream``
 once it listens; SIGTERM stops it."""
@@ -7,7 +8,6 @@ once it listens; SIGTERM stops it."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from voicegate.server import event_loop
 from voicegate.server.gateway_process import listen_socket
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port))
+    event_loop.run(serve(args.host, args.port))
     return 0
 
 

@@ -386,6 +386,7 @@ def main(argv: list[str]) -> int:
                 _pin(client_cpus)
                 try:
                     def measure(count: int, server: Server = server, label: str = label) -> Step:
+                        # asyncio's loop for the load: see bench._e2e_client.client_main
                         return asyncio.run(run_step(
                             server, count, duration_s=args.duration, warmup_s=args.warmup,
                             handshake=label == "voicegate",

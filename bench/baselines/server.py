@@ -30,6 +30,7 @@ from bench.baselines.designs import Pipeline, SequentialPipeline, SingleProcessP
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import PCM16_16K
 from voicegate.core.kinds import Kind
+from voicegate.server import event_loop
 from voicegate.server.gateway_process import listen_socket
 from voicegate.server.gateway_session import (
     AudioItem,
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s baseline %(message)s")
-    asyncio.run(serve(args.design, args.bundle, args.host, args.port))
+    event_loop.run(serve(args.design, args.bundle, args.host, args.port))
     return 0
 
 
