@@ -22,7 +22,7 @@ _BOILERPLATE_SHARE = 0.97  # frames on more of the samples than this are the cal
 # Process start-up and event-loop frames: on the stack of whatever a process does, so
 # they say nothing about where its time goes; selectors.py is the event loop's idle wait.
 _CALL_PATH_FILES = frozenset({
-    "<string>", "spawn.py", "process.py", "gateway_process.py", "runners.py",
+    "<string>", "spawn.py", "process.py", "gateway_process.py", "event_loop.py", "runners.py",
     "base_events.py", "events.py", "selectors.py",
 })  # fmt: skip
 
