@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench._stop import stop_server
 from voicegate.server.protocol import STREAM_PATH
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -153,13 +153,5 @@ def spawn_node(
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield base.replace("http://", "ws://") + STREAM_PATH, proc.pid
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_server(proc, 60.0)
         log.close()

@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from typing import Any
 
 from bench import report
 from bench._gateway_load import FRAME_MS, Pacer, Tally, close_sessions, open_sessions
+from bench._stop import stop_server
 from voicegate.core.config import PASSTHROUGH_STAGE, NodeConfig, load_config
 from voicegate.workers.metrics import read_node_status
 
@@ -128,15 +128,7 @@ def _process(
             raise RuntimeError(f"{' '.join(argv[2:4])} did not start (exit {proc.poll()})")
         yield address.group(1), int(address.group(2)), proc.pid
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_server(proc, 30.0)
 
 
 def _node_config(

@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from bench._stop import stop_server
 
 __all__ = ["BaselineError", "ServerURL", "start_sequential", "start_single_process"]
 
@@ -67,7 +68,7 @@ def _start(design: str, bundle: Path, port: int) -> Iterator[ServerURL]:
     try:
         yield _wait_ready(proc, design)
     finally:
-        _stop(proc)
+        stop_server(proc, _STOP_TIMEOUT_S)
 
 
 def _wait_ready(proc: subprocess.Popen[str], design: str) -> ServerURL:
@@ -91,13 +92,3 @@ def _wait_ready(proc: subprocess.Popen[str], design: str) -> ServerURL:
     )
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()

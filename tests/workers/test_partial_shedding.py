@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voicegate.workers.partial_shedding import NS_PER_S, PartialGovernor
+from voicegate.core.clock import NS_PER_S
+from voicegate.workers.partial_shedding import PartialGovernor
 
 MS = 1_000_000
 

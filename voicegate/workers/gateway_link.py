@@ -32,10 +32,11 @@ from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import STAMP, STAMP_SIZE, Flag, kind_name, set_stamp, stamp_buffer
 from voicegate.workers.rings import ring_class
 from voicegate.workers.status import Field, Histogram, State, StatusBlock
-from voicegate.workers.topology import Topology, gateway_name
+from voicegate.workers.topology import RingSpec, Topology, gateway_name
 
 if TYPE_CHECKING:
     from voicegate.ext._ring import Record, Ring
+    from voicegate.ext.protocol import Role
 
 _UNSTAMPED = ~int(Flag.STAMPED)
 _VECTOR_MIN = 16  # ring-wait samples from one read above which numpy is the cheaper way
@@ -73,31 +74,17 @@ class GatewayLink:
         ring_type = ring_class(config.rings.impl)
         self._batch = config.rings.batch_records
         self._rings: list[Ring] = []
+
+        def attach(spec: RingSpec, role: Role) -> Ring:
+            ring = ring_type.attach(spec.name, role, spin_us=topology.spin_us(spec))
+            self._rings.append(ring)
+            return ring
+
         try:
-            self.to_pipeline = ring_type.attach(
-                topology.gateway_in[index].name,
-                "producer",
-                spin_us=topology.spin_us(topology.gateway_in[index]),
-            )
-            self._rings.append(self.to_pipeline)
-            self.from_pipeline = ring_type.attach(
-                topology.gateway_out[index].name,
-                "consumer",
-                spin_us=topology.spin_us(topology.gateway_out[index]),
-            )
-            self._rings.append(self.from_pipeline)
-            self.events_ring = ring_type.attach(
-                topology.gateway_events[index].name,
-                "consumer",
-                spin_us=topology.spin_us(topology.gateway_events[index]),
-            )
-            self._rings.append(self.events_ring)
-            self.control_ring = ring_type.attach(
-                topology.control[index].name,
-                "consumer",
-                spin_us=topology.spin_us(topology.control[index]),
-            )
-            self._rings.append(self.control_ring)
+            self.to_pipeline = attach(topology.gateway_in[index], "producer")
+            self.from_pipeline = attach(topology.gateway_out[index], "consumer")
+            self.events_ring = attach(topology.gateway_events[index], "consumer")
+            self.control_ring = attach(topology.control[index], "consumer")
             self.status = StatusBlock.attach(topology.status_block(gateway_name(index)))
         except BaseException:
             for ring in self._rings:

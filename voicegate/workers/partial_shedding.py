@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-NS_PER_S = 1_000_000_000
+from voicegate.core.clock import NS_PER_S
 
 
 @dataclass

@@ -28,11 +28,12 @@ from setproctitle import setproctitle
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.logs import setup_node_logging
+from voicegate.ext.protocol import Role
 from voicegate.workers.procinfo import die_with_parent, pin_to
 from voicegate.workers.rings import ring_class
 from voicegate.workers.stage import Stage, StageContext
 from voicegate.workers.status import Field, Histogram, State, StatusBlock
-from voicegate.workers.topology import Topology
+from voicegate.workers.topology import RingSpec, Topology
 from voicegate.workers.worker import Worker
 
 log = logging.getLogger("voicegate.worker")
@@ -119,24 +120,18 @@ def _serve(
         stage.load()
         load_ns = monotonic_ns() - start
         ring_type = ring_class(spec.config.rings.impl)
-        inputs = []
-        for ring_spec in topology.inputs(name):
-            inputs.append(ring_type.attach(
-                ring_spec.name, "consumer", spin_us=topology.spin_us(ring_spec)
-            ))  # fmt: skip
-            rings.append(inputs[-1])
-        outputs = []
-        for ring_spec in topology.outputs(name):
-            outputs.append(ring_type.attach(
-                ring_spec.name, "producer", spin_us=topology.spin_us(ring_spec)
-            ))  # fmt: skip
-            rings.append(outputs[-1])
-        events = []
-        for ring_spec in topology.events(name):
-            events.append(ring_type.attach(
-                ring_spec.name, "producer", spin_us=topology.spin_us(ring_spec)
-            ))  # fmt: skip
-            rings.append(events[-1])
+        def attach(specs: list[RingSpec], role: Role) -> list[Any]:
+            attached = []
+            for ring_spec in specs:
+                attached.append(
+                    ring_type.attach(ring_spec.name, role, spin_us=topology.spin_us(ring_spec))
+                )
+                rings.append(attached[-1])
+            return attached
+
+        inputs = attach(topology.inputs(name), "consumer")
+        outputs = attach(topology.outputs(name), "producer")
+        events = attach(topology.events(name), "producer")
         health = spec.config.health
         worker = Worker(
             stage,
