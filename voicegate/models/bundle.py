@@ -107,6 +107,30 @@ def write_bundle(
     return file
 
 
+def merge_stage_table(
+    root: Path, stage: str, table: Mapping[str, Any], *, name: str | None = None
+) -> Path:
+    """Put one stage's table into ``root/bundle.toml``, keeping the other stages.
+
+    Importers write one stage each (``voicegate models import whisper|gguf|piper``), so a
+    bundle is assembled by importing into the same directory; a bundle.toml that is
+    missing is created with only that stage."""
+    if stage not in STAGES:
+        raise BundleError(root / BUNDLE_FILE, f"unknown stage {stage!r}",
+                          expected=list(STAGES), found=stage)
+    root.mkdir(parents=True, exist_ok=True)
+    tables: dict[str, Mapping[str, Any]] = {}
+    seed: int | None = None
+    bundle_name = name or root.name
+    if (root / BUNDLE_FILE).is_file():
+        existing = load_bundle(root, require=())
+        tables.update(existing.tables)
+        seed = existing.seed
+        bundle_name = name or existing.name
+    tables[stage] = dict(table)
+    return write_bundle(root, name=bundle_name, seed=seed, tables=tables)
+
+
 class TableReader:
     """Typed access to one bundle.toml table; errors name the file and the field.
 
