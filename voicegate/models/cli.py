@@ -1,14 +1,17 @@
-"""``voicegate models synth DIR`` and ``voicegate models check DIR``."""
+"""``voicegate models synth DIR``, ``voicegate models check DIR`` and
+``voicegate models import FORMAT SRC OUT``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from voicegate.models.bundle import STAGES
 from voicegate.models.errors import BundleError
+from voicegate.models.importers import FORMATS
 
 # The model modules (onnxruntime, onnx, sentencepiece) are imported by the handlers only:
 # every `voicegate` command builds this parser, and the gateway must not load them.
@@ -47,6 +50,17 @@ def register(subparsers: Any) -> None:
                        help="check only these stages (repeatable; default: all)")
     check.set_defaults(handler=_check)
 
+    importer = commands.add_parser(
+        "import", help="convert a model people already have on disk into a bundle stage"
+    )
+    formats = importer.add_subparsers(dest="import_format", metavar="FORMAT", required=True)
+    for name, (module, help_text) in FORMATS.items():
+        parser = formats.add_parser(name, help=help_text)
+        parser.add_argument("source", type=Path, metavar="SRC")
+        parser.add_argument("output", type=Path, metavar="OUT", help="the bundle directory")
+        _importer(module).add_arguments(parser)
+        parser.set_defaults(handler=_run_importer, importer_module=module)
+
 
 def _synth(args: argparse.Namespace) -> int:
     from voicegate.models.synth import Scripted, synth_bundle  # noqa: PLC0415
@@ -76,3 +90,14 @@ def _check(args: argparse.Namespace) -> int:
     print(format_reports(bundle, reports))
     print("ok")
     return 0
+
+
+def _importer(module: str) -> Any:
+    # The importer modules import only argparse-level names at module scope; their
+    # heavy imports (onnx, gguf) happen inside run().
+    return importlib.import_module(f"voicegate.models.importers.{module}")
+
+
+def _run_importer(args: argparse.Namespace) -> int:
+    status: int = _importer(args.importer_module).run(args)
+    return status
