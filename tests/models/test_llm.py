@@ -273,8 +273,30 @@ def test_long_history_drops_oldest_turns(scripted_bundle: Path) -> None:
     engine.start(0, [*history, Message("user", "Last one?")], Sampling(max_tokens=2))
     events = run_all(engine)[0]
     assert events[0].prompt_tokens < 120
-    with pytest.raises(ValueError, match="does not fit max_context"):
-        engine.start(0, [Message("user", "word " * 200)])
+    kept = engine.tokenizer.decode(engine.cached_tokens(0))
+    assert "Last one?" in kept and "Question number 5?" in kept
+    assert "Question number 0?" not in kept
+
+
+def test_a_message_longer_than_the_context_keeps_its_end(
+    scripted_bundle: Path, scripted_reply: str
+) -> None:
+    table = tomllib.loads((scripted_bundle / "bundle.toml").read_text())["llm"]
+    engine = LlmEngine.from_table({**table, "max_context": 160}, scripted_bundle)
+    engine.open_session(0)
+    words = " ".join(f"item{i}" for i in range(400)) + " the end"
+    engine.start(0, [Message("user", words)], Sampling(max_tokens=40))
+    events = run_all(engine)[0]
+    assert events[0].prompt_tokens <= 160 - 40
+    assert text_of(events).startswith(scripted_reply[:20])
+    kept = engine.tokenizer.decode(engine.cached_tokens(0))
+    assert "the end" in kept and "item0 " not in kept
+    # A system prompt longer than the context keeps its beginning.
+    engine.start(0, [Message("system", "Be brief. " * 200), Message("user", "Hi")],
+                 Sampling(max_tokens=8))
+    events = run_all(engine)[0]
+    assert events[0].prompt_tokens <= 160 - 8
+    assert "Hi" in engine.tokenizer.decode(engine.cached_tokens(0))
 
 
 def test_unknown_session_and_bad_sampling(scripted_bundle: Path) -> None:
@@ -289,14 +311,14 @@ def test_unknown_session_and_bad_sampling(scripted_bundle: Path) -> None:
 
 def test_context_limit_ends_generation(scripted_bundle: Path) -> None:
     table = tomllib.loads((scripted_bundle / "bundle.toml").read_text())["llm"]
-    engine = LlmEngine.from_table({**table, "max_context": 64}, scripted_bundle)
+    engine = LlmEngine.from_table({**table, "max_context": 40}, scripted_bundle)
     engine.open_session(0)
     engine.start(0, ask("Hi"))
-    prompt = len(engine.render(ask("Hi")))
-    assert prompt < 63
     events = run_all(engine)[0]
+    prompt = events[-1].prompt_tokens
+    assert prompt <= 40 - 20  # the fitted prompt leaves room for an answer
     assert events[-1].finished is FinishReason.LENGTH
-    assert prompt + events[-1].tokens == 64
+    assert prompt + events[-1].tokens == 40
 
 
 def test_greedy_argmax_margin_is_not_a_tie(random_bundle: Path) -> None:
