@@ -226,7 +226,7 @@ def _token(gguf: GgufFile, key: str, tokens: Sequence[str]) -> str | None:
 
 def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, Any]:
     """Write ``root/llm/`` from a GGUF file and return the [llm] table (paths relative
-    to ``root``). Raises BundleError naming the file and the key for a file it cannot
+    to ``root``; no ``system_prompt``: the engine's spoken-support default applies). Raises BundleError naming the file and the key for a file it cannot
     use."""
     import json  # noqa: PLC0415
 
@@ -238,7 +238,6 @@ def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, A
         build_llama,
         unpermute_llama,
     )
-    from voicegate.models.llm import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415
 
     if weights not in WEIGHT_FORMATS:
         raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
@@ -293,7 +292,6 @@ def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, A
         "weights": weights,
         "eos_token": eos,
         "add_bos": bool(gguf.value("tokenizer.ggml.add_bos_token", False)) and bos is not None,
-        "system_prompt": DEFAULT_SYSTEM_PROMPT,
         "end_tokens": end_tokens,
         "max_context": min(context, MAX_CONTEXT),
         "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 128, "stop": []},
