@@ -367,10 +367,7 @@ def test_long_prompt_prefills_in_chunks_while_others_stream(
 
 def run_all_until(engine: LlmEngine, done: Callable[[list[LlmEvent]], bool],
                   limit: int = 200) -> bool:
-    for _ in range(limit):
-        if done(engine.step()):
-            return True
-    return False
+    return any(done(engine.step()) for _ in range(limit))
 
 
 def test_sessions_share_the_system_prompt_cache(scripted_bundle: Path, scripted_reply: str

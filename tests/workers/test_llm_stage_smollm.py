@@ -16,7 +16,7 @@ from voicegate.core.kinds import Flag, Kind
 from voicegate.workers.llm_stage import LlmStage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from smollm import imported_bundle  # noqa: E402
+from smollm import imported_bundle
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "llm_stage_answers.json"
 # Caller turns from ../shared/speech/manifest.json.

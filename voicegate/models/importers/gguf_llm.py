@@ -226,8 +226,8 @@ def _token(gguf: GgufFile, key: str, tokens: Sequence[str]) -> str | None:
 
 def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, Any]:
     """Write ``root/llm/`` from a GGUF file and return the [llm] table (paths relative
-    to ``root``; no ``system_prompt``: the engine's spoken-support default applies). Raises BundleError naming the file and the key for a file it cannot
-    use."""
+    to ``root``; no ``system_prompt``: the engine's spoken-support default applies).
+    Raises BundleError naming the file and the key for a file it cannot use."""
     import json  # noqa: PLC0415
 
     import onnx  # noqa: PLC0415
