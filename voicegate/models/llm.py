@@ -342,6 +342,7 @@ class LlmEngine:
         self.prefill_step_ns: int | None = None
         self._ns_per_prompt_token: float | None = None
         self._shared: OrderedDict[tuple[int, ...], _KvBatch] = OrderedDict()
+        self.share_system_prompt = True  # False: every session computes its own
         self._has_keep = "logits_to_keep" in {i.name for i in self.session.get_inputs()}
         self.counters = LlmCounters()
         self._sessions: dict[int, _Session] = {}
@@ -516,7 +517,7 @@ class LlmEngine:
         self.cancel(sid)
         sampling = sampling or self.sampling
         prompt = self._fit(messages, sampling.max_tokens)
-        shared = self.system_tokens(messages)
+        shared = self.system_tokens(messages) if self.share_system_prompt else ()
         session.gen = _Generation(
             prompt=prompt,
             sampling=sampling,

@@ -301,6 +301,37 @@ def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, A
     return table
 
 
+def import_cached(file: Path, cache: Path, *, weights: str = "int4") -> Path:
+    """A bundle directory (only [llm]) imported from ``file`` under ``cache``, reused
+    while the file and this importer's code are unchanged (tests and benches import the
+    same file many times; it takes tens of seconds on a small machine)."""
+    import hashlib  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from voicegate.models import llama_graph  # noqa: PLC0415
+    from voicegate.models.bundle import merge_stage_table  # noqa: PLC0415
+
+    stat = file.stat()
+    digest = hashlib.sha256(f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for source in (__file__, llama_graph.__file__):
+        digest.update(Path(source).read_bytes())
+    target = cache / f"{file.stem}-{weights}-{digest.hexdigest()[:16]}"
+    if (target / "bundle.toml").is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
+    try:
+        merge_stage_table(work, "llm", import_gguf(file, work, weights=weights))
+        work.rename(target)
+    except OSError:
+        if not (target / "bundle.toml").is_file():  # another process's copy won the race
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
 # CLI --------------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
