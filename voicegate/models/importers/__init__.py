@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Final
 
-# format name -> (module under voicegate.models.importers, help text), e.g.
-# "whisper": ("whisper", "a CTranslate2 Whisper directory (faster-whisper) -> [stt]")
+# format name -> (module under voicegate.models.importers, help text)
 FORMATS: Final[dict[str, tuple[str, str]]] = {
     "whisper": ("whisper", "a CTranslate2 Whisper directory (faster-whisper) -> [stt]"),
+    "gguf": ("gguf_llm", "a Llama-family GGUF file (llama.cpp, Ollama, LM Studio) -> [llm]"),
 }
