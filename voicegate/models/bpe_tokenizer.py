@@ -49,7 +49,7 @@ class BpeTokenizer:
             plain = dict(spec)
             plain["added_tokens"] = []
             self._plain = Tokenizer.from_str(json.dumps(plain))
-        except (OSError, ValueError, Exception) as exc:  # tokenizers raises plain Exception
+        except Exception as exc:  # tokenizers raises plain Exception
             raise BundleError(path, f"not a tokenizers JSON file: {exc}") from exc
         self.vocab_size: int = self._full.get_vocab_size(with_added_tokens=True)
         self._bos = self._required(bos_token, "bos_token") if bos_token else -1

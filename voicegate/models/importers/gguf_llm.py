@@ -323,6 +323,7 @@ def import_cached(file: Path, cache: Path, *, weights: str = "int4") -> Path:
     import hashlib  # noqa: PLC0415
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
+    import time  # noqa: PLC0415
 
     from voicegate.models import llama_graph  # noqa: PLC0415
     from voicegate.models.bundle import merge_stage_table  # noqa: PLC0415
@@ -344,6 +345,11 @@ def import_cached(file: Path, cache: Path, *, weights: str = "int4") -> Path:
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    # Imports by another version of the importer pile up (hundreds of MB each for
+    # float32); one a day old is no longer in use by a run of another checkout.
+    for stale in cache.glob(f"{file.stem}-{weights}-*"):
+        if stale != target and time.time() - stale.stat().st_mtime > 86400:
+            shutil.rmtree(stale, ignore_errors=True)
     return target
 
 
