@@ -64,6 +64,16 @@ def test_turn_resumed_and_formats_with_real_stages(tmp_path: Path) -> None:
             assert talk.returncode == 0, talk.stdout + talk.stderr
             assert SYNTHETIC_REPLY in talk.stdout
             assert json.dumps(SYNTHETIC_TRANSCRIPT)[1:-1] in talk.stdout
+        # A typed turn: text.input, answered by the same (scripted) LLM and voice.
+        typed = subprocess.run(
+            [sys.executable, "-m", "voicegate", "talk", "--text", "Where is my order?",
+             "--url", f"ws://127.0.0.1:{port}/v1/stream", "--out", str(tmp_path / "c.wav")],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert typed.returncode == 0, typed.stdout + typed.stderr
+        assert re.search(rf"answer:\s+{re.escape(SYNTHETIC_REPLY)}", typed.stdout)
+        assert "text-to-voice:" in typed.stdout
+        assert (tmp_path / "c.wav").stat().st_size > 44
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0
