@@ -19,7 +19,7 @@ def test_parse_names_and_refuse_unknown_ones() -> None:
 def test_load_gives_the_starter_or_says_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _e2e_peers.load("sequential") is start_sequential
     monkeypatch.setitem(_e2e_peers.PEERS, "absent", "bench.no_such_peer:start")
-    with pytest.raises(LookupError, match="bench.no_such_peer is not installed"):
+    with pytest.raises(LookupError, match=r"bench\.no_such_peer is not installed"):
         _e2e_peers.load("absent")
     with pytest.raises(LookupError, match="unknown peer"):
         _e2e_peers.load("nobody")
