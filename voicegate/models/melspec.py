@@ -166,6 +166,26 @@ def input_features(audio: npt.ArrayLike, n_mels: int = 80) -> npt.NDArray[np.flo
     return out
 
 
+def content_frames(samples: int) -> int:
+    """Frames whose centre lies within ``samples`` of audio (at most 3000)."""
+    return min(N_FRAMES, max(samples, 0) // HOP_LENGTH + 1)
+
+
+def padded_features(audio: npt.ArrayLike, n_mels: int = 80) -> npt.NDArray[np.float32]:
+    """The encoder input [n_mels, 3000] as faster-whisper (CTranslate2) builds it: the
+    log-mel of the audio's own frames (equal to ``input_features`` there), then 0.0 for
+    every frame after them, where openai/whisper has the dynamic-range floor.
+
+    Bundles imported from CTranslate2 use it (``mel_padding = "zeros"``): it is the
+    convention of the implementation those weights are run with, and on
+    ../shared/speech Whisper tiny.en makes fewer errors with it (14.5% WER against 21%
+    with the floor)."""
+    x = _as_audio(audio)
+    out = input_features(x, n_mels)
+    out[:, content_frames(x.size):] = 0.0
+    return out
+
+
 def batch_input_features(
     audios: list[npt.NDArray[np.float32]], n_mels: int = 80
 ) -> npt.NDArray[np.float32]:

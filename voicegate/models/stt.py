@@ -3,7 +3,15 @@
 ``WhisperModel`` is the batched model: log-mel features, one encoder call for all
 utterances, then greedy decoding of all of them together through the merged decoder
 (forced start tokens, then one token per step with the KV cache selected by
-``use_cache_branch``). ``SttEngine`` streams: each session feeds the audio of its
+``use_cache_branch``), with the guards Whisper servers use: a transcript whose
+no-speech probability is above ``no_speech_threshold`` while its average token
+log-probability is below ``logprob_threshold`` is empty (silence, breath, noise), and
+so is one whose average log-probability is below ``reject_logprob`` or that holds no
+letter or digit.
+With ``window = "utterance"`` the encoder sees the utterance's mel frames only (rounded
+up to ``frame_step`` so that shapes repeat), not a 30 s pad: an encoder built for it
+(``importers.whisper``) slices its position embedding to the frames it gets.
+``SttEngine`` streams: each session feeds the audio of its
 current utterance; every ``partial_interval_ms`` of new audio the whole utterance is
 decoded again and a partial transcript comes out, whose stable part is the prefix it
 shares with the previous hypothesis; at the endpoint a final transcript comes out.
@@ -19,6 +27,14 @@ Bundle table ``[stt]``::
     task = "transcribe"
     partial_interval_ms = 500    # 0: finals only
     max_new_tokens = 96
+    window = "30s"               # or "utterance" (the encoder must take any frame count)
+    frame_step = 100             # utterance window: frames rounded up to this (1 s)
+    frame_margin = 100           # ... after this much padding past the audio (1 s)
+    mel_padding = "floor"        # after the audio: the log-mel floor (openai/whisper, HF)
+                                 # or "zeros" (faster-whisper; what imported models use)
+    no_speech_threshold = 0.6    # the guards of openai/whisper and faster-whisper
+    logprob_threshold = -1.0
+    reject_logprob = -1.2        # below it a transcript is dropped whatever no-speech says
 """
 
 from __future__ import annotations
@@ -67,8 +83,14 @@ DECODER_OUTPUTS: Final[tuple[TensorSpec, ...]] = (
 )
 
 
-def encoder_inputs(n_mels: int) -> tuple[TensorSpec, ...]:
-    return (TensorSpec("input_features", "float32", (None, n_mels, melspec.N_FRAMES)),)
+WINDOWS: Final[tuple[str, ...]] = ("30s", "utterance")
+MEL_PADDINGS: Final[tuple[str, ...]] = ("floor", "zeros")
+
+
+def encoder_inputs(n_mels: int, frames: int | None = melspec.N_FRAMES) -> (
+    tuple[TensorSpec, ...]
+):
+    return (TensorSpec("input_features", "float32", (None, n_mels, frames)),)
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,30 @@ class SttParams:
     task: str = "transcribe"
     partial_interval_ms: int = 500
     max_new_tokens: int = 96
+    window: str = "30s"
+    frame_step: int = 100
+    frame_margin: int = 100
+    mel_padding: str = "floor"
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    reject_logprob: float = -1.2
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One utterance's greedy decoding with the figures its guards look at."""
+
+    tokens: list[int]
+    avg_logprob: float  # over the text tokens and the end token, as whisper averages
+    no_speech_prob: float  # at the start-of-transcript position; nan without the token
+
+    def silent(self, params: SttParams) -> bool:
+        """Whisper's rule (likely no speech and an unsure transcript), or a transcript
+        so unsure that greedy decoding, which has no temperature fallback to retry
+        with, should not pass it on."""
+        return ((self.no_speech_prob > params.no_speech_threshold
+                 and self.avg_logprob < params.logprob_threshold)
+                or self.avg_logprob < params.reject_logprob)
 
 
 @dataclass(frozen=True)
@@ -112,7 +158,17 @@ class WhisperModel:
         self.tokenizer = tokenizer
         self.params = params
         self.n_mels = int(config.get("num_mel_bins", 80))
-        verify_io(encoder, self.files["encoder"], encoder_inputs(self.n_mels), ENCODER_OUTPUTS)
+        utterance = params.window == "utterance"
+        verify_io(encoder, self.files["encoder"],
+                  encoder_inputs(self.n_mels, None if utterance else melspec.N_FRAMES),
+                  ENCODER_OUTPUTS)
+        frames = encoder.get_inputs()[0].shape[2]
+        if utterance and isinstance(frames, int):
+            raise BundleError(self.files["encoder"], "window = \"utterance\" needs an encoder "
+                              "that takes any number of mel frames (importers.whisper builds "
+                              "one); this one takes a fixed count: use window = \"30s\"",
+                              tensor="input_features", expected="[batch, n_mels, frames]",
+                              found=list(encoder.get_inputs()[0].shape))
         verify_io(decoder, self.files["decoder"], DECODER_INPUTS, DECODER_OUTPUTS)
         self.encoder = BoundRunner(encoder, execution)
         self.decoder = BoundRunner(decoder, execution)
@@ -128,6 +184,8 @@ class WhisperModel:
         self.begin_suppress = np.asarray(generation.get("begin_suppress_tokens") or [],
                                          dtype=np.int64)
         self._present_index = {name: i for i, name in enumerate(self.decoder.output_names)}
+        no_speech = generation.get("no_speech_token_id")
+        self.no_speech = int(no_speech) if isinstance(no_speech, int) else None
 
     def _cache_layout(self, decoder: ort.InferenceSession, config: Mapping[str, Any]) -> (
         tuple[int, int, int]
@@ -185,8 +243,27 @@ class WhisperModel:
 
     # -------------------------------------------------------------------- model calls
 
+    def frames_for(self, samples: int) -> int:
+        """Mel frames the encoder gets for an utterance of ``samples`` (the longest of a
+        batch): 3000 for the 30 s window, else the frames that hold audio and
+        ``frame_margin`` frames of padding after them, rounded up to ``frame_step``.
+        Without the margin Whisper sees no end of speech and repeats itself."""
+        if self.params.window != "utterance":
+            return melspec.N_FRAMES
+        step = self.params.frame_step
+        needed = melspec.content_frames(samples) + self.params.frame_margin
+        return min(melspec.N_FRAMES, -(-needed // step) * step)
+
     def features(self, audios: Sequence[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
-        return melspec.batch_input_features(list(audios), self.n_mels)
+        """log-mel [B, n_mels, frames], padded after the audio as ``mel_padding`` says
+        (``melspec.input_features`` or ``melspec.padded_features``), cut to the window."""
+        frames = self.frames_for(max((a.size for a in audios), default=0))
+        compute = (melspec.padded_features if self.params.mel_padding == "zeros"
+                   else melspec.input_features)
+        out = np.empty((len(audios), self.n_mels, frames), dtype=np.float32)
+        for i, audio in enumerate(audios):
+            out[i] = compute(audio, self.n_mels)[:, :frames]
+        return out
 
     def encode(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         hidden: npt.NDArray[np.float32] = self.encoder.run({"input_features": features})[0]
@@ -205,6 +282,13 @@ class WhisperModel:
     ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
         """First decoder call on the forced prompt: logits of the last prompt position
         [B, V] and the caches (self-attention and cross-attention)."""
+        logits, cache = self._decode_prompt(hidden)
+        return logits[:, -1, :], cache
+
+    def _decode_prompt(
+        self, hidden: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
+        """The prompt's logits at every position [B, P, V] and the caches."""
         batch = hidden.shape[0]
         feeds: dict[str, np.ndarray] = {
             "input_ids": np.tile(np.asarray(self.prompt, dtype=np.int64), (batch, 1)),
@@ -212,7 +296,7 @@ class WhisperModel:
             "use_cache_branch": np.zeros(1, dtype=bool),
             **self._empty_past(batch),
         }
-        return self._run_decoder(feeds, None)
+        return self._run_decoder(feeds, None, last_only=False)
 
     def decode_step(
         self,
@@ -235,9 +319,13 @@ class WhisperModel:
         self,
         feeds: Mapping[str, np.ndarray],
         cross: Mapping[str, npt.NDArray[np.float32]] | None,
+        *,
+        last_only: bool = True,
     ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
         outputs = self.decoder.run(feeds)
-        logits = outputs[self._present_index["logits"]][:, -1, :]
+        logits = outputs[self._present_index["logits"]]
+        if last_only:
+            logits = logits[:, -1, :]
         cache = {}
         for i in range(self.layers):
             for part in ("decoder", "encoder"):
@@ -249,7 +337,10 @@ class WhisperModel:
                         cache[name] = outputs[self._present_index[f"present.{i}.{part}.{kv}"]]
         return logits, cache
 
-    def _pick(self, logits: npt.NDArray[np.float32], first: bool) -> npt.NDArray[np.int64]:
+    def _pick(self, logits: npt.NDArray[np.float32], first: bool) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.float64]
+    ]:
+        """Greedy choice per row and its log-probability under the filtered scores."""
         scores = np.array(logits, dtype=np.float32)
         if scores.shape[1] > self.vocab_limit:
             scores[:, self.vocab_limit:] = -np.inf  # ids the tokenizer cannot decode
@@ -258,9 +349,27 @@ class WhisperModel:
         if first and self.begin_suppress.size:
             scores[:, self.begin_suppress] = -np.inf
         picked: npt.NDArray[np.int64] = scores.argmax(axis=1).astype(np.int64)
-        return picked
+        rows = np.arange(scores.shape[0])
+        top = scores[rows, picked].astype(np.float64)
+        # log-softmax of the chosen score; the chosen one is the maximum
+        logprob = -np.log(np.exp(scores.astype(np.float64) - top[:, None]).sum(axis=1))
+        return picked, logprob
+
+    def _no_speech(self, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Probability of the no-speech token at the start-of-transcript position [B]."""
+        if self.no_speech is None or self.no_speech >= logits.shape[-1]:
+            return np.full(logits.shape[0], np.nan)
+        at_sot = logits[:, 0, :].astype(np.float64)
+        at_sot = at_sot - at_sot.max(axis=1, keepdims=True)
+        probs: npt.NDArray[np.float64] = (np.exp(at_sot[:, self.no_speech])
+                                          / np.exp(at_sot).sum(axis=1))
+        return probs
 
     def generate(self, hidden: npt.NDArray[np.float32]) -> list[list[int]]:
+        """Greedy token ids of a batch (without the guards)."""
+        return [d.tokens for d in self.generate_scored(hidden)]
+
+    def generate_scored(self, hidden: npt.NDArray[np.float32]) -> list[Decoded]:
         """Greedy decoding of a batch. Finished rows leave the batch once at least half
         of it has finished: slicing them away copies every cache (the cross-attention
         ones hold all 1500 encoder positions), so doing it for each row that ends would
@@ -269,12 +378,16 @@ class WhisperModel:
         results: list[list[int]] = [[] for _ in range(batch)]
         budget = min(self.params.max_new_tokens, self.max_target - len(self.prompt))
         if batch == 0 or budget <= 0:
-            return results
-        logits, cache = self.decode_start(hidden)
+            return [Decoded(r, 0.0, float("nan")) for r in results]
+        prompt_logits, cache = self._decode_prompt(hidden)
+        no_speech = self._no_speech(prompt_logits)
+        logits = prompt_logits[:, -1, :]
+        sum_logprob = np.zeros(batch)
         rows = np.arange(batch)
         alive = np.ones(batch, dtype=bool)
         for step in range(budget):
-            picked = self._pick(logits, first=step == 0)
+            picked, logprob = self._pick(logits, first=step == 0)
+            sum_logprob[rows[alive]] += logprob[alive]  # the end token's own included
             alive &= picked != self.eos
             for row, token in zip(rows[alive], picked[alive], strict=True):
                 results[row].append(int(token))
@@ -285,13 +398,25 @@ class WhisperModel:
                 cache = {name: value[alive] for name, value in cache.items()}
                 alive = alive[alive]
             logits, cache = self.decode_step(picked, hidden, cache)
-        return results
+        return [Decoded(tokens, float(sum_logprob[i] / (len(tokens) + 1)),
+                        float(no_speech[i])) for i, tokens in enumerate(results)]
 
-    def transcribe(self, audios: Sequence[npt.NDArray[np.float32]]) -> list[list[int]]:
-        """Token ids (without prompt and end token) for each 16 kHz utterance."""
+    def decode(self, audios: Sequence[npt.NDArray[np.float32]]) -> list[Decoded]:
+        """Greedy decoding of each 16 kHz utterance with its guard figures."""
         if not audios:
             return []
-        return self.generate(self.encode(self.features(audios)))
+        return self.generate_scored(self.encode(self.features(audios)))
+
+    def transcribe(self, audios: Sequence[npt.NDArray[np.float32]]) -> list[list[int]]:
+        """Token ids (without prompt and end token) for each 16 kHz utterance; none for
+        one the guards judge silent, nor for one without a letter or digit (Whisper
+        spells silence ".")."""
+        return [d.tokens if self.heard(d) else [] for d in self.decode(audios)]
+
+    def heard(self, decoded: Decoded) -> bool:
+        if decoded.silent(self.params):
+            return False
+        return any(ch.isalnum() for ch in self.text(decoded.tokens))
 
     def text(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode(list(tokens), skip_special_tokens=True).strip()
@@ -441,12 +566,31 @@ class SttEngine:
 def read_params(table: Mapping[str, Any], base: Path) -> SttParams:
     reader = TableReader(table, base, STAGE)
     defaults = SttParams()
+    window = reader.string("window", defaults.window)
+    if window not in WINDOWS:
+        raise reader.invalid("window", " or ".join(repr(w) for w in WINDOWS), window)
+    mel_padding = reader.string("mel_padding", defaults.mel_padding)
+    if mel_padding not in MEL_PADDINGS:
+        raise reader.invalid("mel_padding", " or ".join(repr(w) for w in MEL_PADDINGS),
+                             mel_padding)
+    frame_step = reader.integer("frame_step", defaults.frame_step, minimum=2)
+    if frame_step % 2 or frame_step > melspec.N_FRAMES:
+        raise reader.invalid("frame_step", f"an even number of mel frames up to "
+                             f"{melspec.N_FRAMES}", frame_step)
     return SttParams(
         language=reader.string("language", defaults.language),
         task=reader.string("task", defaults.task),
         partial_interval_ms=reader.integer("partial_interval_ms", defaults.partial_interval_ms,
                                            minimum=0),
         max_new_tokens=reader.integer("max_new_tokens", defaults.max_new_tokens, minimum=1),
+        window=window,
+        frame_step=frame_step,
+        frame_margin=reader.integer("frame_margin", defaults.frame_margin, minimum=0),
+        mel_padding=mel_padding,
+        no_speech_threshold=reader.number("no_speech_threshold", defaults.no_speech_threshold,
+                                          minimum=0.0, maximum=1.0),
+        logprob_threshold=reader.number("logprob_threshold", defaults.logprob_threshold),
+        reject_logprob=reader.number("reject_logprob", defaults.reject_logprob),
     )
 
 
@@ -461,7 +605,7 @@ def _files(table: Mapping[str, Any], base: Path) -> dict[str, Path]:
     return files
 
 
-def _load_tokenizer(path: Path) -> Tokenizer:
+def load_tokenizer(path: Path) -> Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # the tokenizers library raises plain Exception
@@ -479,7 +623,7 @@ def load_model(table: Mapping[str, Any], base: Path, config: ExecutionConfig) ->
     return WhisperModel(
         create_session(files["encoder"], config),
         create_session(files["decoder"], config),
-        _load_tokenizer(files["tokenizer"]),
+        load_tokenizer(files["tokenizer"]),
         files=files,
         config=hf_config,
         generation=generation,
@@ -493,7 +637,7 @@ def check(
 ) -> list[StageReport]:
     """Validate the STT files and tensors and time one encoder and one decoder call."""
     model = load_model(table, base, config or ExecutionConfig())
-    features = np.zeros((1, model.n_mels, melspec.N_FRAMES), dtype=np.float32)
+    features = model.features([np.zeros(SAMPLE_RATE, dtype=np.float32)])
     started = time.perf_counter()
     hidden = model.encode(features)
     encoder_ms = (time.perf_counter() - started) * 1000
@@ -514,7 +658,8 @@ def check(
             "vocab": int(logits.shape[1]), "tokenizer_vocab": model.vocab_limit,
             "prompt": model.prompt, "eos": model.eos, "language": model.params.language,
             "task": model.params.task, "partial_interval_ms": model.params.partial_interval_ms,
-            "max_new_tokens": model.params.max_new_tokens,
+            "max_new_tokens": model.params.max_new_tokens, "window": model.params.window,
+            "no_speech_token": model.no_speech,
         }, decoder_ms),
     ]
 
@@ -542,8 +687,9 @@ def synth(
         tokenizer, dims, scripted=scripted is not None
     )
     if scripted is None:
-        encoder = stt_graph.build_encoder(dims, rng)
-        decoder = stt_graph.build_decoder(dims, rng)
+        weights = stt_graph.random_weights(dims, rng)
+        encoder = stt_graph.build_encoder(dims, weights)
+        decoder = stt_graph.build_decoder(dims, weights)
     else:
         script = tokenizer.encode(" " + scripted.strip(), add_special_tokens=False).ids
         encoder = stt_graph.build_scripted_encoder(dims, rng)

@@ -1,7 +1,9 @@
 """ONNX graphs in the layout Hugging Face optimum exports Whisper to.
 
-``encoder_model.onnx``: input_features [B, n_mels, 3000] -> last_hidden_state [B, 1500, d].
-``decoder_model_merged.onnx``: input_ids [B, S], encoder_hidden_states [B, 1500, d],
+``encoder_model.onnx``: input_features [B, n_mels, 3000] -> last_hidden_state [B, 1500, d]
+(or, built for the utterance-length window, [B, n_mels, F] -> [B, F/2, d] for any even F
+up to 3000). ``decoder_model_merged.onnx``: input_ids [B, S], encoder_hidden_states
+[B, 1500 (or F/2), d],
 past_key_values.{i}.decoder.key/value [B, H, P, hd], past_key_values.{i}.encoder.key/value
 [B, H, 1500, hd], use_cache_branch bool [1] -> logits [B, S, V],
 present.{i}.decoder.key/value, present.{i}.encoder.key/value. As in optimum's merge, one
@@ -10,8 +12,9 @@ computes the cross-attention keys from the encoder states) or the with-past grap
 appends to the self-attention cache and reads the cross-attention cache from its past
 inputs, returning empty tensors [0, H, 1, hd] in its place).
 
-Two kinds of weights: Whisper's architecture with seeded random weights, and scripted
-graphs whose output is known in advance (see ``build_scripted_decoder``).
+Whisper's architecture takes its weights as arrays (``Weights``): seeded random ones for
+generated bundles, or real ones read by an importer (``importers.whisper``). Scripted
+graphs have outputs known in advance (see ``build_scripted_decoder``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from onnx import helper
 
 from voicegate.models.melspec import N_FRAMES
 from voicegate.models.onnx_builder import (
+    Dim,
     GraphBuilder,
     attention,
     merge_heads,
@@ -88,38 +92,174 @@ def present_names(layer: int) -> list[str]:
             for part in ("decoder", "encoder") for kv in ("key", "value")]
 
 
+# ---------------------------------------------------------------------------- weights
+
+Weights = dict[str, np.ndarray]
+"""Whisper's weights as float32 arrays by the names below, linear weights as [in, out]
+(MatMul's layout). Encoder: conv1_w [d, n_mels, 3], conv1_b, conv2_w [d, d, 3], conv2_b,
+enc_positions [1500, d], enc{i}_{ln1,ln2}_{g,b}, enc{i}_{q,k,v,o,fc1,fc2}_w and _b (no
+enc{i}_k_b: Whisper's key projections have no bias), enc_ln_post_{g,b}. Decoder:
+embed_tokens [V, d] (also the output projection), embed_positions [448, d],
+dec{i}_{self,cross}_{q,k,v,o}_w and _b (no _k_b), dec{i}_{ln1,ln2,ln3}_{g,b},
+dec{i}_{fc1,fc2}_w and _b, dec_ln_{g,b}. ``random_weights`` draws them; the CTranslate2
+importer reads them from a model.bin."""
+
+
+def random_weights(dims: WhisperDims, rng: np.random.Generator) -> Weights:
+    d, f = dims.d_model, dims.ffn_dim
+
+    def normal(shape: tuple[int, ...], scale: float | None = None) -> np.ndarray:
+        fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else int(shape[0])
+        std = scale if scale is not None else 1.0 / np.sqrt(max(fan_in, 1))
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    w: Weights = {
+        "conv1_w": normal((d, dims.n_mels, 3), 1.0 / np.sqrt(dims.n_mels * 3)),
+        "conv1_b": np.zeros(d, np.float32),
+        "conv2_w": normal((d, d, 3), 1.0 / np.sqrt(d * 3)),
+        "conv2_b": np.zeros(d, np.float32),
+        "enc_positions": _sinusoids(MAX_SOURCE_POSITIONS, d),
+    }
+
+    def block(prefix: str, names: tuple[str, ...], norms: tuple[str, ...]) -> None:
+        for name in names:
+            w[f"{prefix}_{name}_w"] = normal((d, d))
+            if not name.endswith("k"):
+                w[f"{prefix}_{name}_b"] = np.zeros(d, np.float32)
+        for ln in norms:
+            w[f"{prefix}_{ln}_g"] = np.ones(d, np.float32)
+            w[f"{prefix}_{ln}_b"] = np.zeros(d, np.float32)
+        w[f"{prefix}_fc1_w"] = normal((d, f))
+        w[f"{prefix}_fc1_b"] = np.zeros(f, np.float32)
+        w[f"{prefix}_fc2_w"] = normal((f, d))
+        w[f"{prefix}_fc2_b"] = np.zeros(d, np.float32)
+
+    for i in range(dims.encoder_layers):
+        block(f"enc{i}", ("q", "k", "v", "o"), ("ln1", "ln2"))
+    w["enc_ln_post_g"], w["enc_ln_post_b"] = np.ones(d, np.float32), np.zeros(d, np.float32)
+    for i in range(dims.decoder_layers):
+        block(f"dec{i}", tuple(f"{a}_{n}" for a in ("self", "cross") for n in "qkvo"),
+              ("ln1", "ln2", "ln3"))
+    w["embed_tokens"] = normal((dims.vocab_size, d), 1.0)
+    w["embed_positions"] = normal((MAX_TARGET_POSITIONS, d), 0.1)
+    w["dec_ln_g"], w["dec_ln_b"] = np.ones(d, np.float32), np.zeros(d, np.float32)
+    return w
+
+
+def _weight(w: Weights, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if name not in w:
+        raise ValueError(f"Whisper weights lack {name!r}")
+    if tuple(w[name].shape) != shape:
+        raise ValueError(f"Whisper weight {name!r} has shape {list(w[name].shape)}, "
+                         f"expected {list(shape)}")
+    return w[name]
+
+
 # ---------------------------------------------------------------------------- encoder
 
 
-def _encoder_block(g: GraphBuilder, x: str, dims: WhisperDims, i: int) -> str:
-    d, h, hd = dims.d_model, dims.n_heads, dims.head_dim
-    y = g.layer_norm(x, d, f"enc{i}_ln1")
-    q = split_heads(g, g.linear(y, d, d, f"enc{i}_q"), h, hd)
-    k = split_heads(g, g.linear(y, d, d, f"enc{i}_k", bias=False), h, hd)
-    v = split_heads(g, g.linear(y, d, d, f"enc{i}_v"), h, hd)
+def _linear(g: GraphBuilder, x: str, w: Weights, name: str, shape: tuple[int, int]) -> str:
+    d_out = shape[1]
+    y = g.op("MatMul", x, g.const(_weight(w, f"{name}_w", shape), f"{name}_w"))
+    if f"{name}_b" in w:
+        y = g.op("Add", y, g.const(_weight(w, f"{name}_b", (d_out,)), f"{name}_b"))
+    return y
+
+
+def _layer_norm(g: GraphBuilder, x: str, w: Weights, name: str, d: int) -> str:
+    return g.op("LayerNormalization", x, g.const(_weight(w, f"{name}_g", (d,)), f"{name}_g"),
+                g.const(_weight(w, f"{name}_b", (d,)), f"{name}_b"), axis=-1, epsilon=1e-5)
+
+
+def _encoder_block(
+    g: GraphBuilder, x: str, dims: WhisperDims, w: Weights, i: int, *, tail: _Tail | None
+) -> str:
+    d, h, hd, f = dims.d_model, dims.n_heads, dims.head_dim, dims.ffn_dim
+    p = f"enc{i}"
+    y = _layer_norm(g, x, w, f"{p}_ln1", d)
+    q = split_heads(g, _linear(g, y, w, f"{p}_q", (d, d)), h, hd)
+    k = _linear(g, y, w, f"{p}_k", (d, d))
+    v = _linear(g, y, w, f"{p}_v", (d, d))
+    if tail is not None:
+        tail.expose(g, k, v, i)
+        k, v = tail.append(g, k, v, i)
+    k, v = split_heads(g, k, h, hd), split_heads(g, v, h, hd)
     a = merge_heads(g, attention(g, q, k, v, head_dim=hd), h, hd)
-    x = g.op("Add", x, g.linear(a, d, d, f"enc{i}_o"))
-    y = g.layer_norm(x, d, f"enc{i}_ln2")
-    y = g.linear(g.gelu(g.linear(y, d, dims.ffn_dim, f"enc{i}_fc1")), dims.ffn_dim, d,
-                 f"enc{i}_fc2")
+    x = g.op("Add", x, _linear(g, a, w, f"{p}_o", (d, d)))
+    y = _layer_norm(g, x, w, f"{p}_ln2", d)
+    y = _linear(g, g.gelu(_linear(g, y, w, f"{p}_fc1", (d, f))), w, f"{p}_fc2", (f, d))
     return g.op("Add", x, y)
 
 
-def build_encoder(dims: WhisperDims, rng: np.random.Generator) -> onnx.GraphProto:
-    g = GraphBuilder("whisper_encoder", rng)
-    feats = g.input("input_features", "float32", ["batch_size", dims.n_mels, N_FRAMES])
-    d = dims.d_model
-    c1 = g.op("Conv", feats, g.weight([d, dims.n_mels, 3], "conv1_w",
-                                      scale=1.0 / np.sqrt(dims.n_mels * 3)),
-              g.const(np.zeros(d), "conv1_b"), pads=[1, 1], kernel_shape=[3])
-    c2 = g.op("Conv", g.gelu(c1), g.weight([d, d, 3], "conv2_w", scale=1.0 / np.sqrt(d * 3)),
-              g.const(np.zeros(d), "conv2_b"), pads=[1, 1], strides=[2], kernel_shape=[3])
+@dataclass
+class _Tail:
+    """The keys and values of the padding positions a cut window leaves out.
+
+    ``silence`` holds, per layer, the keys and values [1500, d] the full 30 s encoder
+    computes for a window of padding only; a cut window of T positions appends rows
+    T..1499 of them to its own, so that its queries spread their attention over the
+    same keys as in the full window (the padding positions' own states, computed once,
+    are what the full window would compute for them with no audio in front). With
+    ``export`` the graph instead outputs its keys and values, to compute ``silence``."""
+
+    silence: list[tuple[np.ndarray, np.ndarray]] | None = None
+    export: bool = False
+    length: str = ""  # the window's positions [1], set by build_encoder
+
+    def expose(self, g: GraphBuilder, k: str, v: str, i: int) -> None:
+        if self.export:
+            g.output(g.op("Identity", k), f"key.{i}", "float32", ["batch_size", "positions", "d"])
+            g.output(g.op("Identity", v), f"value.{i}", "float32", ["batch_size", "positions", "d"])
+
+    def append(self, g: GraphBuilder, k: str, v: str, i: int) -> tuple[str, str]:
+        if self.silence is None:
+            return k, v
+        batch = g.op("Gather", g.op("Shape", k), g.ints([0]), axis=0)
+        out = []
+        for name, own, rows in (("key", k, self.silence[i][0]), ("value", v, self.silence[i][1])):
+            rest = g.op("Slice", g.const(rows[None], f"silence_{name}_{i}"), self.length,
+                        g.ints([MAX_SOURCE_POSITIONS]), g.ints([1]))
+            shape = g.op("Concat", batch, g.ints([-1, rows.shape[1]]), axis=0)
+            rest = g.op("Expand", rest, g.op("Max", shape, g.ints([1, 1, 1])))
+            out.append(g.op("Concat", own, rest, axis=1))
+        return out[0], out[1]
+
+
+def build_encoder(
+    dims: WhisperDims,
+    weights: Weights,
+    *,
+    frames: int | None = N_FRAMES,
+    silence: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    export_kv: bool = False,
+) -> onnx.GraphProto:
+    """The encoder; with ``frames=None`` it takes any even number of mel frames up to
+    3000 (the utterance-length window) and adds the first frames/2 position embeddings;
+    ``silence`` (per layer keys and values, see ``_Tail``) lets the cut window attend to
+    the padding it leaves out."""
+    g = GraphBuilder("whisper_encoder")
+    tail = _Tail(silence, export_kv) if silence is not None or export_kv else None
+    w, d = weights, dims.d_model
+    feats = g.input("input_features", "float32",
+                    ["batch_size", dims.n_mels, frames if frames is not None else "frames"])
+    c1 = g.op("Conv", feats, g.const(_weight(w, "conv1_w", (d, dims.n_mels, 3)), "conv1_w"),
+              g.const(_weight(w, "conv1_b", (d,)), "conv1_b"), pads=[1, 1], kernel_shape=[3])
+    c2 = g.op("Conv", g.gelu(c1), g.const(_weight(w, "conv2_w", (d, d, 3)), "conv2_w"),
+              g.const(_weight(w, "conv2_b", (d,)), "conv2_b"), pads=[1, 1], strides=[2],
+              kernel_shape=[3])
     x = g.op("Transpose", g.gelu(c2), perm=[0, 2, 1])
-    x = g.op("Add", x, g.const(_sinusoids(MAX_SOURCE_POSITIONS, d), "embed_positions"))
+    positions = g.const(_weight(w, "enc_positions", (MAX_SOURCE_POSITIONS, d)), "embed_positions")
+    if frames is None:
+        length = g.op("Gather", g.op("Shape", x), g.ints([1]), axis=0)  # [1]
+        positions = g.op("Slice", positions, g.ints([0]), length, g.ints([0]))
+    x = g.op("Add", x, positions)
+    if tail is not None:
+        tail.length = g.op("Gather", g.op("Shape", x), g.ints([1]), axis=0)
     for i in range(dims.encoder_layers):
-        x = _encoder_block(g, x, dims, i)
-    x = g.layer_norm(x, d, "enc_ln_post")
-    g.output(x, "last_hidden_state", "float32", ["batch_size", MAX_SOURCE_POSITIONS, d])
+        x = _encoder_block(g, x, dims, w, i, tail=tail)
+    x = _layer_norm(g, x, w, "enc_ln_post", d)
+    out_len: Dim = MAX_SOURCE_POSITIONS if frames is not None else "frames / 2"
+    g.output(x, "last_hidden_state", "float32", ["batch_size", out_len, d])
     return g.graph()
 
 
@@ -154,29 +294,32 @@ class _DecoderWeights:
     ln_f: tuple[str, str]
 
 
-def _decoder_weights(g: GraphBuilder, dims: WhisperDims) -> _DecoderWeights:
+def _decoder_weights(g: GraphBuilder, dims: WhisperDims, weights: Weights) -> _DecoderWeights:
     d, f = dims.d_model, dims.ffn_dim
+    shapes = {"fc1_w": (d, f), "fc1_b": (f,), "fc2_w": (f, d)}
     layers = []
     for i in range(dims.decoder_layers):
-        w: dict[str, str] = {}
-        for att in ("self", "cross"):
-            for name in ("q", "k", "v", "o"):
-                w[f"{att}_{name}_w"] = g.weight([d, d], f"dec{i}_{att}_{name}_w")
-                if name != "k":  # Whisper's key projections have no bias
-                    w[f"{att}_{name}_b"] = g.const(np.zeros(d), f"dec{i}_{att}_{name}_b")
-        for ln in ("ln1", "ln2", "ln3"):
-            w[f"{ln}_g"] = g.const(np.ones(d), f"dec{i}_{ln}_g")
-            w[f"{ln}_b"] = g.const(np.zeros(d), f"dec{i}_{ln}_b")
-        w["fc1_w"] = g.weight([d, f], f"dec{i}_fc1_w")
-        w["fc1_b"] = g.const(np.zeros(f), f"dec{i}_fc1_b")
-        w["fc2_w"] = g.weight([f, d], f"dec{i}_fc2_w")
-        w["fc2_b"] = g.const(np.zeros(d), f"dec{i}_fc2_b")
-        layers.append(w)
+        names = [f"{att}_{n}_{kind}" for att in ("self", "cross") for n in "qkvo"
+                 for kind in ("w", "b") if (n, kind) != ("k", "b")]
+        names += [f"{ln}_{kind}" for ln in ("ln1", "ln2", "ln3") for kind in ("g", "b")]
+        names += ["fc1_w", "fc1_b", "fc2_w", "fc2_b"]
+        layer: dict[str, str] = {}
+        for name in names:
+            shape = shapes.get(name, (d, d) if name.endswith("_w") else (d,))
+            layer[name] = g.const(_weight(weights, f"dec{i}_{name}", shape), f"dec{i}_{name}")
+        for att in ("self", "cross"):  # a key bias only where the weights have one
+            if f"dec{i}_{att}_k_b" in weights:
+                layer[f"{att}_k_b"] = g.const(_weight(weights, f"dec{i}_{att}_k_b", (d,)),
+                                              f"dec{i}_{att}_k_b")
+        layers.append(layer)
     return _DecoderWeights(
-        embed_tokens=g.weight([dims.vocab_size, d], "embed_tokens", scale=1.0),
-        embed_positions=g.weight([MAX_TARGET_POSITIONS, d], "embed_positions", scale=0.1),
+        embed_tokens=g.const(_weight(weights, "embed_tokens", (dims.vocab_size, d)),
+                             "embed_tokens"),
+        embed_positions=g.const(_weight(weights, "embed_positions", (MAX_TARGET_POSITIONS, d)),
+                                "embed_positions"),
         layers=layers,
-        ln_f=(g.const(np.ones(d), "dec_ln_g"), g.const(np.zeros(d), "dec_ln_b")),
+        ln_f=(g.const(_weight(weights, "dec_ln_g", (d,)), "dec_ln_g"),
+              g.const(_weight(weights, "dec_ln_b", (d,)), "dec_ln_b")),
     )
 
 
@@ -291,14 +434,14 @@ def _merged_decoder(
     return g.graph()
 
 
-def build_decoder(dims: WhisperDims, rng: np.random.Generator) -> onnx.GraphProto:
-    """Whisper's decoder with random weights, merged as optimum merges it."""
-    g = GraphBuilder("whisper_decoder_merged", rng)
-    weights = _decoder_weights(g, dims)
+def build_decoder(dims: WhisperDims, weights: Weights) -> onnx.GraphProto:
+    """Whisper's decoder, merged as optimum merges it."""
+    g = GraphBuilder("whisper_decoder_merged")
+    decoder_weights = _decoder_weights(g, dims, weights)
     with_past = g.subgraph("with_past")
-    _decoder_branch(with_past, dims, weights, with_past=True)
+    _decoder_branch(with_past, dims, decoder_weights, with_past=True)
     no_past = g.subgraph("no_past")
-    _decoder_branch(no_past, dims, weights, with_past=False)
+    _decoder_branch(no_past, dims, decoder_weights, with_past=False)
     return _merged_decoder(g, dims, with_past, no_past)
 
 
