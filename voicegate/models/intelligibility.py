@@ -3,8 +3,9 @@ the bundle's own STT model should give the text back.
 
 Both sides are compared as spoken words: ``speech_text`` writes numbers and amounts out
 (Whisper writes "$5" where the voice said "five dollars"), then case and punctuation
-are dropped. ``word_error_rate`` is the word-level edit distance over the reference's
-length.
+are dropped (``voicegate.models.wer`` leaves numbers as written, for transcripts of
+speech whose reference text was already words). ``word_error_rate`` is the word-level
+edit distance over the reference's length.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from voicegate.models.bundle import load_bundle
 from voicegate.models.runtime import ExecutionConfig
 from voicegate.models.stt import SAMPLE_RATE, WhisperModel, load_model
 from voicegate.models.tts import TtsEngine
+from voicegate.models.wer import edit_distance
 
 # Whisper reads windows of 30 s: longer audio is transcribed in pieces.
 WINDOW_S: Final[float] = 28.0
@@ -41,14 +43,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     ref, hyp = spoken_words(reference), spoken_words(hypothesis)
     if not ref:
         return 0.0 if not hyp else 1.0
-    previous = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, start=1):
-        current = [i]
-        for j, other in enumerate(hyp, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1,
-                               previous[j - 1] + (word != other)))  # fmt: skip
-        previous = current
-    return previous[-1] / len(ref)
+    return edit_distance(ref, hyp) / len(ref)
 
 
 def transcribe(model: WhisperModel, audio: npt.NDArray[np.floating], sample_rate: int) -> str:
