@@ -4,7 +4,7 @@ sequences, cancellation and KV reuse checked against unbatched runs."""
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -273,8 +273,30 @@ def test_long_history_drops_oldest_turns(scripted_bundle: Path) -> None:
     engine.start(0, [*history, Message("user", "Last one?")], Sampling(max_tokens=2))
     events = run_all(engine)[0]
     assert events[0].prompt_tokens < 120
-    with pytest.raises(ValueError, match="does not fit max_context"):
-        engine.start(0, [Message("user", "word " * 200)])
+    kept = engine.tokenizer.decode(engine.cached_tokens(0))
+    assert "Last one?" in kept and "Question number 5?" in kept
+    assert "Question number 0?" not in kept
+
+
+def test_a_message_longer_than_the_context_keeps_its_end(
+    scripted_bundle: Path, scripted_reply: str
+) -> None:
+    table = tomllib.loads((scripted_bundle / "bundle.toml").read_text())["llm"]
+    engine = LlmEngine.from_table({**table, "max_context": 160}, scripted_bundle)
+    engine.open_session(0)
+    words = " ".join(f"item{i}" for i in range(400)) + " the end"
+    engine.start(0, [Message("user", words)], Sampling(max_tokens=40))
+    events = run_all(engine)[0]
+    assert events[0].prompt_tokens <= 160 - 40
+    assert text_of(events).startswith(scripted_reply[:20])
+    kept = engine.tokenizer.decode(engine.cached_tokens(0))
+    assert "the end" in kept and "item0 " not in kept
+    # A system prompt longer than the context keeps its beginning.
+    engine.start(0, [Message("system", "Be brief. " * 200), Message("user", "Hi")],
+                 Sampling(max_tokens=8))
+    events = run_all(engine)[0]
+    assert events[0].prompt_tokens <= 160 - 8
+    assert "Hi" in engine.tokenizer.decode(engine.cached_tokens(0))
 
 
 def test_unknown_session_and_bad_sampling(scripted_bundle: Path) -> None:
@@ -289,14 +311,14 @@ def test_unknown_session_and_bad_sampling(scripted_bundle: Path) -> None:
 
 def test_context_limit_ends_generation(scripted_bundle: Path) -> None:
     table = tomllib.loads((scripted_bundle / "bundle.toml").read_text())["llm"]
-    engine = LlmEngine.from_table({**table, "max_context": 64}, scripted_bundle)
+    engine = LlmEngine.from_table({**table, "max_context": 40}, scripted_bundle)
     engine.open_session(0)
     engine.start(0, ask("Hi"))
-    prompt = len(engine.render(ask("Hi")))
-    assert prompt < 63
     events = run_all(engine)[0]
+    prompt = events[-1].prompt_tokens
+    assert prompt <= 40 - 20  # the fitted prompt leaves room for an answer
     assert events[-1].finished is FinishReason.LENGTH
-    assert prompt + events[-1].tokens == 64
+    assert prompt + events[-1].tokens == 40
 
 
 def test_greedy_argmax_margin_is_not_a_tie(random_bundle: Path) -> None:
@@ -312,3 +334,60 @@ def test_greedy_argmax_margin_is_not_a_tie(random_bundle: Path) -> None:
     )
     top = np.sort(logits[0, -1])[-2:]
     assert top[1] - top[0] > 1e-3
+
+
+def test_long_prompt_prefills_in_chunks_while_others_stream(
+    scripted_bundle: Path, scripted_reply: str
+) -> None:
+    engine = engine_for(scripted_bundle)
+    engine.prefill_step_ns = 1  # as little as a step allows: chunks of 8 tokens
+    for sid in (0, 1):
+        engine.open_session(sid)
+    engine.start(0, ask("Hi"))
+    first = run_all_until(engine, lambda events: any(e.sid == 0 for e in events))
+    assert first
+    long_question = " ".join(f"part {i}" for i in range(60)) + "?"
+    engine.start(1, ask(long_question))
+    streamed_meanwhile = 0
+    calls = engine.counters.prefill_calls
+    while engine.is_running(1) and not engine.counters.prefill_calls - calls > 40:
+        events = engine.step()
+        if any(e.sid == 1 for e in events):
+            break
+        streamed_meanwhile += sum(1 for e in events if e.sid == 0)
+        assert engine.is_running(0) or streamed_meanwhile > 0
+    chunks = engine.counters.prefill_calls - calls
+    assert chunks > 5  # the prompt went in pieces...
+    assert streamed_meanwhile >= min(chunks - 1, 10)  # ...while session 0 kept streaming
+    rest = run_all(engine)
+    assert text_of(rest.get(1, [])).endswith(scripted_reply[-10:])
+
+
+def run_all_until(engine: LlmEngine, done: Callable[[list[LlmEvent]], bool],
+                  limit: int = 200) -> bool:
+    for _ in range(limit):
+        if done(engine.step()):
+            return True
+    return False
+
+
+def test_sessions_share_the_system_prompt_cache(scripted_bundle: Path, scripted_reply: str
+                                                ) -> None:
+    engine = engine_for(scripted_bundle)
+    system = len(engine.system_tokens([]))
+    for sid in range(3):
+        engine.open_session(sid)
+    engine.start(0, ask(PROMPTS[0]))
+    events = run_all(engine)[0]
+    assert events[0].reused_tokens == 0  # the first session computes it...
+    engine.start(1, ask(PROMPTS[1]))
+    engine.start(2, [Message("system", "Be terse."), *ask(PROMPTS[1])])
+    before = engine.counters.prefill_tokens
+    later = run_all(engine)
+    assert later[1][0].reused_tokens == system  # ...the next one starts from it
+    assert later[2][0].reused_tokens == 0  # other instructions: their own prefix
+    assert engine.counters.prefill_tokens - before == (
+        len(engine.render(ask(PROMPTS[1]))) - system
+        + len(engine.render([Message("system", "Be terse."), *ask(PROMPTS[1])])))
+    for sid in range(3):
+        assert text_of(later.get(sid, events)) == scripted_reply

@@ -121,3 +121,16 @@ def test_sampling_options_override_the_bundle(bundle: Path) -> None:
     run_until_done(h, 1)
     assert len(h.out.take(Kind.LLM_TOKEN)) <= 3
     assert REPLY.startswith(answer(h, 1))
+
+
+def test_a_text_longer_than_the_context_is_answered(bundle: Path) -> None:
+    # 4000 characters, every digit its own token: far over the bundle's 2048.
+    text = " ".join(f"order {i:07d}" for i in range(300))[:4000]
+    _, h = stage(bundle)
+    h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 1, text.encode()))
+    run_until_done(h, 1)
+    assert answer(h, 1) == REPLY
+    # The next turn still fits: the oldest turn gives way.
+    h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 2, b"And the second?"))
+    run_until_done(h, 2)
+    assert answer(h, 2) == REPLY

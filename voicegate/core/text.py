@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from voicegate.core.speakable import speakable
+
 # Punctuation after which a clause may end. Commas and colons end clauses too: a short
 # pause there sounds natural, and an early first clause is what buys latency.
 CLAUSE_END: Final[frozenset[str]] = frozenset(".!?;:,\u2026\u3002\uff01\uff1f")
@@ -63,8 +65,9 @@ class ClauseChunker:
     """Accumulates streamed text and hands out complete clauses.
 
     ``push`` returns the clauses completed by the new text; ``flush`` ends the reply and
-    returns what is left. Clauses without a letter or digit (stray punctuation) are
-    dropped: there is nothing in them to speak.
+    returns what is left. Clause text goes through ``speakable`` (no markdown, emoji or
+    symbols without a sound); clauses without a letter or digit are then dropped: there
+    is nothing in them to speak.
     """
 
     max_words: int = 12
@@ -112,13 +115,13 @@ class ClauseChunker:
             if cut is None:
                 break
             end, ends_sentence = cut
-            piece = self._buffer[:end].strip()
+            piece = speakable(self._buffer[:end])
             self._buffer = self._buffer[end:]
             if _is_speakable(piece):
                 clauses.append(Clause(piece, ends_sentence))
                 self._emitted += 1
         if final:
-            rest = self._buffer.strip()
+            rest = speakable(self._buffer)
             self._buffer = ""
             if _is_speakable(rest):
                 clauses.append(Clause(rest, _sentence_end(rest.split()[-1])))

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from voicegate.models.bpe_tokenizer import BpeTokenizer, JinjaChat, TemplateError
 from voicegate.models.bundle import TableReader
 from voicegate.models.errors import BundleError
 from voicegate.models.llm_graph import SIZES, LlmDims, build_random_llm, build_scripted_llm
@@ -51,6 +53,8 @@ INPUTS = (
     TensorSpec("position_ids", "int64", (None, None), optional=True),
     TensorSpec(_PAST, "float32", (None, None, None, None), pattern=True),
     TensorSpec("use_cache_branch", "bool", (1,), optional=True),
+    # Imported graphs compute logits for the last positions only (llama_graph).
+    TensorSpec("logits_to_keep", "int64", (1,), optional=True),
 )
 OUTPUTS = (
     TensorSpec("logits", "float32", (None, None, None)),
@@ -58,9 +62,36 @@ OUTPUTS = (
 )
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful voice assistant on a phone line. Answer in one or two short "
-    "sentences, in plain words that read well aloud."
+    "You are a friendly customer support assistant speaking with a caller on the phone. "
+    "Answer in one or two short spoken sentences. Use plain words only: no markdown, no "
+    "lists, no emoji, no headings."
 )
+SHARED_PREFIXES = 8  # system prompts whose keys and values the engine keeps for all sessions
+FIRST_CHUNK = 64  # prompt tokens per step before the engine has timed a prefill
+
+
+class LlmTokenizer(Protocol):
+    """What the engine needs of a tokenizer (SentencePiece or byte-level BPE)."""
+
+    path: Path
+    vocab_size: int
+
+    @property
+    def bos_id(self) -> int: ...
+
+    @property
+    def eos_id(self) -> int: ...
+
+    @property
+    def pad_id(self) -> int: ...
+
+    def piece_id(self, piece: str) -> int | None: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def encode_template(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,17 @@ class ChatTemplate:
             raise ValueError(f"unknown chat role {role!r}")
         template: str = getattr(self, role)
         return template
+
+    def segments(self, messages: Sequence[Message],
+                 add_generation_prompt: bool = True) -> list[tuple[str, bool]]:
+        """(text, is_message_content) pieces of the prompt, as ``JinjaChat`` gives them."""
+        parts: list[tuple[str, bool]] = []
+        for message in messages:
+            before, _, after = self.role_template(message.role).partition("{content}")
+            parts += [(before, False), (message.content, True), (after, False)]
+        if add_generation_prompt:
+            parts.append((self.generation_prompt, False))
+        return parts
 
 
 @dataclass(frozen=True)
@@ -192,10 +234,13 @@ class _Generation:
     prompt: list[int]
     sampling: Sampling
     rng: np.random.Generator
+    shared: tuple[int, ...] = ()  # the system prompt's tokens, whose cache all sessions share
     generated: list[int] = field(default_factory=list)
     emitted: str = ""
     next_token: int | None = None  # sampled, to be fed on the next decode step
     prefilled: bool = False
+    begun: bool = False  # the first prefill chunk chose where the cache comes from
+    fed: int = 0  # prompt tokens in the cache so far (prefill goes in chunks)
     reused: int = 0
 
 
@@ -256,10 +301,11 @@ class LlmEngine:
     def __init__(
         self,
         model_path: Path,
-        tokenizer: SentencePieceTokenizer,
+        tokenizer: LlmTokenizer,
         *,
         config: ExecutionConfig | None = None,
-        template: ChatTemplate | None = None,
+        template: ChatTemplate | JinjaChat | None = None,
+        add_bos: bool | None = None,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         end_tokens: Sequence[int] = (),
         sampling: Sampling | None = None,
@@ -279,13 +325,22 @@ class LlmEngine:
                               tensor="logits", expected=f">= {tokenizer.vocab_size}",
                               found=self.layout.vocab)
         self.runner = BoundRunner(self.session, self.config)
-        self.template = template or ChatTemplate()
+        self.template: ChatTemplate | JinjaChat = template or ChatTemplate()
+        if add_bos is None:
+            add_bos = self.template.add_bos if isinstance(self.template, ChatTemplate) else False
+        self.add_bos = add_bos and tokenizer.bos_id >= 0
         self.system_prompt = system_prompt
         self.end_tokens = frozenset(end_tokens) or frozenset({tokenizer.eos_id})
         self.sampling = sampling or Sampling()
         self.max_context = max_context
         self.max_batch = max_batch
         self.prefill_budget = prefill_budget
+        # With a time budget a step computes as many prompt tokens as fit in it, from the
+        # measured cost per token, so that a long prompt never stalls the running streams.
+        self.prefill_step_ns: int | None = None
+        self._ns_per_prompt_token: float | None = None
+        self._shared: OrderedDict[tuple[int, ...], _KvBatch] = OrderedDict()
+        self._has_keep = "logits_to_keep" in {i.name for i in self.session.get_inputs()}
         self.counters = LlmCounters()
         self._sessions: dict[int, _Session] = {}
         self._active: dict[int, _Session] = {}  # sessions with a generation, oldest first
@@ -314,9 +369,26 @@ class LlmEngine:
     ) -> LlmEngine:
         reader = TableReader(table, base, "llm")
         model = reader.path("model")
-        tokenizer = SentencePieceTokenizer(reader.path("tokenizer"))
+        tokenizer_path = reader.path("tokenizer")
+        tokenizer: LlmTokenizer
+        template: ChatTemplate | JinjaChat
+        add_bos: bool | None = None
+        if tokenizer_path.suffix == ".json":
+            tokenizer = BpeTokenizer(tokenizer_path, bos_token=reader.string("bos_token", None),
+                                     eos_token=reader.string("eos_token"))
+            template_path = reader.path("chat_template")
+            try:
+                template = JinjaChat(template_path.read_text(encoding="utf-8"),
+                                     bos_token=reader.string("bos_token", ""),
+                                     eos_token=reader.string("eos_token"))
+            except (OSError, UnicodeDecodeError, TemplateError) as exc:
+                raise BundleError(template_path, f"chat template: {exc}") from None
+            add_bos = reader.boolean("add_bos", False)
+        else:
+            tokenizer = SentencePieceTokenizer(tokenizer_path)
+            template = ChatTemplate.from_reader(reader.subtable("chat", required=False))
         end_tokens = []
-        for piece in reader.strings("end_tokens", ("</s>",)):
+        for piece in reader.strings("end_tokens", (reader.string("eos_token", "</s>"),)):
             token = tokenizer.piece_id(piece)
             if token is None:
                 raise reader.invalid("end_tokens", "pieces of the tokenizer's vocabulary", piece)
@@ -337,7 +409,8 @@ class LlmEngine:
             model,
             tokenizer,
             config=config,
-            template=ChatTemplate.from_reader(reader.subtable("chat", required=False)),
+            template=template,
+            add_bos=add_bos,
             system_prompt=reader.string("system_prompt", DEFAULT_SYSTEM_PROMPT),
             end_tokens=end_tokens,
             sampling=sampling,
@@ -375,35 +448,60 @@ class LlmEngine:
 
     # Prompts ------------------------------------------------------------------------
 
-    def render(self, messages: Sequence[Message]) -> list[int]:
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = True
+               ) -> list[int]:
         """Prompt ids for a conversation; the bundle's system prompt comes first unless
-        the messages bring their own."""
-        t = self.template
-        ids = [self.tokenizer.bos_id] if t.add_bos and self.tokenizer.bos_id >= 0 else []
+        the messages bring their own. Template text may hold special tokens, message
+        text never does."""
+        ids = [self.tokenizer.bos_id] if self.add_bos else []
         if not messages or messages[0].role != "system":
             messages = [Message("system", self.system_prompt), *messages]
-        for message in messages:
-            before, _, after = t.role_template(message.role).partition("{content}")
-            ids += self.tokenizer.encode_template(before)
-            ids += self.tokenizer.encode(message.content)
-            ids += self.tokenizer.encode_template(after)
-        ids += self.tokenizer.encode_template(t.generation_prompt)
+        try:
+            parts = self.template.segments(messages, add_generation_prompt)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        for text, is_content in parts:
+            ids += self.tokenizer.encode(text) if is_content else \
+                self.tokenizer.encode_template(text)
         return ids
 
-    def _fit(self, messages: Sequence[Message]) -> list[int]:
-        """Drop the oldest turns until the prompt leaves room for an answer."""
+    def system_tokens(self, messages: Sequence[Message]) -> tuple[int, ...]:
+        """The prompt's leading system block, the part that sessions share."""
+        system = messages[0] if messages and messages[0].role == "system" else \
+            Message("system", self.system_prompt)
+        return tuple(self.render([system], add_generation_prompt=False))
+
+    def _fit(self, messages: Sequence[Message], max_tokens: int) -> list[int]:
+        """The prompt, made to leave room for an answer: the oldest turns are dropped
+        first; a single message too long for the context keeps its end (the user's
+        last words), and the system prompt its beginning. Never an error."""
+        limit = max(self.max_context - min(max_tokens, self.max_context // 2), 1)
         kept = list(messages)
+        if not kept or kept[0].role != "system":
+            kept.insert(0, Message("system", self.system_prompt))
         while True:
             prompt = self.render(kept)
-            if len(prompt) < self.max_context:
+            over = len(prompt) - limit
+            if over <= 0:
                 return prompt
-            first = 1 if kept and kept[0].role == "system" else 0
-            if len(kept) - first <= 1:
-                raise ValueError(
-                    f"prompt of {len(prompt)} tokens does not fit max_context "
-                    f"{self.max_context}"
-                )
-            del kept[first]
+            if len(kept) > 2:
+                del kept[1]
+                while len(kept) > 2 and kept[1].role != "user":
+                    del kept[1]
+                continue
+            # One message is left: a system prompt over half the room gives way first.
+            system, last = kept[0], kept[-1]
+            excess = len(self.render(kept[:1], add_generation_prompt=False)) - limit // 2
+            if system.content and (excess > 0 or len(kept) < 2 or not last.content):
+                ids = self.tokenizer.encode(system.content)
+                cut = max(len(ids) - max(excess, over) - 1, 0)
+                kept[0] = Message("system", self.tokenizer.decode(ids[:cut]))
+                continue
+            if len(kept) == 2 and last.content:
+                ids = self.tokenizer.encode(last.content)
+                kept[-1] = Message(last.role, self.tokenizer.decode(ids[over + 1 :]).lstrip())
+                continue
+            return prompt  # the template alone overflows: the answer ends at the limit
 
     # Generations --------------------------------------------------------------------
 
@@ -415,10 +513,13 @@ class LlmEngine:
         session = self._session(sid)
         self.cancel(sid)
         sampling = sampling or self.sampling
+        prompt = self._fit(messages, sampling.max_tokens)
+        shared = self.system_tokens(messages)
         session.gen = _Generation(
-            prompt=self._fit(messages),
+            prompt=prompt,
             sampling=sampling,
             rng=np.random.default_rng(sampling.seed),
+            shared=shared if tuple(prompt[: len(shared)]) == shared else (),
         )
         self._active[sid] = session
 
@@ -440,17 +541,44 @@ class LlmEngine:
         if running:
             events += self._decode(self._take_batch(running))
         if waiting:
-            chosen: list[_Session] = []
-            budget = self.prefill_budget
+            chosen: list[tuple[_Session, int]] = []
+            budget = self._prefill_tokens()
             for s in waiting[: self.max_batch]:
                 assert s.gen is not None
-                cost = len(s.gen.prompt) - common_prefix(s.tokens, s.gen.prompt)
-                if chosen and cost > budget:
+                if not s.gen.begun:
+                    self._begin(s)
+                cost = len(s.gen.prompt) - s.gen.fed
+                if chosen and budget <= 0:
                     break
-                chosen.append(s)
-                budget -= cost
+                take = min(cost, max(budget, 1))
+                chosen.append((s, take))
+                budget -= take
             events += self._prefill(chosen)
         return events
+
+    def _prefill_tokens(self) -> int:
+        """Prompt tokens one step may compute."""
+        if self.prefill_step_ns is None:
+            return self.prefill_budget
+        if self._ns_per_prompt_token is None:
+            return min(FIRST_CHUNK, self.prefill_budget)
+        fit = int(self.prefill_step_ns / self._ns_per_prompt_token)
+        return max(8, min(fit, self.prefill_budget))
+
+    def _begin(self, s: _Session) -> None:
+        """Where a prompt's cache starts: the session's own cache as far as it matches
+        the prompt, or the shared system prompt's when that reaches further."""
+        gen = s.gen
+        assert gen is not None
+        keep = min(common_prefix(s.tokens, gen.prompt), len(gen.prompt) - 1)
+        shared = self._shared.get(gen.shared) if gen.shared else None
+        if shared is not None and keep < len(gen.shared) <= len(gen.prompt) - 1:
+            self._shared.move_to_end(gen.shared)
+            s.kv, s.row, keep = shared, 0, len(gen.shared)
+        s.tokens = list(gen.prompt[:keep])
+        gen.reused = gen.fed = keep
+        gen.begun = True
+        self.counters.reused_tokens += keep
 
     def _take_batch(self, running: list[_Session]) -> list[_Session]:
         if len(running) <= self.max_batch:
@@ -470,6 +598,8 @@ class LlmEngine:
             feeds["position_ids"] = positions
         if self.layout.use_cache_branch:
             feeds["use_cache_branch"] = np.array([past[0].shape[2] > 0], dtype=np.bool_)
+        if self._has_keep:
+            feeds["logits_to_keep"] = np.array([1], dtype=np.int64)
         feeds.update(zip(self._past_names, past, strict=True))
         outputs = self.runner.run(feeds)
         return outputs[self._logits_index], [outputs[i] for i in self._present_index]
@@ -503,40 +633,62 @@ class LlmEngine:
         arrays, mask = self._gather([(session.kv, session.row, len(session.tokens))])
         session.kv, session.row = _KvBatch(arrays, mask), 0
 
-    def _prefill(self, sessions: list[_Session]) -> list[LlmEvent]:
+    def _prefill(self, chosen: list[tuple[_Session, int]]) -> list[LlmEvent]:
+        """One chunk of each chosen prompt; a prompt whose last chunk this is samples its
+        first token."""
         parts: list[tuple[_KvBatch | None, int, int]] = []
         fresh: list[list[int]] = []
-        for s in sessions:
+        for s, take in chosen:
             assert s.gen is not None
-            keep = min(common_prefix(s.tokens, s.gen.prompt), len(s.gen.prompt) - 1)
-            s.gen.reused = keep
-            parts.append((s.kv, s.row, keep))
-            fresh.append(s.gen.prompt[keep:])
+            parts.append((s.kv, s.row, s.gen.fed))
+            fresh.append(s.gen.prompt[s.gen.fed : s.gen.fed + take])
         past, past_mask = self._gather(parts)
+        rows = len(chosen)
         width = max(len(f) for f in fresh)
-        ids = np.full((len(sessions), width), self.tokenizer.pad_id, dtype=np.int64)
-        new_mask = np.zeros((len(sessions), width), dtype=np.int64)
-        positions = np.zeros((len(sessions), width), dtype=np.int64)
+        ids = np.full((rows, width), self.tokenizer.pad_id, dtype=np.int64)
+        new_mask = np.zeros((rows, width), dtype=np.int64)
+        positions = np.zeros((rows, width), dtype=np.int64)
         for row, (tokens, (_, _, keep)) in enumerate(zip(fresh, parts, strict=True)):
             ids[row, width - len(tokens) :] = tokens
             new_mask[row, width - len(tokens) :] = 1
             positions[row, width - len(tokens) :] = np.arange(keep, keep + len(tokens))
         mask = np.concatenate([past_mask, new_mask], axis=1)
+        began = time.perf_counter_ns()
         logits, present = self._run(ids, mask, positions, past)
+        cost = (time.perf_counter_ns() - began) / (rows * width)
+        self._ns_per_prompt_token = cost if self._ns_per_prompt_token is None else (
+            0.7 * self._ns_per_prompt_token + 0.3 * cost)
         batch = _KvBatch(present, mask)
         self.counters.prefill_calls += 1
         events = []
-        for row, s in enumerate(sessions):
-            assert s.gen is not None
+        for row, (s, _) in enumerate(chosen):
+            gen = s.gen
+            assert gen is not None
             s.kv, s.row = batch, row
-            s.tokens = list(s.gen.prompt)
-            s.gen.prefilled = True
+            gen.fed += len(fresh[row])
+            s.tokens = list(gen.prompt[: gen.fed])
             self.counters.prefill_tokens += len(fresh[row])
-            self.counters.reused_tokens += s.gen.reused
+            self._share(s)
+            if gen.fed < len(gen.prompt):
+                continue
+            gen.prefilled = True
             event = self._accept(s, logits[row, -1])
             if event is not None:
                 events.append(event)
         return events
+
+    def _share(self, s: _Session) -> None:
+        """Keep a copy of the system prompt's keys and values the first time a session
+        computes them (causal attention: they do not depend on what follows)."""
+        gen = s.gen
+        assert gen is not None and s.kv is not None
+        key = gen.shared
+        if not key or key in self._shared or gen.fed < len(key):
+            return
+        arrays, mask = self._gather([(s.kv, s.row, len(key))])
+        self._shared[key] = _KvBatch(arrays, mask)
+        while len(self._shared) > SHARED_PREFIXES:
+            self._shared.popitem(last=False)
 
     def _decode(self, sessions: list[_Session]) -> list[LlmEvent]:
         first = sessions[0].kv

@@ -13,6 +13,14 @@ The answer streams as LLM_TOKEN text deltas, ``Flag.LAST`` on the last (possibly
 One TURN_TIMING goes to TTS per generation: JSON ``{"transcript_ns", "first_token_ns"}``
 (CLOCK_MONOTONIC), which TTS completes (docs/pipeline.md).
 
+Prompts: the bundle's system prompt (a spoken support assistant: short answers, no
+markdown, no lists), or the session's ``instructions`` in its place, then the
+conversation. Each session's keys and values stay cached across turns, so a turn
+prefills only its new tokens; the system prompt's are computed once and shared by every
+session with the same one. A conversation longer than the context drops its oldest
+turns (the engine recomputes from there), never fails. Prompt prefill goes in chunks
+under the step budget, so a long prompt never stalls the other sessions' streams.
+
 History: the user's text and the answer are appended to the session's conversation only
 for a confirmed turn (TRANSCRIPT_FINAL seen), when the answer completes or when a later
 turn interrupts it (a barge-in). An interrupted answer is kept as far as it was
@@ -84,6 +92,9 @@ class LlmStage(Stage[LlmSession]):
     def load(self) -> None:
         table, base = bundle_table(self.context, "llm")
         self.engine = LlmEngine.from_table(table, base, execution_config(self.context))
+        # Half of a tick's budget for prompt chunks, so the running streams' decode step
+        # still fits beside a long prompt's prefill.
+        self.engine.prefill_step_ns = self.step_budget_ns // 2
         base_sampling = self.engine.sampling
         try:
             self.sampling = Sampling(

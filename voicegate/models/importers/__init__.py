@@ -15,4 +15,5 @@ from typing import Final
 # format name -> (module under voicegate.models.importers, help text), e.g.
 # "whisper": ("whisper", "a CTranslate2 Whisper directory (faster-whisper) -> [stt]")
 FORMATS: Final[dict[str, tuple[str, str]]] = {
+    "gguf": ("gguf_llm", "a Llama-family GGUF file (llama.cpp, Ollama, LM Studio) -> [llm]"),
 }
