@@ -5,11 +5,15 @@ voice-to-voice latency at the client, with the server's per-stage breakdown.
     python -m bench e2e --url ws://127.0.0.1:8000/v1/stream --sessions 10
     python -m bench e2e --spawn --ramp --budget-ms 500
     python -m bench e2e --spawn --sessions 20 --baselines
-    python -m bench e2e --bundle synthetic --baselines --peers sequential
+    python -m bench e2e --spawn --sessions 8 --peers pipecat
+    python -m bench e2e --bundle synthetic --baselines
 
 The bundle is ``real`` (built from the installed weight packages on first use, see
 ``voicegate models build-default``), ``synthetic`` (scripted test models) or a bundle
-directory; voicegate and every peer (``bench._e2e_peers``) run on the same one.
+directory; voicegate, the baselines and the peers all run on the same one. A peer is
+another framework serving the same protocol on the same engines: ``bench.baselines.PEERS``
+maps its name to ``start(bundle) -> context manager of its URL``; one that cannot run
+here is reported and skipped.
 
 Load generator vs server on a small machine: the client processes are pinned to
 ``--client-cpus`` (default: the last CPU) and a spawned node to ``--server-cpus``
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import math
 import os
 import queue
@@ -33,7 +38,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from bench import _e2e_peers, _pyspy, report
+from bench import _pyspy, report
 from bench._e2e_client import ClientOutcome, ClientPlan, load_manifest, spawn_clients
 from bench._e2e_procs import CpuMeter, descendants, is_running, process_name, spawn_node
 from voicegate.core.config import parse_cpulist
@@ -42,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SPEECH = REPO.parent / "shared" / "speech"
 STAGES = ("end_of_turn_silence", "vad", "stt", "llm_first_token", "tts_first_audio", "gateway")
 RAMP_START = (5, 10, 20)
+# bench.baselines.PEERS' names, here so that --help works without the peers' packages.
+KNOWN_PEERS = ("pipecat",)
 PROFILE_RATE = 20  # py-spy samples per second and process: little CPU taken from the load
 
 
@@ -75,11 +82,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="session grid of those levels (default 10)")  # fmt: skip
     p.add_argument("--budget-ms", type=float, default=500.0, help="p95 voice-to-voice SLO")
     p.add_argument("--baselines", action="store_true",
-                   help="also run the same load against the peers (--peers)")  # fmt: skip
-    p.add_argument("--peers", type=_peer_names, default=_e2e_peers.DEFAULT,
-                   help="peers for --baselines, comma-separated (default: "
-                   f"{','.join(_e2e_peers.DEFAULT)}; one that cannot run here is "
-                   "reported and skipped)")  # fmt: skip
+                   help="also run the same load against bench.baselines' servers")  # fmt: skip
+    p.add_argument("--peers", type=_peer_names, default=(),
+                   help="other frameworks to run the same load against, on the same "
+                   f"bundle (comma-separated: {', '.join(KNOWN_PEERS)})")  # fmt: skip
     p.add_argument("--profile", action="store_true",
                    help="py-spy every voicegate server process during each level")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="smoke size: no PNG charts")
@@ -99,10 +105,13 @@ def _levels(text: str) -> tuple[int, ...]:
 
 
 def _peer_names(text: str) -> tuple[str, ...]:
-    try:
-        return _e2e_peers.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in KNOWN_PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown peer {unknown[0]!r} (peers: {', '.join(KNOWN_PEERS)})"
+        )
+    return names
 
 
 def _cpus(text: str | None, default: list[int]) -> list[int]:
@@ -319,19 +328,28 @@ def _voicegate_target(
     return target()
 
 
-def _peer_targets(
+def _targets(
     args: argparse.Namespace, bundle: Path
 ) -> tuple[dict[str, Callable[[], AbstractContextManager[str]]], dict[str, str]]:
-    """The peers that can run here, and why the others cannot."""
+    """The baselines (with --baselines) and the peers (--peers) that can run here, and
+    why the others cannot."""
     targets: dict[str, Callable[[], AbstractContextManager[str]]] = {}
     unavailable: dict[str, str] = {}
-    for name in args.peers:
-        try:
-            starter = _e2e_peers.load(name)
-        except LookupError as exc:
-            unavailable[name] = str(exc)
-            continue
-        targets[name] = functools.partial(starter, bundle)
+    try:
+        baselines = importlib.import_module("bench.baselines")
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench.baselines":
+            raise
+        return {}, {"baselines": "not available (bench.baselines is missing)"}
+    if args.baselines:
+        targets["sequential"] = functools.partial(baselines.start_sequential, bundle)
+        targets["single_process"] = functools.partial(baselines.start_single_process, bundle)
+    peers = getattr(baselines, "PEERS", {})
+    for peer in args.peers:  # other frameworks on the same engines and bundle
+        if peer in peers:
+            targets[peer] = functools.partial(peers[peer], bundle)
+        else:
+            unavailable[peer] = "not available in this checkout (bench.baselines.PEERS)"
     return targets, unavailable
 
 
@@ -402,7 +420,7 @@ def _rows(name: str, result: dict[str, Any]) -> list[list[Any]]:
             name, level["sessions"], level["turns"], level["errors"], level["late_frames"],
             level["v2v_ms"]["p50"], level["v2v_ms"]["p95"], level["v2v_ms"]["p99"],
             s["end_of_turn_silence"]["p50"], s["after_end_of_turn"]["p50"],
-            level["cpu_pct_server"], level["cpu_pct_server_per_session"],
+            level["cpu_pct_server"], level["cpu_pct_server"] / level["sessions"],
             level["cpu_pct_clients"],
         ])  # fmt: skip
     return rows
@@ -410,7 +428,7 @@ def _rows(name: str, result: dict[str, Any]) -> list[list[Any]]:
 
 HEADERS = [
     "server", "sessions", "turns", "errors", "late frames", "v2v p50 ms", "v2v p95 ms",
-    "v2v p99 ms", "silence p50", "after EOT p50", "server CPU %", "CPU % / session",
+    "v2v p99 ms", "silence p50", "after EOT p50", "server CPU %", "server CPU % / session",
     "client CPU %",
 ]  # fmt: skip
 
@@ -515,13 +533,14 @@ def main(argv: list[str]) -> int:
         print(f"voicegate at {url}", flush=True)
         results["voicegate"] = run_target(url, args, pid, profile=args.profile)
     unavailable: dict[str, str] = {}
-    if args.baselines:
-        targets, unavailable = _peer_targets(args, bundle)
+    if args.baselines or args.peers:
+        targets, unavailable = _targets(args, bundle)
         for name, why in unavailable.items():
             print(f"peer {name}: {why}", flush=True)
         for name, start in targets.items():
             with start() as url:
-                print(f"peer {name} at {url}", flush=True)
+                print(f"{'peer' if name in args.peers else 'baseline'} {name} at {url}",
+                      flush=True)  # fmt: skip
                 # The baselines' URLs carry their server's pid, for CPU accounting.
                 result = run_target(url, args, getattr(url, "pid", None))
                 extra = _capacity_level(results["voicegate"], result)
@@ -578,7 +597,7 @@ def main(argv: list[str]) -> int:
         "results": results,
         "comparisons": comparisons,
         "bundle": {"name": str(args.bundle), "path": str(bundle)},
-        "peers_unavailable": unavailable if args.baselines else None,
+        "peers_unavailable": unavailable or None,
         "charts": charts,
     }
     path = report.write_json(out / f"{args.tag}.json", data)
