@@ -43,6 +43,7 @@ test: build lint
 bench: build
 	$(BIN)/python -m bench ring
 	$(BIN)/python -m bench models
+	$(BIN)/python -m bench stt
 	$(BIN)/python -m bench e2e --spawn --ramp --ramp-start 20 --ramp-max 320 --sessions 20 \
 		--duration 10 --baselines --profile
 	$(BIN)/python -m bench gateway

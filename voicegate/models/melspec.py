@@ -167,8 +167,9 @@ def input_features(audio: npt.ArrayLike, n_mels: int = 80) -> npt.NDArray[np.flo
 
 
 def content_frames(samples: int) -> int:
-    """Frames whose centre lies within ``samples`` of audio (at most 3000)."""
-    return min(N_FRAMES, max(samples, 0) // HOP_LENGTH + 1)
+    """The audio's own frames as faster-whisper counts them: one per whole hop (at most
+    3000); the frame centred on the audio's last partial hop counts as padding."""
+    return min(N_FRAMES, max(samples, 0) // HOP_LENGTH)
 
 
 def padded_features(audio: npt.ArrayLike, n_mels: int = 80) -> npt.NDArray[np.float32]:

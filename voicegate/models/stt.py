@@ -34,7 +34,8 @@ Bundle table ``[stt]``::
                                  # or "zeros" (faster-whisper; what imported models use)
     no_speech_threshold = 0.6    # the guards of openai/whisper and faster-whisper
     logprob_threshold = -1.0
-    reject_logprob = -1.2        # below it a transcript is dropped whatever no-speech says
+    reject_logprob = -1.2        # below it a transcript is dropped whatever no-speech
+                                 # says (absent: no such guard; importers write -1.2)
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class SttParams:
     mel_padding: str = "floor"
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
-    reject_logprob: float = -1.2
+    reject_logprob: float | None = None  # imported bundles: -1.2
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ class Decoded:
         with, should not pass it on."""
         return ((self.no_speech_prob > params.no_speech_threshold
                  and self.avg_logprob < params.logprob_threshold)
-                or self.avg_logprob < params.reject_logprob)
+                or (params.reject_logprob is not None
+                    and self.avg_logprob < params.reject_logprob))
 
 
 @dataclass(frozen=True)

@@ -16,4 +16,5 @@ from typing import Final
 # "whisper": ("whisper", "a CTranslate2 Whisper directory (faster-whisper) -> [stt]")
 FORMATS: Final[dict[str, tuple[str, str]]] = {
     "gguf": ("gguf_llm", "a Llama-family GGUF file (llama.cpp, Ollama, LM Studio) -> [llm]"),
+    "whisper": ("whisper", "a CTranslate2 Whisper directory (faster-whisper) -> [stt]"),
 }

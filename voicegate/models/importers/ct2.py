@@ -160,6 +160,11 @@ def read_model(path: Path, *, spec: str | None = None) -> Ct2Model:
         data = path.read_bytes()
     except OSError as exc:
         raise BundleError(path, f"cannot read the CTranslate2 model: {exc.strerror}") from exc
+    return parse_model(data, path, spec=spec)
+
+
+def parse_model(data: bytes, path: Path, *, spec: str | None = None) -> Ct2Model:
+    """Parse the bytes of a model.bin; ``path`` names it in errors."""
     cur = _Cursor(data, path)
     version = cur.u32()
     if version not in SUPPORTED_VERSIONS:
