@@ -78,8 +78,8 @@ ABBREVIATIONS: Final[dict[str, str]] = {
     "Thu.": "Thursday", "Thurs.": "Thursday", "Fri.": "Friday", "Sat.": "Saturday",
     "Sun.": "Sunday",
 }  # fmt: skip
-# The letters of a.m./p.m. as espeak says them.
-_MERIDIEM: Final[dict[str, str]] = {"a": "ay em", "p": "pee em"}
+# a.m./p.m. in the one spelling espeak reads as letters ("ay em" is read "eye em").
+_MERIDIEM: Final[dict[str, str]] = {"a": "AM", "p": "PM"}
 
 _NUMBER: Final[str] = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _MERIDIEM_RE: Final[str] = r"(?P<ampm>[AaPp])\.?\s?[Mm]\b\.?"
