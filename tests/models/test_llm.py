@@ -122,7 +122,9 @@ def test_batched_equals_unbatched_random_model(random_bundle: Path) -> None:
         engine.open_session(sid)
         engine.start(sid, ask(prompt), sampling)
     together = run_all(engine)
-    assert engine.counters.prefill_calls == 1
+    # The first computes the shared system prompt, the other three start from it.
+    assert engine.counters.prefill_calls == 2
+    assert engine.counters.reused_tokens == 3 * len(engine.system_tokens([]))
     for sid, expected in alone.items():
         assert (text_of(together[sid]), together[sid][-1].tokens) == expected
     assert all(tokens > 5 for _, tokens in alone.values())
@@ -138,7 +140,7 @@ def test_batch_size_limit_rotates_without_changing_results(random_bundle: Path) 
             engine.start(sid, ask(prompt), Sampling(max_tokens=12))
     a, b = run_all(wide), run_all(narrow)
     assert {s: text_of(e) for s, e in a.items()} == {s: text_of(e) for s, e in b.items()}
-    assert narrow.counters.prefill_calls == 2
+    assert narrow.counters.prefill_calls == 3  # the system prompt, then two at a time
 
 
 def test_top_p_that_keeps_one_token_is_greedy(random_bundle: Path) -> None:
@@ -340,13 +342,13 @@ def test_long_prompt_prefills_in_chunks_while_others_stream(
     scripted_bundle: Path, scripted_reply: str
 ) -> None:
     engine = engine_for(scripted_bundle)
-    engine.prefill_step_ns = 1  # as little as a step allows: chunks of 8 tokens
+    engine.prefill_step_ns = 1  # as little as a step allows: chunks of MIN_CHUNK tokens
     for sid in (0, 1):
         engine.open_session(sid)
     engine.start(0, ask("Hi"))
     first = run_all_until(engine, lambda events: any(e.sid == 0 for e in events))
     assert first
-    long_question = " ".join(f"part {i}" for i in range(60)) + "?"
+    long_question = " ".join(f"part {i}" for i in range(90)) + "?"
     engine.start(1, ask(long_question))
     streamed_meanwhile = 0
     calls = engine.counters.prefill_calls
@@ -357,7 +359,7 @@ def test_long_prompt_prefills_in_chunks_while_others_stream(
         streamed_meanwhile += sum(1 for e in events if e.sid == 0)
         assert engine.is_running(0) or streamed_meanwhile > 0
     chunks = engine.counters.prefill_calls - calls
-    assert chunks > 5  # the prompt went in pieces...
+    assert chunks > 3  # the prompt went in pieces...
     assert streamed_meanwhile >= min(chunks - 1, 10)  # ...while session 0 kept streaming
     rest = run_all(engine)
     assert text_of(rest.get(1, [])).endswith(scripted_reply[-10:])
@@ -365,10 +367,7 @@ def test_long_prompt_prefills_in_chunks_while_others_stream(
 
 def run_all_until(engine: LlmEngine, done: Callable[[list[LlmEvent]], bool],
                   limit: int = 200) -> bool:
-    for _ in range(limit):
-        if done(engine.step()):
-            return True
-    return False
+    return any(done(engine.step()) for _ in range(limit))
 
 
 def test_sessions_share_the_system_prompt_cache(scripted_bundle: Path, scripted_reply: str

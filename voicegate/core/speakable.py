@@ -14,7 +14,7 @@ import re
 import unicodedata
 from typing import Final
 
-_FENCE: Final = re.compile(r"`{3,}[^\s`]*")
+_FENCE: Final = re.compile(r"`{3,}(?:[A-Za-z][\w+#-]*(?=\n))?")
 _IMAGE: Final = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _LINK: Final = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _URL_ANGLE: Final = re.compile(r"<(https?://[^>\s]+)>")
@@ -32,7 +32,7 @@ _SPACE_BEFORE_PUNCT: Final = re.compile(r"\s+([,.;:!?])")
 
 # Markup characters that have no sound; what is left of them after the patterns above
 # is dropped (a stray "*" or "#"). "#" in "order #123" goes too: "order 123" reads well.
-_MARKUP: Final[frozenset[str]] = frozenset("*_`~#|^\\<>{}[]")
+_MARKUP: Final[frozenset[str]] = frozenset("*_`~#|^\\<>{}[]\u2022")
 # Symbols of category So that a voice says (or a normalizer turns into words).
 _SAYABLE_SYMBOLS: Final[frozenset[str]] = frozenset("\u00b0")  # degree sign
 
@@ -57,6 +57,15 @@ def _drop_char(ch: str) -> bool:
 def speakable(text: str) -> str:
     """``text`` without markdown syntax, emoji and symbols the voice cannot say; words,
     digits and ordinary punctuation are kept as they are."""
+    for _ in range(4):  # what one pass uncovers ("-*1" -> "- 1") goes in the next
+        cleaned = _one_pass(text)
+        if cleaned == text:
+            break
+        text = cleaned
+    return text
+
+
+def _one_pass(text: str) -> str:
     text = _FENCE.sub(" ", text)
     text = _IMAGE.sub(r"\1", text)
     text = _LINK.sub(r"\1", text)
@@ -76,6 +85,6 @@ def speakable(text: str) -> str:
     text = "".join(" " if _drop_char(ch) else ch for ch in text)
     text = _BLANK_LINES.sub(" ", text)
     text = _SPACES.sub(" ", text)
+    text = re.sub(r",(?:\s+,)+", ",", text)  # empty table cells
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
-    text = re.sub(r"(?:,\s*){2,}", ", ", text)
     return re.sub(r"^[\s,]+", "", text).rstrip()

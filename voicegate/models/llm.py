@@ -61,13 +61,15 @@ OUTPUTS = (
     TensorSpec(_PRESENT, "float32", (None, None, None, None), pattern=True),
 )
 
+# Worded for small models too: SmolLM2-135M answers the speech samples' questions best
+# with this one among those tried (the answers are read aloud, so: short, no formatting).
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a friendly customer support assistant speaking with a caller on the phone. "
-    "Answer in one or two short spoken sentences. Use plain words only: no markdown, no "
-    "lists, no emoji, no headings."
+    "You are a helpful assistant for a store's phone support line. Keep answers short: "
+    "one or two sentences, plain words, no lists or formatting."
 )
 SHARED_PREFIXES = 8  # system prompts whose keys and values the engine keeps for all sessions
 FIRST_CHUNK = 64  # prompt tokens per step before the engine has timed a prefill
+MIN_CHUNK = 32  # prompt tokens per step at least
 
 
 class LlmTokenizer(Protocol):
@@ -340,6 +342,7 @@ class LlmEngine:
         self.prefill_step_ns: int | None = None
         self._ns_per_prompt_token: float | None = None
         self._shared: OrderedDict[tuple[int, ...], _KvBatch] = OrderedDict()
+        self.share_system_prompt = True  # False: every session computes its own
         self._has_keep = "logits_to_keep" in {i.name for i in self.session.get_inputs()}
         self.counters = LlmCounters()
         self._sessions: dict[int, _Session] = {}
@@ -514,7 +517,7 @@ class LlmEngine:
         self.cancel(sid)
         sampling = sampling or self.sampling
         prompt = self._fit(messages, sampling.max_tokens)
-        shared = self.system_tokens(messages)
+        shared = self.system_tokens(messages) if self.share_system_prompt else ()
         session.gen = _Generation(
             prompt=prompt,
             sampling=sampling,
@@ -543,13 +546,18 @@ class LlmEngine:
         if waiting:
             chosen: list[tuple[_Session, int]] = []
             budget = self._prefill_tokens()
+            computing: set[tuple[int, ...]] = set()  # system prompts this call computes
             for s in waiting[: self.max_batch]:
                 assert s.gen is not None
-                if not s.gen.begun:
-                    self._begin(s)
-                cost = len(s.gen.prompt) - s.gen.fed
                 if chosen and budget <= 0:
                     break
+                if not s.gen.begun:  # as late as possible: a shared prefix may be ready
+                    if s.gen.shared in computing:
+                        continue  # next step it starts from the shared copy
+                    self._begin(s)
+                    if s.gen.shared and s.gen.shared not in self._shared:
+                        computing.add(s.gen.shared)
+                cost = len(s.gen.prompt) - s.gen.fed
                 take = min(cost, max(budget, 1))
                 chosen.append((s, take))
                 budget -= take
@@ -563,7 +571,9 @@ class LlmEngine:
         if self._ns_per_prompt_token is None:
             return min(FIRST_CHUNK, self.prefill_budget)
         fit = int(self.prefill_step_ns / self._ns_per_prompt_token)
-        return max(8, min(fit, self.prefill_budget))
+        # Below a few dozen tokens a chunk costs about what a decode step does (the
+        # weights are read either way): smaller chunks would only slow the prompt down.
+        return max(MIN_CHUNK, min(fit, self.prefill_budget))
 
     def _begin(self, s: _Session) -> None:
         """Where a prompt's cache starts: the session's own cache as far as it matches

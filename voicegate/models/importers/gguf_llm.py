@@ -226,8 +226,8 @@ def _token(gguf: GgufFile, key: str, tokens: Sequence[str]) -> str | None:
 
 def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, Any]:
     """Write ``root/llm/`` from a GGUF file and return the [llm] table (paths relative
-    to ``root``). Raises BundleError naming the file and the key for a file it cannot
-    use."""
+    to ``root``; no ``system_prompt``: the engine's spoken-support default applies).
+    Raises BundleError naming the file and the key for a file it cannot use."""
     import json  # noqa: PLC0415
 
     import onnx  # noqa: PLC0415
@@ -238,7 +238,6 @@ def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, A
         build_llama,
         unpermute_llama,
     )
-    from voicegate.models.llm import DEFAULT_SYSTEM_PROMPT  # noqa: PLC0415
 
     if weights not in WEIGHT_FORMATS:
         raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
@@ -293,7 +292,6 @@ def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, A
         "weights": weights,
         "eos_token": eos,
         "add_bos": bool(gguf.value("tokenizer.ggml.add_bos_token", False)) and bos is not None,
-        "system_prompt": DEFAULT_SYSTEM_PROMPT,
         "end_tokens": end_tokens,
         "max_context": min(context, MAX_CONTEXT),
         "sampling": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 128, "stop": []},
@@ -301,6 +299,37 @@ def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, A
     if bos is not None:
         table["bos_token"] = bos
     return table
+
+
+def import_cached(file: Path, cache: Path, *, weights: str = "int4") -> Path:
+    """A bundle directory (only [llm]) imported from ``file`` under ``cache``, reused
+    while the file and this importer's code are unchanged (tests and benches import the
+    same file many times; it takes tens of seconds on a small machine)."""
+    import hashlib  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from voicegate.models import llama_graph  # noqa: PLC0415
+    from voicegate.models.bundle import merge_stage_table  # noqa: PLC0415
+
+    stat = file.stat()
+    digest = hashlib.sha256(f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for source in (__file__, llama_graph.__file__):
+        digest.update(Path(source).read_bytes())
+    target = cache / f"{file.stem}-{weights}-{digest.hexdigest()[:16]}"
+    if (target / "bundle.toml").is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
+    try:
+        merge_stage_table(work, "llm", import_gguf(file, work, weights=weights))
+        work.rename(target)
+    except OSError:
+        if not (target / "bundle.toml").is_file():  # another process's copy won the race
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 # CLI --------------------------------------------------------------------------------------
