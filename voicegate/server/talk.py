@@ -700,9 +700,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--timeout",
         type=float,
-        default=10.0,
+        default=60.0,
         metavar="SECONDS",
-        help="wait this long for the answer after the file was sent (default 10)",
+        # A real model's answer streams at the pace it is spoken: a long one is still
+        # arriving well after the file has been sent.
+        help="wait this long for the answer after the file was sent (default 60)",
     )
     parser.add_argument(
         "--pace",
