@@ -100,9 +100,9 @@ class _Linear:
         self.g = g
         self.weights = weights
 
-    def __call__(self, x: str, weight: FloatArray, hint: str) -> str:
+    def __call__(self, x: str, weight: FloatArray, hint: str, *, exact: bool = False) -> str:
         g = self.g
-        if self.weights == "fp32":
+        if self.weights == "fp32" or exact:
             return g.op("MatMul", x, g.const(np.ascontiguousarray(weight.T), f"{hint}_w"))
         n, k = weight.shape
         if k % BLOCK:  # no whole blocks: this matrix stays float32
@@ -134,9 +134,11 @@ def build_llama(
     *,
     weights: str = "int4",
     rope_factors: FloatArray | None = None,
+    float_head: bool = False,
 ) -> onnx.ModelProto:
     """The decoder for weights looked up by their GGUF names through ``tensor`` (float32,
-    [out, in] for matrices), one tensor at a time so that only the graph holds them all."""
+    [out, in] for matrices), one tensor at a time so that only the graph holds them all.
+    ``float_head`` keeps the output projection in float32 whatever ``weights`` says."""
     g = GraphBuilder("voicegate_llama")
     linear = _Linear(g, weights)
     hd, kvh = dims.head_dim, dims.kv_heads
@@ -204,7 +206,7 @@ def build_llama(
     big = g.ints([np.iinfo(np.int64).max])
     h = g.op("Slice", h, keep, big, g.ints([1]))  # the last logits_to_keep positions
     head = embed if dims.tied_head else tensor("output.weight")
-    g.op("Identity", linear(h, head, "lm_head"), out="logits")
+    g.op("Identity", linear(h, head, "lm_head", exact=float_head), out="logits")
 
     g.output("logits", "logits", "float32", [_B, "logits_length", dims.vocab])
     for i in range(dims.layers):

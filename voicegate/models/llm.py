@@ -343,6 +343,7 @@ class LlmEngine:
         self._ns_per_prompt_token: float | None = None
         self._shared: OrderedDict[tuple[int, ...], _KvBatch] = OrderedDict()
         self.share_system_prompt = True  # False: every session computes its own
+        self._system_cache: dict[str, tuple[int, ...]] = {}
         self._has_keep = "logits_to_keep" in {i.name for i in self.session.get_inputs()}
         self.counters = LlmCounters()
         self._sessions: dict[int, _Session] = {}
@@ -470,9 +471,15 @@ class LlmEngine:
 
     def system_tokens(self, messages: Sequence[Message]) -> tuple[int, ...]:
         """The prompt's leading system block, the part that sessions share."""
-        system = messages[0] if messages and messages[0].role == "system" else \
-            Message("system", self.system_prompt)
-        return tuple(self.render([system], add_generation_prompt=False))
+        text = messages[0].content if messages and messages[0].role == "system" else \
+            self.system_prompt
+        tokens = self._system_cache.get(text)
+        if tokens is None:
+            tokens = tuple(self.render([Message("system", text)], add_generation_prompt=False))
+            if len(self._system_cache) >= 64:
+                self._system_cache.clear()
+            self._system_cache[text] = tokens
+        return tokens
 
     def _fit(self, messages: Sequence[Message], max_tokens: int) -> list[int]:
         """The prompt, made to leave room for an answer: the oldest turns are dropped
