@@ -10,7 +10,8 @@ so is one whose average log-probability is below ``reject_logprob`` or that hold
 letter or digit.
 With ``window = "utterance"`` the encoder sees the utterance's mel frames only (rounded
 up to ``frame_step`` so that shapes repeat), not a 30 s pad: an encoder built for it
-(``importers.whisper``) slices its position embedding to the frames it gets.
+(``importers.whisper``) slices its position embedding to the frames it gets and attends
+to the keys and values of the padding it leaves out, computed once at import.
 ``SttEngine`` streams: each session feeds the audio of its
 current utterance; every ``partial_interval_ms`` of new audio the whole utterance is
 decoded again and a partial transcript comes out, whose stable part is the prefix it

@@ -21,11 +21,18 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from voicegate.models.errors import BundleError
+
+if TYPE_CHECKING:
+    import onnx
+    from tokenizers import Tokenizer
+
+    from voicegate.models.importers.ct2 import Ct2Model
+    from voicegate.models.stt_graph import Weights, WhisperDims
 
 SPEC: Final[str] = "WhisperSpec"
 STAGE_DIR: Final[str] = "stt"
@@ -83,7 +90,7 @@ def import_whisper(
                           "directory ships tokenizer.json beside model.bin)")
     tokenizer = stt.load_tokenizer(tokenizer_file)
     model = read_model(src, spec=SPEC)
-    dims, weights = _weights(model, stt_graph.WhisperDims)
+    dims, weights = _weights(model)
     ct2_config = _ct2_config(src / "config.json")
 
     out = root / STAGE_DIR
@@ -124,9 +131,7 @@ def import_whisper(
     return table
 
 
-def _silence_tail(
-    dims: Any, weights: dict[str, np.ndarray]
-) -> list[tuple[np.ndarray, np.ndarray]]:
+def _silence_tail(dims: WhisperDims, weights: Weights) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per encoder layer, the keys and values [1500, d] of a 30 s window of padding
     (log-mel zeros): what the cut window's queries attend to in place of the padding
     it leaves out (``stt_graph._Tail``). One run of the full encoder, single-threaded
@@ -157,8 +162,14 @@ def _silence_tail(
 _LAYER = re.compile(r"(encoder|decoder)/layer_(\d+)/")
 
 
-def _weights(model: Any, dims_type: Any) -> tuple[Any, dict[str, np.ndarray]]:
+def _weights(model: Ct2Model) -> tuple[WhisperDims, Weights]:
     """The dimensions and ``stt_graph.Weights`` of a CTranslate2 WhisperSpec model."""
+    from voicegate.models.stt_graph import WhisperDims  # noqa: PLC0415
+    from voicegate.models.whisper_tokenizer import (  # noqa: PLC0415
+        MAX_SOURCE_POSITIONS,
+        MAX_TARGET_POSITIONS,
+    )
+
     for side in ("encoder", "decoder"):
         for flag, wanted in (("pre_norm", 1), ("activation", _GELU), ("scale_embeddings", 0),
                              ("alibi", 0)):
@@ -191,13 +202,9 @@ def _weights(model: Any, dims_type: Any) -> tuple[Any, dict[str, np.ndarray]]:
                               tensor=f"{side}/layer_*", found=sorted(found))
     ffn = int(model.raw("encoder/layer_0/ffn/linear_0/weight").shape[0])
     vocab = int(model.raw("decoder/embeddings/weight").shape[0])
-    dims = dims_type(n_mels=n_mels, d_model=d, n_heads=heads,
-                     encoder_layers=len(layers["encoder"]),
-                     decoder_layers=len(layers["decoder"]), ffn_dim=ffn, vocab_size=vocab)
-    from voicegate.models.whisper_tokenizer import (  # noqa: PLC0415
-        MAX_SOURCE_POSITIONS,
-        MAX_TARGET_POSITIONS,
-    )
+    dims = WhisperDims(n_mels=n_mels, d_model=d, n_heads=heads,
+                       encoder_layers=len(layers["encoder"]),
+                       decoder_layers=len(layers["decoder"]), ffn_dim=ffn, vocab_size=vocab)
 
     w: dict[str, np.ndarray] = {}
     get = model.float32
@@ -259,7 +266,7 @@ def _weights(model: Any, dims_type: Any) -> tuple[Any, dict[str, np.ndarray]]:
     return dims, w
 
 
-def _save(graph: Any, path: Path) -> None:
+def _save(graph: onnx.GraphProto, path: Path) -> None:
     import onnx  # noqa: PLC0415
     from onnx import helper  # noqa: PLC0415
 
@@ -298,7 +305,7 @@ def _ct2_config(path: Path) -> dict[str, Any]:
 
 
 def _hf_configs(
-    tokenizer: Any, dims: Any, ct2_config: dict[str, Any], tokenizer_file: Path
+    tokenizer: Tokenizer, dims: WhisperDims, ct2_config: dict[str, Any], tokenizer_file: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from voicegate.models import whisper_tokenizer as wt  # noqa: PLC0415
 
