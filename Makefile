@@ -49,9 +49,10 @@ bench: build
 	$(BIN)/python -m bench gateway
 	$(BIN)/python -m bench summary
 
-# Starts `voicegate serve` on a free local port (the default model bundle is generated
-# into ~/.cache/voicegate on first use; VOICEGATE_CACHE moves it), waits for /readyz,
-# talks to it with voicegate/data/demo/order_status.wav, writes answer.wav, stops it.
+# Starts `voicegate serve` on a free local port with the real bundle (built from the
+# installed weight packages into ~/.cache/voicegate on first use; VOICEGATE_CACHE moves it),
+# waits for /readyz, talks to it with voicegate/data/demo/order_status.wav, prints what it
+# heard, the answer and the latency breakdown, writes answer.wav, stops it.
 run: build
 	$(BIN)/python -m voicegate.server.run_demo --out answer.wav
 

@@ -5,6 +5,15 @@ voice-to-voice latency at the client, with the server's per-stage breakdown.
     python -m bench e2e --url ws://127.0.0.1:8000/v1/stream --sessions 10
     python -m bench e2e --spawn --ramp --budget-ms 500
     python -m bench e2e --spawn --sessions 20 --baselines
+    python -m bench e2e --spawn --sessions 8 --peers pipecat
+    python -m bench e2e --bundle synthetic --baselines
+
+The bundle is ``real`` (built from the installed weight packages on first use, see
+``voicegate models build-default``), ``synthetic`` (scripted test models) or a bundle
+directory; voicegate, the baselines and the peers all run on the same one. A peer is
+another framework serving the same protocol on the same engines: ``bench.baselines.PEERS``
+maps its name to ``start(bundle) -> context manager of its URL``; one that cannot run
+here is reported and skipped.
 
 Load generator vs server on a small machine: the client processes are pinned to
 ``--client-cpus`` (default: the last CPU) and a spawned node to ``--server-cpus``
@@ -16,10 +25,12 @@ that fell behind real time shows up as late frames in the report.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import math
 import os
 import queue
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -36,6 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SPEECH = REPO.parent / "shared" / "speech"
 STAGES = ("end_of_turn_silence", "vad", "stt", "llm_first_token", "tts_first_audio", "gateway")
 RAMP_START = (5, 10, 20)
+# bench.baselines.PEERS' names, here so that --help works without the peers' packages.
+KNOWN_PEERS = ("pipecat",)
 PROFILE_RATE = 20  # py-spy samples per second and process: little CPU taken from the load
 
 
@@ -45,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--url", help="stream endpoint of a running node (ws://HOST:PORT/v1/stream)")
     where.add_argument("--spawn", action="store_true", help="start `voicegate serve` (default)")
-    p.add_argument("--bundle", type=Path, help="model bundle for --spawn (default: demo bundle)")
+    p.add_argument("--bundle", default="real",
+                   help="'real' (default), 'synthetic' or a bundle directory, for the "
+                   "spawned node and the peers")  # fmt: skip
     p.add_argument("--sessions", type=int, default=10,
                    help="concurrent sessions (default 10); with --ramp, the level at which "
                    "the baselines' p95 is compared")  # fmt: skip
@@ -68,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-ms", type=float, default=500.0, help="p95 voice-to-voice SLO")
     p.add_argument("--baselines", action="store_true",
                    help="also run the same load against bench.baselines' servers")  # fmt: skip
+    p.add_argument("--peers", type=_peer_names, default=(),
+                   help="other frameworks to run the same load against, on the same "
+                   f"bundle (comma-separated: {', '.join(KNOWN_PEERS)})")  # fmt: skip
     p.add_argument("--profile", action="store_true",
                    help="py-spy every voicegate server process during each level")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="smoke size: no PNG charts")
@@ -84,6 +102,16 @@ def _levels(text: str) -> tuple[int, ...]:
     if not levels or any(b <= a for a, b in pairwise(levels)) or levels[0] < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: levels must rise from >= 1")
     return levels
+
+
+def _peer_names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in KNOWN_PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown peer {unknown[0]!r} (peers: {', '.join(KNOWN_PEERS)})"
+        )
+    return names
 
 
 def _cpus(text: str | None, default: list[int]) -> list[int]:
@@ -194,6 +222,7 @@ def run_level(
         cpu=cpu,
         cpu_pct_server=_cpu_total(cpu, "server"),
         cpu_pct_clients=_cpu_total(cpu, "client"),
+        cpu_pct_server_per_session=round(_cpu_total(cpu, "server") / sessions, 2),
     )
     summary["server_exited"] = server_pid is not None and not is_running(server_pid)
     summary["turn_records"] = turns
@@ -282,7 +311,9 @@ def run_target(
     return {"levels": levels, "capacity": capacity}
 
 
-def _voicegate_target(args: argparse.Namespace) -> AbstractContextManager[tuple[str, int | None]]:
+def _voicegate_target(
+    args: argparse.Namespace, bundle: Path
+) -> AbstractContextManager[tuple[str, int | None]]:
     @contextmanager
     def target() -> Iterator[tuple[str, int | None]]:
         if args.url:
@@ -291,28 +322,35 @@ def _voicegate_target(args: argparse.Namespace) -> AbstractContextManager[tuple[
         cpus = _cpus(args.server_cpus, sorted(os.sched_getaffinity(0)))
         log = report.results_dir(args.out) / f"{args.tag}_server.log"
         name = f"bench{os.getpid() % 100000}"
-        with spawn_node(args.bundle, cpus, name, log) as (url, pid):
+        with spawn_node(bundle, cpus, name, log) as (url, pid):
             yield url, pid
 
     return target()
 
 
-def _baseline_targets(
-    args: argparse.Namespace,
-) -> tuple[dict[str, Callable[[], AbstractContextManager[str]]], str | None]:
+def _targets(
+    args: argparse.Namespace, bundle: Path
+) -> tuple[dict[str, Callable[[], AbstractContextManager[str]]], dict[str, str]]:
+    """The baselines (with --baselines) and the peers (--peers) that can run here, and
+    why the others cannot."""
+    targets: dict[str, Callable[[], AbstractContextManager[str]]] = {}
+    unavailable: dict[str, str] = {}
     try:
         baselines = importlib.import_module("bench.baselines")
     except ModuleNotFoundError as exc:
         if exc.name != "bench.baselines":
             raise
-        return {}, "not available (bench.baselines is missing)"
-    from voicegate.server.serve import ensure_default_bundle  # noqa: PLC0415
-
-    bundle = args.bundle or ensure_default_bundle()
-    return {
-        "sequential": lambda: baselines.start_sequential(bundle),
-        "single_process": lambda: baselines.start_single_process(bundle),
-    }, None
+        return {}, {"baselines": "not available (bench.baselines is missing)"}
+    if args.baselines:
+        targets["sequential"] = functools.partial(baselines.start_sequential, bundle)
+        targets["single_process"] = functools.partial(baselines.start_single_process, bundle)
+    peers = getattr(baselines, "PEERS", {})
+    for peer in args.peers:  # other frameworks on the same engines and bundle
+        if peer in peers:
+            targets[peer] = functools.partial(peers[peer], bundle)
+        else:
+            unavailable[peer] = "not available in this checkout (bench.baselines.PEERS)"
+    return targets, unavailable
 
 
 def _has_level(result: dict[str, Any], sessions: int | None) -> bool:
@@ -382,14 +420,16 @@ def _rows(name: str, result: dict[str, Any]) -> list[list[Any]]:
             name, level["sessions"], level["turns"], level["errors"], level["late_frames"],
             level["v2v_ms"]["p50"], level["v2v_ms"]["p95"], level["v2v_ms"]["p99"],
             s["end_of_turn_silence"]["p50"], s["after_end_of_turn"]["p50"],
-            level["cpu_pct_server"], level["cpu_pct_clients"],
+            level["cpu_pct_server"], level["cpu_pct_server"] / level["sessions"],
+            level["cpu_pct_clients"],
         ])  # fmt: skip
     return rows
 
 
 HEADERS = [
     "server", "sessions", "turns", "errors", "late frames", "v2v p50 ms", "v2v p95 ms",
-    "v2v p99 ms", "silence p50", "after EOT p50", "server CPU %", "client CPU %",
+    "v2v p99 ms", "silence p50", "after EOT p50", "server CPU %", "server CPU % / session",
+    "client CPU %",
 ]  # fmt: skip
 
 
@@ -477,18 +517,30 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"bench e2e: {exc}")
         return 2
+    from voicegate.models import named_bundles  # noqa: PLC0415
+    from voicegate.models.errors import BundleError  # noqa: PLC0415
+
+    try:
+        bundle = named_bundles.resolve(args.bundle, progress=sys.stderr)
+    except BundleError as exc:
+        print(f"bench e2e: --bundle {args.bundle}: {exc}")
+        return 2
     results: dict[str, dict[str, Any]] = {}
     print(f"bench e2e: {'ramp' if args.ramp else f'{args.sessions} sessions'}, "
-          f"{args.duration:g} s per level, speech {args.speech}", flush=True)  # fmt: skip
-    with _voicegate_target(args) as (url, pid):
+          f"{args.duration:g} s per level, speech {args.speech}, bundle {args.bundle} "
+          f"({bundle})", flush=True)  # fmt: skip
+    with _voicegate_target(args, bundle) as (url, pid):
         print(f"voicegate at {url}", flush=True)
         results["voicegate"] = run_target(url, args, pid, profile=args.profile)
-    baselines_note = None
-    if args.baselines:
-        targets, baselines_note = _baseline_targets(args)
+    unavailable: dict[str, str] = {}
+    if args.baselines or args.peers:
+        targets, unavailable = _targets(args, bundle)
+        for name, why in unavailable.items():
+            print(f"peer {name}: {why}", flush=True)
         for name, start in targets.items():
             with start() as url:
-                print(f"baseline {name} at {url}", flush=True)
+                print(f"{'peer' if name in args.peers else 'baseline'} {name} at {url}",
+                      flush=True)  # fmt: skip
                 # The baselines' URLs carry their server's pid, for CPU accounting.
                 result = run_target(url, args, getattr(url, "pid", None))
                 extra = _capacity_level(results["voicegate"], result)
@@ -531,8 +583,7 @@ def main(argv: list[str]) -> int:
               f"sessions, x{_cell(comp['p95_ratio_at_capacity'])} at voicegate's capacity "
               f"({comp['capacity_sessions']}), "
               f"capacity voicegate/{name} x{_cell(comp['capacity_ratio'])}")  # fmt: skip
-    if args.baselines and baselines_note:
-        print(f"baselines: {baselines_note}")
+
     out = report.results_dir(args.out)
     charts = [] if args.quick else _charts(out, args.tag, results, args.budget_ms)
     data = {
@@ -545,7 +596,8 @@ def main(argv: list[str]) -> int:
         "more than one frame late",
         "results": results,
         "comparisons": comparisons,
-        "baselines": baselines_note if args.baselines else None,
+        "bundle": {"name": str(args.bundle), "path": str(bundle)},
+        "peers_unavailable": unavailable or None,
         "charts": charts,
     }
     path = report.write_json(out / f"{args.tag}.json", data)

@@ -72,8 +72,10 @@ def _e2e(data: dict[str, Any]) -> list[Row]:
             rows.append(["e2e", f"voicegate capacity / {name} capacity (x)",
                          comp["capacity_ratio"], 2.0 if name == "single_process" else None,
                          met])  # fmt: skip
-    if data.get("baselines"):
+    if data.get("baselines"):  # results written before the peers registry
         rows.append(["e2e", f"baselines: {data['baselines']}", None, None, None])
+    for name, why in (data.get("peers_unavailable") or {}).items():
+        rows.append(["e2e", f"peer {name}: {why}", None, None, None])
     return rows
 
 

@@ -1,6 +1,6 @@
-"""`python -m bench e2e --spawn` runs end to end and reports: a small real run against a
-spawned node with the real stages. Only that it runs and what it reports are checked,
-never how fast."""
+"""`python -m bench e2e --spawn --bundle real` runs end to end and reports: a small run
+against a spawned node with the real stages on the real bundle (Whisper, SmolLM2, Piper).
+Only that it runs and what it reports are checked, never how fast."""
 
 from __future__ import annotations
 
@@ -18,18 +18,21 @@ def _speech_dir() -> Path:
     return Path(override) if override else REPO.parent / "shared" / "speech"
 
 
-def test_bench_e2e_smoke(tmp_path: Path) -> None:
+def test_bench_e2e_smoke_on_the_real_bundle(tmp_path: Path, real_bundle: Path) -> None:
     speech = _speech_dir()
     assert (speech / "manifest.json").is_file(), f"no speech samples at {speech}"
-    env = dict(os.environ, VOICEGATE_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
+    # The cache the real bundle was built into: `--bundle real` finds it there.
+    env = dict(os.environ, VOICEGATE_CACHE=str(real_bundle.parent), PYTHONPATH=str(REPO))
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "e2e", "--spawn", "--sessions", "2", "--duration", "6",
-         "--pause", "0.5", "--speech", str(speech), "--quick", "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "bench", "e2e", "--spawn", "--bundle", "real", "--sessions", "2",
+         "--duration", "6", "--pause", "0.5", "--timeout", "30", "--speech", str(speech),
+         "--quick", "--out", str(tmp_path / "out")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "v2v p95 ms" in result.stdout
     data = json.loads((tmp_path / "out" / "e2e.json").read_text())
+    assert data["bundle"] == {"name": "real", "path": str(real_bundle)}
     level = data["results"]["voicegate"]["levels"][0]
     assert level["sessions"] == 2
     assert level["turns"] >= 2
@@ -41,4 +44,5 @@ def test_bench_e2e_smoke(tmp_path: Path) -> None:
     roles = {row["role"] for row in level["cpu"]}
     assert roles == {"server", "client"}
     assert any("voicegate: stt" in row["name"] for row in level["cpu"])
+    assert level["cpu_pct_server_per_session"] > 0
     assert "| voicegate | 2 |" in (tmp_path / "out" / "e2e.md").read_text()

@@ -18,7 +18,7 @@ import pytest
 
 from voicegate.core.config import ConfigError, LoggingSettings, load_config
 from voicegate.core.logs import Content, setup_logging, setup_node_logging
-from voicegate.server.serve import DEMO_REPLY, DEMO_TRANSCRIPT
+from voicegate.models.named_bundles import SYNTHETIC_REPLY, SYNTHETIC_TRANSCRIPT
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"time", "level", "logger", "pid", "message"}
@@ -36,7 +36,7 @@ def test_node_logs_json_lines_without_content(tmp_path: Path) -> None:
     with stderr_path.open("w") as stderr:
         serve = subprocess.Popen(
             [sys.executable, "-m", "voicegate", "serve", "--config", str(cfg), "--port", "0",
-             "--log-json", "--log-level", "info"],
+             "--bundle", "synthetic", "--log-json", "--log-level", "info"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
         )  # fmt: skip
         try:
@@ -55,7 +55,7 @@ def test_node_logs_json_lines_without_content(tmp_path: Path) -> None:
             )  # fmt: skip
             assert talk.returncode == 0, talk.stdout + talk.stderr
             # The pipeline did carry the demo's text: its absence from the logs means something.
-            assert DEMO_REPLY in talk.stdout
+            assert SYNTHETIC_REPLY in talk.stdout
         finally:
             serve.send_signal(signal.SIGTERM)
             assert serve.wait(timeout=60) == 0
@@ -68,7 +68,7 @@ def test_node_logs_json_lines_without_content(tmp_path: Path) -> None:
     assert len({entry["pid"] for entry in entries}) >= 3
     assert any(entry["level"] == "INFO" for entry in entries)
     text = "\n".join(lines)
-    for sentence in re.split(r"(?<=[.?]) ", DEMO_TRANSCRIPT + " " + DEMO_REPLY):
+    for sentence in re.split(r"(?<=[.?]) ", SYNTHETIC_TRANSCRIPT + " " + SYNTHETIC_REPLY):
         assert sentence.rstrip(".?") not in text
     assert not [n for n in os.listdir("/dev/shm") if f"vg-{name}-" in n]
 
@@ -100,8 +100,8 @@ def test_log_content_setting_decides_whether_content_is_kept(log_content: bool) 
             LoggingSettings(json=True, log_content=log_content), stream=stream
         )
         log = logging.getLogger("voicegate.test")
-        log.info("final transcript %s", Content(DEMO_TRANSCRIPT))
-        log.info("answer", extra={"content": DEMO_REPLY, "session": 7})
+        log.info("final transcript %s", Content(SYNTHETIC_TRANSCRIPT))
+        log.info("answer", extra={"content": SYNTHETIC_REPLY, "session": 7})
     finally:
         setup_logging(logging.WARNING, stream=io.StringIO())
         root.handlers[:] = saved[0]
@@ -109,8 +109,8 @@ def test_log_content_setting_decides_whether_content_is_kept(log_content: bool) 
     entries = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert entries[1]["session"] == 7
     if log_content:
-        assert entries[0]["message"] == f"final transcript {DEMO_TRANSCRIPT}"
-        assert entries[1]["content"] == DEMO_REPLY
+        assert entries[0]["message"] == f"final transcript {SYNTHETIC_TRANSCRIPT}"
+        assert entries[1]["content"] == SYNTHETIC_REPLY
         assert redaction.redacted == 0
     else:
         assert entries[0]["message"] == "final transcript [redacted]"

@@ -89,3 +89,40 @@ def gateway(node: NodeProcess) -> Iterator[PlayingGateway]:
     finally:
         gw.close_all()
         gw.link.close()
+
+
+@pytest.fixture(scope="session")
+def real_node(real_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """A node on the real bundle (Whisper, SmolLM2, Piper, Silero), one gateway."""
+    tmp = tmp_path_factory.mktemp("real-node")
+    node = NodeProcess(
+        tmp,
+        {
+            "node": {"bundle": str(real_bundle), "gateways": 1},
+            "rings": {"gateway_capacity": 1 << 23},
+            # Real models load slowly on a busy 2-core machine.
+            "health": {"heartbeat_timeout_s": 30.0, "ready_timeout_s": 300.0},
+            "workers": {name: {"stage": DEFAULT_STAGES[name]} for name in STAGES},
+        },
+    )
+    node.start()
+    try:
+        node.wait_ready(300.0)
+        yield node
+        os.kill(node.pid, signal.SIGTERM)
+        assert node.wait_exit() == 0, node.log()
+        wait_until(lambda: not group_members(node.pid), "every process of the node to exit")
+        assert node.leftovers() == []
+    finally:
+        node.kill_group()
+        node.remove_leftovers()
+
+
+@pytest.fixture
+def real_gateway(real_node: NodeProcess) -> Iterator[PlayingGateway]:
+    gw = PlayingGateway(real_node.config, 0)
+    try:
+        yield gw
+    finally:
+        gw.close_all()
+        gw.link.close()

@@ -15,7 +15,7 @@ import httpx
 from exposition import Family, parse
 
 from voicegate.core.config import NodeConfig, NodeSettings
-from voicegate.server.serve import DEMO_REPLY
+from voicegate.models.named_bundles import SYNTHETIC_REPLY
 from voicegate.workers.topology import Topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def test_metrics_of_a_real_node_after_a_turn(tmp_path: Path) -> None:
     env = dict(os.environ, VOICEGATE_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
     env["VOICEGATE_NODE_NAME"] = name
     serve = subprocess.Popen(
-        [sys.executable, "-m", "voicegate", "serve", "--port", "0"],
+        [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--bundle", "synthetic"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -77,7 +77,7 @@ def test_metrics_of_a_real_node_after_a_turn(tmp_path: Path) -> None:
             cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert talk.returncode == 0, talk.stdout + talk.stderr
-        assert DEMO_REPLY in talk.stdout
+        assert SYNTHETIC_REPLY in talk.stdout
         reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")

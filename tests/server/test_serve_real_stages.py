@@ -18,7 +18,7 @@ from typing import Any
 
 import websockets
 
-from voicegate.server.serve import DEMO_REPLY, DEMO_TRANSCRIPT
+from voicegate.models.named_bundles import SYNTHETIC_REPLY, SYNTHETIC_TRANSCRIPT
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,12 +27,13 @@ def test_make_run_path_talks_to_the_real_pipeline(tmp_path: Path) -> None:
     node = f"demo{os.getpid() % 100000}"
     env["VOICEGATE_NODE_NAME"] = node
     result = subprocess.run(
-        [sys.executable, "-m", "voicegate.server.run_demo", "--out", str(tmp_path / "a.wav")],
+        [sys.executable, "-m", "voicegate.server.run_demo", "--bundle", "synthetic",
+         "--out", str(tmp_path / "a.wav")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(rf"transcript:\s+{re.escape(DEMO_TRANSCRIPT)}", result.stdout)
-    assert re.search(rf"answer:\s+{re.escape(DEMO_REPLY)}", result.stdout)
+    assert re.search(rf"transcript:\s+{re.escape(SYNTHETIC_TRANSCRIPT)}", result.stdout)
+    assert re.search(rf"answer:\s+{re.escape(SYNTHETIC_REPLY)}", result.stdout)
     assert "end_of_turn_silence" in result.stdout
     assert (tmp_path / "a.wav").stat().st_size > 44
     assert not [n for n in os.listdir("/dev/shm") if f"vg-{node}-" in n]
@@ -42,7 +43,7 @@ def test_turn_resumed_and_formats_with_real_stages(tmp_path: Path) -> None:
     env = dict(os.environ, VOICEGATE_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
     env["VOICEGATE_NODE_NAME"] = f"formats{os.getpid() % 100000}"
     serve = subprocess.Popen(
-        [sys.executable, "-m", "voicegate", "serve", "--port", "0"],
+        [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--bundle", "synthetic"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -61,8 +62,18 @@ def test_turn_resumed_and_formats_with_real_stages(tmp_path: Path) -> None:
                 cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
             )  # fmt: skip
             assert talk.returncode == 0, talk.stdout + talk.stderr
-            assert DEMO_REPLY in talk.stdout
-            assert json.dumps(DEMO_TRANSCRIPT)[1:-1] in talk.stdout
+            assert SYNTHETIC_REPLY in talk.stdout
+            assert json.dumps(SYNTHETIC_TRANSCRIPT)[1:-1] in talk.stdout
+        # A typed turn: text.input, answered by the same (scripted) LLM and voice.
+        typed = subprocess.run(
+            [sys.executable, "-m", "voicegate", "talk", "--text", "Where is my order?",
+             "--url", f"ws://127.0.0.1:{port}/v1/stream", "--out", str(tmp_path / "c.wav")],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert typed.returncode == 0, typed.stdout + typed.stderr
+        assert re.search(rf"answer:\s+{re.escape(SYNTHETIC_REPLY)}", typed.stdout)
+        assert "text-to-voice:" in typed.stdout
+        assert (tmp_path / "c.wav").stat().st_size > 44
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0
@@ -78,7 +89,7 @@ def test_voided_speculation_and_barge_in_with_real_stages(tmp_path: Path) -> Non
     env = dict(os.environ, VOICEGATE_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
     env["VOICEGATE_NODE_NAME"] = f"barge{os.getpid() % 100000}"
     serve = subprocess.Popen(
-        [sys.executable, "-m", "voicegate", "serve", "--port", "0"],
+        [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--bundle", "synthetic"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:

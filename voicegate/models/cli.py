@@ -1,5 +1,5 @@
-"""``voicegate models synth DIR``, ``voicegate models check DIR`` and
-``voicegate models import FORMAT SRC OUT``."""
+"""``voicegate models synth DIR``, ``voicegate models check DIR``,
+``voicegate models import FORMAT SRC OUT`` and ``voicegate models build-default``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def register(subparsers: Any) -> None:
                        help="check only these stages (repeatable; default: all)")
     check.set_defaults(handler=_check)
 
+    build = commands.add_parser(
+        "build-default",
+        help="build the real default bundle from the installed weight packages (once)",
+        description="Assemble the default bundle from the weight packages of "
+        "requirements/weights.txt (Silero VAD, Whisper tiny.en, SmolLM2-135M-Instruct, "
+        "the Piper voice en_US-joe-medium) into the cache ($VOICEGATE_CACHE, else "
+        "~/.cache/voicegate), unless it is already there; print its directory.",
+    )
+    build.add_argument("--cache", type=Path, help="cache directory (default: as above)")
+    build.add_argument("--force", action="store_true", help="build it again")
+    build.set_defaults(handler=_build_default)
+
     importer = commands.add_parser(
         "import", help="convert a model people already have on disk into a bundle stage"
     )
@@ -89,6 +101,18 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     print(format_reports(bundle, reports))
     print("ok")
+    return 0
+
+
+def _build_default(args: argparse.Namespace) -> int:
+    from voicegate.models import named_bundles  # noqa: PLC0415
+
+    try:
+        directory = named_bundles.real_bundle(args.cache, progress=sys.stderr, force=args.force)
+    except (BundleError, RuntimeError, ValueError, OSError) as exc:
+        print(f"voicegate models build-default: {exc}", file=sys.stderr)
+        return 1
+    print(directory)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Reply text streams in per session and is cut into clauses (``voicegate.core.text``) so
 the first audio comes from the first clause. Each ``step`` takes the next clause of up
-to ``max_batch`` sessions, turns them into phoneme ids (espeak-ng phonemes through
+to ``max_batch`` sessions, writes its numbers, amounts, times and abbreviations out as
+words (``voicegate.core.speech_text``), turns them into phoneme ids (espeak-ng phonemes through
 piper-phonemize for espeak voices, the character map for ``phoneme_type: text``), runs
 one model call with ``input_lengths``, trims each item's padding and resamples it to
 its session's rate with a per-session soxr stream.
@@ -35,6 +36,7 @@ import onnxruntime as ort
 import piper_phonemize
 
 from voicegate.core.audio import StreamResampler
+from voicegate.core.speech_text import speech_text
 from voicegate.core.text import Clause, ClauseChunker
 from voicegate.models import tts_graph
 from voicegate.models.bundle import TableReader
@@ -367,7 +369,9 @@ class TtsEngine:
                 chunks.append(SpeechChunk(sid, tail, session.sample_rate, -1, True))
                 session.spoken = 0
                 continue
-            jobs.append((sid, item, self.voice.text_ids(item.clause.text)))
+            # Written out for speech per clause: the first audio still waits only for
+            # the first clause.
+            jobs.append((sid, item, self.voice.text_ids(speech_text(item.clause.text))))
         audios = self.voice.synthesize(
             [ids for _, _, ids in jobs], [self._sessions[sid].speaker for sid, _, _ in jobs]
         )

@@ -1,8 +1,9 @@
-"""What ``make run`` does: start ``voicegate serve`` on a free local port with the default
-bundle (generated on first use), wait until it is ready, talk to it with the shipped demo
-utterance (transcript, answer text, latency breakdown, answer WAV), then stop it with
-SIGTERM. Exit status: that of ``voicegate talk``, or 1 if the server did not come up or
-did not stop cleanly."""
+"""What ``make run`` does: start ``voicegate serve`` on a free local port with the real
+bundle (built from the installed weight packages on first use), wait until it is ready,
+talk to it with the shipped demo utterance (what it heard, the answer text, the latency
+breakdown, the answer WAV), then stop it with SIGTERM. Exit status: that of ``voicegate
+talk``, or 1 if the bundle could not be built, the server did not come up or did not
+stop cleanly."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from voicegate.server.serve import ensure_default_bundle
+from voicegate.models import named_bundles
+from voicegate.models.bundle import load_bundle
+from voicegate.models.errors import BundleError
 
 _READY_TIMEOUT_S = 300.0  # the first start loads the models (and maybe generates them)
 
@@ -26,15 +29,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m voicegate.server.run_demo")
     parser.add_argument("--out", default="answer.wav", help="where to write the answer audio")
     parser.add_argument("--gateways", type=int, default=1)
+    parser.add_argument("--bundle", default=named_bundles.REAL,
+                        help="'real' (default), 'synthetic' or a bundle directory")
+    parser.add_argument("--file", help="the WAV to say (default: the demo utterance)")
     args = parser.parse_args(argv)
-    bundle = ensure_default_bundle()
-    # Say plainly what answers: the demo's STT, LLM and TTS are generated models scripted
-    # for the demo utterance (only the VAD is a real model), so the transcript and reply
-    # below show the pipeline's timing and plumbing, not recognition quality.
-    print(
-        f"demo bundle: {bundle} (generated; real Silero VAD, scripted STT/LLM/TTS). "
-        "Real models: voicegate serve --bundle DIR"
-    )
+    try:
+        bundle = named_bundles.resolve(args.bundle, progress=sys.stderr)
+        name = load_bundle(bundle, require=()).name
+    except BundleError as exc:
+        print(f"run_demo: {exc}", file=sys.stderr)
+        return 1
+    print(f"bundle: {name} at {bundle}", flush=True)
     serve = subprocess.Popen(
         [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--bundle", str(bundle),
          "--gateways", str(args.gateways)],
@@ -48,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         talk = subprocess.run(
             [sys.executable, "-m", "voicegate", "talk", "--url",
-             f"ws://127.0.0.1:{port}/v1/stream", "--out", args.out],
+             f"ws://127.0.0.1:{port}/v1/stream", "--out", args.out,
+             *([args.file] if args.file else [])],
             check=False,
         )  # fmt: skip
         code = talk.returncode

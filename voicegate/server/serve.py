@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -29,6 +28,9 @@ from typing import Any
 
 from voicegate.core.config import ConfigError, NodeConfig, load_config
 from voicegate.core.logs import setup_node_logging
+from voicegate.models import named_bundles
+from voicegate.models.bundle import load_bundle
+from voicegate.models.errors import BundleError
 from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import GatewaySpec, gateway_main, listen_socket
 from voicegate.server.sdnotify import Notifier
@@ -38,45 +40,16 @@ from voicegate.workers.topology import Topology
 
 log = logging.getLogger("voicegate.serve")
 
-DEMO_TRANSCRIPT = "Can you check where my order is? It has not arrived yet."
-DEMO_REPLY = "Your order shipped yesterday. It will arrive tomorrow."
 _GATEWAY_READY_S = 60.0
-
-
-def default_bundle_dir() -> Path:
-    """Where the default bundle lives: $VOICEGATE_CACHE, else ~/.cache/voicegate."""
-    root = os.environ.get("VOICEGATE_CACHE") or str(Path.home() / ".cache" / "voicegate")
-    return Path(root) / "bundle-demo"
-
-
-def ensure_default_bundle(directory: Path | None = None) -> Path:
-    """The default bundle (small generated models whose STT, LLM and TTS are scripted for
-    the demo utterance), generated on first use."""
-    # onnx is only needed on first use: keep it out of every `voicegate` start.
-    from voicegate.models.synth import Scripted, synth_bundle  # noqa: PLC0415
-
-    directory = directory or default_bundle_dir()
-    if not (directory / "bundle.toml").exists():
-        log.info("generating the default model bundle in %s (first use)", directory)
-        tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
-        synth_bundle(
-            tmp,
-            seed=7,
-            scripted=Scripted(reply=DEMO_REPLY, transcript=DEMO_TRANSCRIPT, tts=True),
-            overwrite=True,
-        )
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            tmp.rename(directory)
-        except OSError:
-            # Another process generated it meanwhile.
-            shutil.rmtree(tmp, ignore_errors=True)
-    return directory
 
 
 def add_parser(commands: Any) -> None:
     p = commands.add_parser("serve", help="run a node: workers and gateways on one port")
-    p.add_argument("--bundle", type=Path, help="model bundle directory (default: generated)")
+    p.add_argument(
+        "--bundle",
+        help="model bundle: a directory, or 'real' (the default: built from the installed "
+        "weight packages on first use) or 'synthetic' (scripted test models)",
+    )
     p.add_argument("--config", type=Path, help="node configuration (TOML)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
@@ -129,11 +102,12 @@ def run(args: argparse.Namespace) -> int:
         # Every process of the node logs as this one does: they get this config.
         setup_node_logging(config.logging)
         node = config.node
-        bundle = args.bundle or node.bundle
-        if bundle is None:
-            bundle = ensure_default_bundle()
+        bundle = named_bundles.resolve(args.bundle or node.bundle, progress=sys.stderr)
+        name = _bundle_name(bundle)
+        # stdout carries only the "serving on" line, which tools read.
+        log.info("model bundle %s at %s", name, bundle)
         node = dataclasses.replace(
-            node, bundle=Path(bundle), gateways=args.gateways or node.gateways
+            node, bundle=bundle, gateways=args.gateways or node.gateways
         )
         config = dataclasses.replace(config, node=node)
         options = GatewayOptions(
@@ -145,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         )
         notifier = Notifier()
         notifier.watchdog_interval()  # a malformed $WATCHDOG_USEC is a configuration error
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, BundleError, ValueError, OSError) as exc:
         print(f"voicegate serve: {exc}", file=sys.stderr)
         return 2
     try:
@@ -160,6 +134,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         reserve.close()
     return code
+
+
+def _bundle_name(bundle: Path) -> str:
+    """The bundle's name for the log; its stages check the rest when they load it (a
+    node of stages without models runs on a directory without bundle.toml)."""
+    try:
+        return load_bundle(bundle, require=()).name
+    except BundleError:
+        return "(unnamed)"
 
 
 class _Node:

@@ -5,6 +5,10 @@ the answer is complete, since a real microphone keeps streaming after the caller
 talking. The client prints the server's events, saves the answer audio and measures
 voice-to-voice latency its own way: the arrival of the first answer audio minus the
 moment it sent the frame that holds the end of speech.
+
+With ``--text "..."`` the turn is typed instead (a ``text.input`` message right after
+``session.started``, while silence streams as from an open microphone); the latency is
+then from sending the text to the first answer audio.
 """
 
 from __future__ import annotations
@@ -90,8 +94,11 @@ class TalkOptions:
     frame_ms: int = 20
     pace: float = 1.0  # > 1 streams faster than real time; for tests only
     timeout_s: float = 10.0
+    text: str | None = None  # a typed turn instead of the file
 
     def __post_init__(self) -> None:
+        if self.text is not None and not self.text.strip():
+            raise TalkError(ExitCode.BAD_INPUT, "--text must not be empty")
         if self.frame_ms <= 0 or self.frame_ms % FRAME_UNIT_MS:
             raise TalkError(
                 ExitCode.BAD_INPUT,
@@ -282,18 +289,23 @@ class _Session:
         if not isinstance(event, SessionStarted):
             raise TalkError(ExitCode.SERVER_ERROR, f"expected session.started, got {event.type}")
         self.report.session = event.session
+        if self.options.text is not None:
+            self.report.speech_end_sent_ns = time.monotonic_ns()
+            await self.ws.send(json.dumps({"type": "text.input", "text": self.options.text}))
 
     async def send_audio(self) -> None:
         report = self.report
         silence = codec.silence(self.options.input, self.options.frame_ms)
         pacer = FramePacer(self.options.frame_ms / 1000.0 / self.options.pace)
         index = 0
+        if not self.frames:  # a typed turn: only the open microphone's silence
+            self.file_done.set()
         while self._streaming(index):
             await pacer.wait(index)
             if not self._streaming(index):
                 break
             payload = self.frames[index] if index < len(self.frames) else silence
-            if index == report.speech_end_frame:
+            if index == report.speech_end_frame and self.options.text is None:
                 # Set before sending: the answer may arrive while the send is in progress.
                 report.speech_end_sent_ns = time.monotonic_ns()
             await self.ws.send(payload)
@@ -437,7 +449,12 @@ async def _first_of(*events: asyncio.Event) -> None:
 
 
 def prepare_frames(options: TalkOptions, report: TalkReport) -> list[bytes]:
-    """The file as wire frames in the input format; fills in the report's speech end."""
+    """The file as wire frames in the input format; fills in the report's speech end.
+    A typed turn has no file: no frames."""
+    if options.text is not None:
+        report.speech_end_source = "text.input"
+        report.frame_bytes = options.input.frame_bytes(options.frame_ms)
+        return []
     try:
         wav = read_wav(options.wav_path)
     except WavError as exc:
@@ -521,8 +538,11 @@ def options_from_args(args: argparse.Namespace) -> TalkOptions:
         fallback = cheap if cheap.bytes_per_second < output_format.bytes_per_second else None
     else:
         fallback = _parse_format(args.fallback, "--fallback")
+    if args.text is not None and args.file is not None:
+        raise TalkError(ExitCode.BAD_INPUT, "give a WAV file or --text, not both")
     return TalkOptions(
-        wav_path=Path(args.file),
+        wav_path=Path(args.file or DEMO_WAV),
+        text=args.text,
         url=args.url,
         out=None if args.out == "" else Path(args.out),
         speech_end_s=args.speech_end,
@@ -557,19 +577,25 @@ def _print_event(out: TextIO) -> EventCallback:
 def _print_summary(report: TalkReport, out: TextIO) -> None:
     o = report.options
     print(file=out)
-    print(
-        f"transcript:      {report.transcript if report.transcript is not None else '-'}", file=out
-    )
+    if o.text is not None:
+        print(f"text:            {o.text}", file=out)
+    else:
+        heard = report.transcript if report.transcript is not None else "-"
+        print(f"transcript:      {heard}", file=out)
     print(f"answer:          {report.answer_text or '-'}", file=out)
     v2v = report.voice_to_voice_ms
     pace = "" if o.pace == 1.0 else f", streamed at {o.pace:g}x real time"
-    print(
-        "voice-to-voice:  "
-        + ("-" if v2v is None else f"{v2v:.1f} ms")
-        + f" at the client (speech end {report.speech_end_s:.3f} s [{report.speech_end_source}],"
-        f" frame {report.speech_end_frame}{pace})",
-        file=out,
-    )
+    if o.text is not None:
+        print("text-to-voice:   " + ("-" if v2v is None else f"{v2v:.1f} ms")
+              + " at the client (text.input sent to first answer audio)", file=out)  # fmt: skip
+    else:
+        print(
+            "voice-to-voice:  "
+            + ("-" if v2v is None else f"{v2v:.1f} ms")
+            + f" at the client (speech end {report.speech_end_s:.3f} s "
+            f"[{report.speech_end_source}], frame {report.speech_end_frame}{pace})",
+            file=out,
+        )
     if report.response_done is not None:
         lat = report.response_done.latency_ms.to_dict()
         after = ", ".join(
@@ -625,8 +651,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "file",
         nargs="?",
-        default=str(DEMO_WAV),
         help="16-bit PCM mono WAV (default: the demo utterance shipped with voicegate)",
+    )
+    parser.add_argument(
+        "--text", help="type the turn instead: sent as text.input (no WAV file then)"
     )
     parser.add_argument("--url", default=DEFAULT_URL, help=f"default: {DEFAULT_URL}")
     parser.add_argument(
@@ -672,9 +700,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--timeout",
         type=float,
-        default=10.0,
+        default=60.0,
         metavar="SECONDS",
-        help="wait this long for the answer after the file was sent (default 10)",
+        # A real model's answer streams at the pace it is spoken: a long one is still
+        # arriving well after the file has been sent.
+        help="wait this long for the answer after the file was sent (default 60)",
     )
     parser.add_argument(
         "--pace",

@@ -80,6 +80,10 @@ class TtsStage(Stage[TtsSession]):
     def load(self) -> None:
         table, base = bundle_table(self.context, "tts")
         self.engine = TtsEngine.from_table(table, base, execution_config(self.context))
+        # One clause before the node reports ready: onnxruntime's first run of a voice
+        # costs several times a later one, and would land on the first caller's answer.
+        voice = self.engine.voice
+        voice.synthesize([voice.text_ids("Hello, how can I help?")])
 
     def _engine(self) -> TtsEngine:
         if self.engine is None:

@@ -87,6 +87,7 @@ class VadSession:
     frames: deque[tuple[int, int]] = field(default_factory=deque)  # (end sample, origin_ns)
     forwarding: bool = False  # an utterance is in progress: its audio goes downstream
     forwarded: int = 0  # stream position up to which audio went downstream
+    decided: int = 0  # stream position up to which the model has run
     seq: int = 0
     problem: str | None = None  # bad input not yet reported to the gateway
 
@@ -110,7 +111,10 @@ class VadSession:
         return self.frames[-1][1] if self.frames else 0
 
     def append(self, pcm: Pcm16, origin_ns: int) -> None:
-        keep_from = self.fed + len(pcm) - _HISTORY
+        # Behind the model's position, not behind what was fed: a batch of records can
+        # bring more than the history's length at once (a backlog, a client sending
+        # faster than real time), and a start decided in it still needs its pre-roll.
+        keep_from = min(self.fed + len(pcm), self.decided) - _HISTORY
         if self.forwarding:
             keep_from = min(keep_from, self.forwarded)
         self.history.append(pcm, keep_from)
@@ -242,6 +246,7 @@ class VadStage(Stage[VadSession]):
         for chunk in probabilities:
             state = states[chunk.sid]
             end = chunk.end_sample
+            state.decided = end
             decided = state.taker.push(end - CHUNK, end, chunk.probability)
             if decided is not None:
                 decisions.setdefault(chunk.sid, []).append(decided)
