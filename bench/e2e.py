@@ -5,6 +5,7 @@ voice-to-voice latency at the client, with the server's per-stage breakdown.
     python -m bench e2e --url ws://127.0.0.1:8000/v1/stream --sessions 10
     python -m bench e2e --spawn --ramp --budget-ms 500
     python -m bench e2e --spawn --sessions 20 --baselines
+    python -m bench e2e --spawn --sessions 8 --peers pipecat
 
 Load generator vs server on a small machine: the client processes are pinned to
 ``--client-cpus`` (default: the last CPU) and a spawned node to ``--server-cpus``
@@ -16,6 +17,7 @@ that fell behind real time shows up as late frames in the report.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import math
 import os
@@ -68,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-ms", type=float, default=500.0, help="p95 voice-to-voice SLO")
     p.add_argument("--baselines", action="store_true",
                    help="also run the same load against bench.baselines' servers")  # fmt: skip
+    p.add_argument("--peers", type=_peer_names, default=(),
+                   help="other frameworks to run the same load against, on the same "
+                   "bundle (comma-separated: pipecat)")  # fmt: skip
     p.add_argument("--profile", action="store_true",
                    help="py-spy every voicegate server process during each level")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="smoke size: no PNG charts")
@@ -84,6 +89,15 @@ def _levels(text: str) -> tuple[int, ...]:
     if not levels or any(b <= a for a, b in pairwise(levels)) or levels[0] < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: levels must rise from >= 1")
     return levels
+
+
+def _peer_names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    known = ("pipecat",)  # bench.baselines.PEERS, named here so --help works without it
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer {unknown[0]!r} (peers: {', '.join(known)})")
+    return names
 
 
 def _cpus(text: str | None, default: list[int]) -> list[int]:
@@ -309,10 +323,13 @@ def _baseline_targets(
     from voicegate.server.serve import ensure_default_bundle  # noqa: PLC0415
 
     bundle = args.bundle or ensure_default_bundle()
-    return {
-        "sequential": lambda: baselines.start_sequential(bundle),
-        "single_process": lambda: baselines.start_single_process(bundle),
-    }, None
+    targets: dict[str, Callable[[], AbstractContextManager[str]]] = {}
+    if args.baselines:
+        targets["sequential"] = lambda: baselines.start_sequential(bundle)
+        targets["single_process"] = lambda: baselines.start_single_process(bundle)
+    for peer in args.peers:  # the peers: other frameworks on the same engines and bundle
+        targets[peer] = functools.partial(baselines.PEERS[peer], bundle)
+    return targets, None
 
 
 def _has_level(result: dict[str, Any], sessions: int | None) -> bool:
@@ -484,11 +501,12 @@ def main(argv: list[str]) -> int:
         print(f"voicegate at {url}", flush=True)
         results["voicegate"] = run_target(url, args, pid, profile=args.profile)
     baselines_note = None
-    if args.baselines:
+    if args.baselines or args.peers:
         targets, baselines_note = _baseline_targets(args)
         for name, start in targets.items():
             with start() as url:
-                print(f"baseline {name} at {url}", flush=True)
+                print(f"{'peer' if name in args.peers else 'baseline'} {name} at {url}",
+                      flush=True)  # fmt: skip
                 # The baselines' URLs carry their server's pid, for CPU accounting.
                 result = run_target(url, args, getattr(url, "pid", None))
                 extra = _capacity_level(results["voicegate"], result)
