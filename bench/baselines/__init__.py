@@ -87,6 +87,9 @@ def _start(
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p
     )
+    # Pipecat logs a banner through loguru as it is imported, before the peer can set
+    # its level: loguru's default handler takes the level from the environment.
+    env.setdefault("LOGURU_LEVEL", "WARNING")
     which = [] if module != "bench.baselines.server" else ["--design", design]
     proc = subprocess.Popen(
         [sys.executable, "-m", module, *which, "--bundle", str(bundle), "--port", str(port)],

@@ -160,7 +160,8 @@ class PipecatPeer:
         def protocol_error(exc: ProtocolError) -> None:
             async def fail() -> None:
                 await _fail(websocket, exc)
-                await worker.cancel(reason=exc.code.value)
+                if exc.fatal:
+                    await worker.cancel(reason=exc.code.value)
 
             asyncio.get_running_loop().create_task(fail())
 

@@ -172,9 +172,14 @@ class StreamSerializer(FrameSerializer):
             if isinstance(message, SessionEnd):
                 self.log.ended = True
             elif isinstance(message, TextInput):
-                # A typed turn skips VAD and STT: it is the turn's transcript.
-                self.log.turn += 1
-                self.log.stopped.append(self.log.turn)
+                # A typed turn skips VAD and STT: it is the turn's transcript, and its
+                # timeline starts when it arrived.
+                log = self.log
+                log.turn += 1
+                log.stopped.append(log.turn)
+                answer = log.answer(log.turn)
+                now = monotonic_ns()
+                answer.speech_end_ns = answer.silence_complete_ns = answer.turn_end_ns = now
                 return TranscriptionFrame(message.text, "", "", finalized=True)
             return None
         try:

@@ -136,7 +136,15 @@ class LlmServer:
                 except queue.Empty:
                     command = None
             if engine.running:
-                for event in engine.step():
+                try:
+                    events = engine.step()
+                except Exception:  # one bad step must not leave every caller waiting
+                    log.exception("LLM step failed; the answers in flight end here")
+                    events = []
+                    for sid in list(self._deliver):
+                        if sid in engine and engine.cancel(sid):
+                            events.append(LlmEvent(sid, "", FinishReason.LENGTH, 0, 0, 0))
+                for event in events:
                     deliver = self._deliver.get(event.sid)
                     if deliver is not None:
                         deliver(event)
@@ -209,8 +217,12 @@ class BundleLLMService(LLMService):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         await self.push_frame(frame, direction)
-        if isinstance(frame, TranscriptionFrame) and frame.text.strip():
-            await self._answer(frame.text)
+        if isinstance(frame, TranscriptionFrame):
+            if frame.text.strip():
+                await self._answer(frame.text)
+            else:  # nothing understood: an empty answer closes the turn, as voicegate's
+                await self.push_frame(LLMFullResponseStartFrame())
+                await self.push_frame(LLMFullResponseEndFrame())
 
     async def _answer(self, text: str) -> None:
         loop = asyncio.get_running_loop()
