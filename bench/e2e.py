@@ -399,14 +399,16 @@ def _rows(name: str, result: dict[str, Any]) -> list[list[Any]]:
             name, level["sessions"], level["turns"], level["errors"], level["late_frames"],
             level["v2v_ms"]["p50"], level["v2v_ms"]["p95"], level["v2v_ms"]["p99"],
             s["end_of_turn_silence"]["p50"], s["after_end_of_turn"]["p50"],
-            level["cpu_pct_server"], level["cpu_pct_clients"],
+            level["cpu_pct_server"], level["cpu_pct_server"] / level["sessions"],
+            level["cpu_pct_clients"],
         ])  # fmt: skip
     return rows
 
 
 HEADERS = [
     "server", "sessions", "turns", "errors", "late frames", "v2v p50 ms", "v2v p95 ms",
-    "v2v p99 ms", "silence p50", "after EOT p50", "server CPU %", "client CPU %",
+    "v2v p99 ms", "silence p50", "after EOT p50", "server CPU %", "server CPU % / session",
+    "client CPU %",
 ]  # fmt: skip
 
 
