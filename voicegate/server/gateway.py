@@ -526,7 +526,12 @@ class Gateway:
             return
         turns = live.turns
         counted = turns.counters
-        before = (counted.dropped_stale, counted.turns_committed, counted.turns_cancelled)
+        before = (
+            counted.dropped_stale,
+            counted.turns_committed,
+            counted.turns_cancelled,
+            counted.turns_failed,
+        )
         if record.kind == Kind.BARGE_IN:
             self.counters["barge_ins"] += 1
         # What on_record logs names the session (session_context without its generator:
@@ -540,10 +545,17 @@ class Gateway:
             log.warning("malformed %r dropped (%s)", record, exc, extra={"session": live.sid})
         finally:
             current_session.reset(token)
-        if before != (counted.dropped_stale, counted.turns_committed, counted.turns_cancelled):
+        after = (
+            counted.dropped_stale,
+            counted.turns_committed,
+            counted.turns_cancelled,
+            counted.turns_failed,
+        )
+        if before != after:
             self.counters["records_stale_dropped"] += counted.dropped_stale - before[0]
             self.counters["turns_committed"] += counted.turns_committed - before[1]
             self.counters["turns_cancelled"] += counted.turns_cancelled - before[2]
+            self.counters["turns_failed"] += counted.turns_failed - before[3]
         if turns.overflowed:
             turns.overflowed = False
             self._slow_client(live)

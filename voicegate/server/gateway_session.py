@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from voicegate.core.codec import AudioFormat
+from voicegate.core.kinds import ErrorCode as ErrorPayloadCode
 from voicegate.core.kinds import ErrorEvent as ErrorPayload
 from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
 from voicegate.server.events import (
+    ErrorEvent,
     ResponseAudioStarted,
     ResponseCancelled,
     ResponseDone,
@@ -40,6 +42,7 @@ from voicegate.server.events import (
     TurnLatency,
     TurnTimeline,
 )
+from voicegate.server.protocol import ErrorCode
 from voicegate.workers.gateway_link import Received
 
 log = logging.getLogger("voicegate.gateway")
@@ -187,6 +190,7 @@ class Counters:
     slow_client_drops: int = 0
     turns_committed: int = 0  # end of turn confirmed: the answer goes to the client
     turns_cancelled: int = 0  # speculation voided: the user spoke on after a pause
+    turns_failed: int = 0  # a stage failed on the turn (an ERROR record)
 
 
 class SessionTurns:
@@ -343,12 +347,20 @@ class SessionTurns:
             answer.speech_end_ns = r.origin_ns
 
     def _on_error(self, r: Received) -> None:
+        code = ErrorCode.INTERNAL_ERROR
         try:
             detail = ErrorPayload.unpack(r.payload)
             what = f"{detail.stage.name.lower()} failed ({detail.code.name.lower()})"
+            if detail.code is ErrorPayloadCode.BAD_INPUT:
+                code = ErrorCode.BAD_INPUT
         except ValueError:
             what = "a pipeline stage failed"
+        self.counters.turns_failed += 1
         self.fail_turn(r.turn, what)
+        # The client hears of it; the session goes on with its next turn.
+        message = f"turn {r.turn} failed: {what}; the session goes on"
+        error = ErrorEvent(code.value, message, fatal=False)
+        self.queue.push(TextItem(error.to_json(), error.type))
 
     # -- turn transitions -----------------------------------------------------------
 

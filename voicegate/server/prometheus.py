@@ -69,6 +69,11 @@ _PROCESS_COUNTERS: tuple[tuple[Field, str, str], ...] = (
         "voicegate_process_unstamped_records_total",
         "Records without a send stamp (no ring wait measured).",
     ),
+    (
+        Field.SESSION_FAILURES,
+        "voicegate_process_session_failures_total",
+        "Session turns a stage failed on; the worker went on serving the others.",
+    ),
 )
 _DROP_REASONS: tuple[tuple[Field, str], ...] = (
     (Field.DROPPED_STALE, "stale"),

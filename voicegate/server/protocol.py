@@ -52,6 +52,7 @@ class ErrorCode(enum.StrEnum):
     AT_CAPACITY = "at_capacity"
     SERVER_SHUTDOWN = "server_shutdown"
     INTERNAL_ERROR = "internal_error"
+    BAD_INPUT = "bad_input"  # the pipeline could not use the session's input (non-fatal)
 
 
 class ProtocolError(Exception):
