@@ -149,6 +149,9 @@ class HealthSettings:
     # A worker whose beat is older than this is killed and replaced. It beats between
     # batches, so this must exceed the longest single model call.
     heartbeat_timeout_s: float = 5.0
+    # A process the kernel shows stopped (SIGSTOP, a debugger) this long is killed and
+    # replaced: found from its state, not after the heartbeat timeout.
+    stopped_timeout_s: float = 0.5
     ready_timeout_s: float = 120.0  # start to ready (model load included)
     restart_backoff_s: float = 0.2  # delay before the first replacement; doubles per crash
     restart_backoff_max_s: float = 5.0
@@ -156,7 +159,12 @@ class HealthSettings:
     restart_window_s: float = 60.0  # ... make the supervisor exit non-zero
 
     def __post_init__(self) -> None:
-        for key in ("heartbeat_interval_s", "ready_timeout_s", "restart_window_s"):
+        for key in (
+            "heartbeat_interval_s",
+            "stopped_timeout_s",
+            "ready_timeout_s",
+            "restart_window_s",
+        ):
             _check(getattr(self, key) > 0, f"health.{key}", getattr(self, key), "must be > 0")
         _check(
             self.heartbeat_timeout_s >= 2 * self.heartbeat_interval_s,

@@ -14,7 +14,9 @@ Lifecycle of ``Supervisor.run``:
    SIGSTOPped one), is replaced after a backoff that doubles per failure. At detection
    every gateway gets WORKER_RESTARTED on its control ring, so the sessions with a turn in
    flight fail that turn and re-open with the next one; the replacement attaches to the
-   same rings and status block and no other worker restarts. More than
+   same rings and status block and no other worker restarts. A worker the kernel shows
+   stopped (SIGSTOP, a debugger) for ``health.stopped_timeout_s`` is killed the same way,
+   without waiting for its heartbeat to age. More than
    ``health.max_restarts`` failures of one worker within ``health.restart_window_s`` end
    the supervisor with exit status 1 and the reason, for the service manager to restart
    the node.
@@ -59,6 +61,7 @@ from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import DrainEvent, Kind, RestartReason, StageId, WorkerRestarted
 from voicegate.ext.errors import RingError
+from voicegate.ext.procinfo import process_state
 from voicegate.workers.process import WORKER_BLOCKED_SIGNALS, WorkerSpec, worker_main
 from voicegate.workers.rings import cleanup_stale, ring_class
 from voicegate.workers.status import Field, State, StatusBlock, remove_stale_blocks
@@ -98,6 +101,7 @@ class Slot:
     spawned_ns: int = 0
     down_ns: int = 0  # when the last failure was detected; 0 before any
     restart_at_ns: int = 0
+    stopped_since_ns: int = 0  # when the process was first seen stopped; 0: running
     failures: deque[int] = field(default_factory=deque)
 
 
@@ -421,7 +425,11 @@ class Supervisor:
                 elif now - slot.spawned_ns > health.ready_timeout_s * NS_PER_S:
                     self._kill(slot)
                     self._failed(slot, RestartReason.NOT_READY, now, starting)
-            elif slot.status.heartbeat_age_s(now) > health.heartbeat_timeout_s:
+            elif slot.status.heartbeat_age_s(
+                now
+            ) > health.heartbeat_timeout_s or _stopped_for_too_long(
+                slot, now, health.stopped_timeout_s
+            ):
                 self._kill(slot)
                 self._failed(slot, RestartReason.UNRESPONSIVE, now, starting)
         elif (
@@ -472,6 +480,12 @@ class Supervisor:
         process.close()
         slot.process = None
         what = _describe_exit(reason, exit_code, self.config.health.heartbeat_timeout_s)
+        if reason is RestartReason.UNRESPONSIVE and slot.stopped_since_ns:
+            what = (
+                f"was stopped (SIGSTOP or a debugger) for "
+                f"{(now - slot.stopped_since_ns) / NS_PER_S:.1f} s"
+            )
+        slot.stopped_since_ns = 0
         error = slot.status.last_error
         detail = f"{what}: {error}" if error else what
         if starting:
@@ -545,6 +559,18 @@ class Supervisor:
             process.close()
             slot.process = None
             slot.state = SlotState.STOPPED
+
+
+def _stopped_for_too_long(slot: Slot, now: int, timeout_s: float) -> bool:
+    """Whether the slot's process has been stopped (state T or t) for ``timeout_s``."""
+    pid = slot.process.pid if slot.process is not None else None
+    state = process_state(pid) if pid else None
+    if state is None or state.state not in ("T", "t"):
+        slot.stopped_since_ns = 0
+        return False
+    if not slot.stopped_since_ns:
+        slot.stopped_since_ns = now
+    return now - slot.stopped_since_ns >= timeout_s * NS_PER_S
 
 
 def _gateway_done(block: StatusBlock) -> bool:
