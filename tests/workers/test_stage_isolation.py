@@ -166,3 +166,20 @@ def test_a_burst_of_turns_keeps_the_heartbeat_beating(make: Callable[..., Harnes
     assert len(stage.beats) == 200
     # The runtime beat between every two stage calls, not once per batch.
     assert all(b > a for a, b in zip(stage.beats, stage.beats[1:], strict=False))
+
+
+def test_a_restarted_gateway_closes_what_its_predecessor_left_open(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(BoomStage)
+    mine, other = [session_id(0, 1), session_id(0, 7)], session_id(1, 1)
+    for sid in [*mine, other]:
+        h.send(Kind.SESSION_OPEN, sid, 1)
+    h.send(Kind.AUDIO_IN, session_id(0, 1), 1, 1, b"old")
+    # The replacement of gateway 0 announces itself with local session 0.
+    h.send(Kind.SESSION_CLOSE, session_id(0, 0), 0)
+    h.send(Kind.SESSION_OPEN, session_id(0, 1), 1)  # its own first session: a new one
+    h.pump()
+    assert set(h.worker.states) == {other, session_id(0, 1)}
+    assert h.worker.states[session_id(0, 1)] == []  # fresh state, not the dead one's
+    assert h.status.get(Field.SESSIONS) == 2

@@ -162,6 +162,12 @@ class Gateway:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Local session 0 is never a session: its SESSION_CLOSE tells every stage to close
+        # what it still holds of this gateway index (a predecessor that died with its
+        # sessions open), before any session of this process opens.
+        self._pending.append(
+            (Kind.SESSION_CLOSE, session_id(self.index, 0), 0, 0, monotonic_ns(), b"", 0)
+        )
         self._egress = asyncio.create_task(self._egress_loop(), name="gateway-egress")
 
     async def stop(self) -> None:

@@ -2,6 +2,10 @@
 SO_REUSEPORT socket shared by every gateway process of the node (the kernel spreads
 connections across them).
 
+A gateway never outlives the supervisor that started it (``parent_pid``): the kernel
+sends it SIGKILL when its parent dies, so no orphan keeps accepting calls that nobody
+answers, nor holds the port against the next start.
+
 Signals: SIGINT is ignored (a Ctrl-C at the terminal reaches the whole process group;
 the supervisor decides). SIGTERM alone (the supervisor died, or an operator) drains this
 gateway with the node's drain timeout. The normal stop is the supervisor's DRAIN on the
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Generator
@@ -26,7 +31,7 @@ from voicegate.core.config import NodeConfig
 from voicegate.core.logs import setup_node_logging
 from voicegate.server import event_loop
 from voicegate.server.gateway import Gateway, GatewayOptions
-from voicegate.workers.procinfo import pin_to
+from voicegate.workers.procinfo import die_with_parent, pin_to
 
 log = logging.getLogger("voicegate.gateway")
 
@@ -40,6 +45,7 @@ class GatewaySpec:
     options: GatewayOptions
     host: str
     port: int
+    parent_pid: int = 0  # the supervisor's process: the gateway dies with it; 0: none
 
 
 def listen_socket(host: str, port: int, send_buffer_bytes: int = 0) -> socket.socket:
@@ -67,6 +73,10 @@ class _Server(uvicorn.Server):
 def gateway_main(spec: GatewaySpec) -> None:
     # Named like the workers, so ps, top and profilers tell the gateways apart.
     setproctitle(f"voicegate: gateway {spec.index}")
+    if spec.parent_pid:
+        die_with_parent(signal.SIGKILL)
+        if os.getppid() != spec.parent_pid:
+            os._exit(1)  # the supervisor died before the request took effect
     # Before the event loop starts a thread: every thread it makes inherits the CPUs.
     pin_to(spec.config.cpus_for("gateway"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)

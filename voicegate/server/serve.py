@@ -13,34 +13,26 @@ the line ``voicegate: serving on http://HOST:PORT`` on stdout says which.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
-import multiprocessing
 import os
 import shutil
-import signal
-import socket
 import sys
-import time
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from voicegate.core.config import ConfigError, NodeConfig, load_config
 from voicegate.core.logs import setup_node_logging
 from voicegate.server.gateway import GatewayOptions
-from voicegate.server.gateway_process import GatewaySpec, gateway_main, listen_socket
+from voicegate.server.gateway_process import listen_socket
+from voicegate.server.gateway_supervision import GatewayPool
 from voicegate.server.sdnotify import Notifier
-from voicegate.workers.status import State, StatusBlock
 from voicegate.workers.supervisor import Supervisor
-from voicegate.workers.topology import Topology
 
 log = logging.getLogger("voicegate.serve")
 
 DEMO_TRANSCRIPT = "Can you check where my order is? It has not arrived yet."
 DEMO_REPLY = "Your order shipped yesterday. It will arrive tomorrow."
-_GATEWAY_READY_S = 60.0
 
 
 def default_bundle_dir() -> Path:
@@ -176,58 +168,21 @@ class _Node:
         self.options = options
         self.host = host
         self.port = port
-        self.gateways: list[BaseProcess] = []
-        self.supervisor = Supervisor(config, on_ready=self._start_gateways, notifier=notifier)
+        # Supervised like the workers (voicegate.server.gateway_supervision).
+        self.gateways = GatewayPool(config, options, host, port)
+        self.supervisor = Supervisor(
+            config, on_ready=self._start_gateways, notifier=notifier, children=self.gateways
+        )
 
     def run(self) -> int:
         try:
             code = self.supervisor.run()
         finally:
-            self._stop_gateways()
+            self.gateways.stop()
         if code:
             print(f"voicegate serve: {self.supervisor.reason}", file=sys.stderr)
         return code
 
     def _start_gateways(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        for index in range(self.config.node.gateways):
-            spec = GatewaySpec(self.config, index, self.options, self.host, self.port)
-            process = ctx.Process(target=gateway_main, args=(spec,), name=f"voicegate-gw{index}")
-            process.start()
-            self.gateways.append(process)
-        topology = Topology(self.config)
-        deadline = time.monotonic() + _GATEWAY_READY_S
-        for index, name in enumerate(topology.gateways):
-            block = StatusBlock.attach(topology.status_block(name))
-            try:
-                while block.state is not State.READY or not _port_open(self.host, self.port):
-                    if self.gateways[index].exitcode is not None:
-                        raise RuntimeError(f"gateway {index} exited during start")
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"gateway {index} not ready in {_GATEWAY_READY_S} s")
-                    time.sleep(0.02)
-            finally:
-                block.close()
+        self.gateways.start()
         print(f"voicegate: serving on http://{self.host}:{self.port}", flush=True)
-
-    def _stop_gateways(self) -> None:
-        deadline = time.monotonic() + self.config.node.stop_timeout_s
-        for process in self.gateways:
-            if process.exitcode is None and process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
-        for process in self.gateways:
-            process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if process.exitcode is None:
-                process.kill()
-                process.join(timeout=5)
-            process.close()
-        self.gateways.clear()
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False

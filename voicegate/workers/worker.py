@@ -53,6 +53,7 @@ from voicegate.core.kinds import (
     StageId,
     gateway_of,
     kind_name,
+    local_of,
     set_stamp,
     split_stamp,
     stamp_buffer,
@@ -467,6 +468,21 @@ class Worker(Generic[S]):
         payload = ErrorEvent(ErrorCode.INTERNAL, self._stage_id, reason[:200]).pack()
         self.outbox.emit(Kind.ERROR, session, turn, 0, 0, payload)
 
+    def _close(self, session: int) -> None:
+        state = self._states.pop(session)
+        del self._turns[session]
+        self._failed.pop(session, None)
+        try:
+            self.stage.close_session(session, state, self.outbox)
+        except Exception as exc:
+            self.status.add(Field.SESSION_FAILURES, 1)
+            self._failure_log.warning(
+                "%s: closing session %08x failed (%s)",
+                self.stage.context.name,
+                session,
+                _describe(exc),
+            )
+
     def _advance(self, session: int, turn: int) -> None:
         self._turns[session] = turn
         self._failed.pop(session, None)
@@ -493,20 +509,14 @@ class Worker(Generic[S]):
             elif turn > current:
                 self._advance(session, turn)
         elif kind == Kind.SESSION_CLOSE:
-            if current is not None:
-                state = self._states.pop(session)
-                del self._turns[session]
-                self._failed.pop(session, None)
-                try:
-                    self.stage.close_session(session, state, self.outbox)
-                except Exception as exc:
-                    self.status.add(Field.SESSION_FAILURES, 1)
-                    self._failure_log.warning(
-                        "%s: closing session %08x failed (%s)",
-                        self.stage.context.name,
-                        session,
-                        _describe(exc),
-                    )
+            if local_of(session) == 0:
+                # A gateway (re)started: the sessions of its index that are still open
+                # here belonged to a predecessor that died with them.
+                gateway = gateway_of(session)
+                for sid in [s for s in self._turns if gateway_of(s) == gateway]:
+                    self._close(sid)
+            elif current is not None:
+                self._close(session)
         elif kind in (Kind.CANCEL, Kind.BARGE_IN) and current is not None and turn > current:
             self._advance(session, turn)
         self.status.observe(Histogram.COMPUTE, monotonic_ns() - start)
