@@ -112,3 +112,36 @@ def test_nothing_outlives_a_killed_supervisor_and_a_restart_serves_every_call(
     finally:
         assert second.stop() == 0
     assert second.leftovers() == []
+
+
+def _worker_pid(node: Node, stage: str) -> int:
+    [pid] = [p for p in _titled(f"voicegate: {stage}") if _in_group(node, p)]
+    return pid
+
+
+async def _answer_through_a_restart(node: Node) -> list[object]:
+    async with websockets.connect(node.url) as ws:
+        assert (await start_session(ws))["type"] == "session.started"
+        await ws.send(json.dumps({"type": "text.input", "text": "hello"}))
+        got: list[object] = []
+        while not any(isinstance(m, bytes) for m in got):
+            m = await ws.recv()
+            got.append(m if isinstance(m, bytes) else json.loads(m))
+        # The whole answer is at the gateway (the stages made it in one go); it plays at
+        # real time. A worker dies meanwhile: what the gateway holds plays on.
+        os.kill(_worker_pid(node, "llm"), signal.SIGKILL)
+        got += await collect_until(ws, "response.done", timeout=30)
+        return got
+
+
+def test_audio_the_gateway_holds_plays_on_through_a_worker_restart(tmp_path: Path) -> None:
+    node = Node(tmp_path, answer_ms=3000)
+    try:
+        got = asyncio.run(_answer_through_a_restart(node))
+        types = types_of([m for m in got if not isinstance(m, bytes)])  # type: ignore[misc]
+        assert "response.cancelled" not in types and "error" not in types, types
+        audio = sum(len(m) for m in got if isinstance(m, bytes))
+        assert audio == 3000 * 32  # every 20 ms frame of 3 s at 16 kHz pcm16
+    finally:
+        assert node.stop() == 0
+    assert "worker llm" in "".join(node.lines)

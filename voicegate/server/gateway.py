@@ -599,8 +599,9 @@ class Gateway:
             )
             turns.queue.push(TextItem(error.to_json(), error.type))
             turns.fail_turn(in_flight[-1], "worker restarted")
+        # An answer that is complete here (all its audio arrived) lost nothing: it plays
+        # on. Only the turns in flight failed, above.
         turns.turn += 1
-        turns.void_before(turns.turn, "error")
         if live.open_payload:
             self._control(live, Kind.SESSION_OPEN, live.open_payload, Flag.REOPEN)
 
