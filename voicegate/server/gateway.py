@@ -9,11 +9,15 @@ bounded send queue; one sender task per connection drains that queue into the so
 A client that does not keep up fills only its own queue: it is degraded to its fallback
 format, then closed with ``slow_client``.
 
-Admission is node-wide: every gateway publishes its open sessions in the SESSIONS field
-of its status block, and a new connection is admitted while the sum over the gateways
-whose process is alive is below ``max_sessions``. Two gateways admitting in the same
-instant may each see the other's count before its increment, so the node can exceed the
-limit by at most ``gateways - 1`` sessions for that instant; with one gateway it is exact.
+Admission is node-wide: every gateway publishes its started sessions in the SESSIONS
+field of its status block, and a session may start while the sum over the gateways
+whose process is alive is below ``max_sessions``. A connection counts once its
+``session.start`` is accepted (checked at the handshake and again then), so silent
+sockets take no capacity: the per-address connection limit and the ``session.start``
+timeout bound them instead ([limits], ``voicegate.server.limits``). Two gateways
+admitting in the same instant may each see the other's count before its increment, so
+the node can exceed the limit by at most ``gateways - 1`` sessions for that instant;
+with one gateway it is exact.
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ from voicegate.server.gateway_session import (
     SessionTurns,
     TextItem,
 )
-from voicegate.server.protocol import DEFAULT_LIMITS, ErrorCode, ProtocolLimits
+from voicegate.server.limits import AddressLimiter, TokenBucket, audio_bucket
+from voicegate.server.protocol import DEFAULT_LIMITS, CloseCode, ErrorCode, ProtocolLimits
 from voicegate.server.session_state import (
     Action,
     Close,
@@ -105,6 +110,8 @@ class LiveSession:
     sending_since_ns: int = 0  # when the send in progress began; 0 when none is
     play_start_ns: int = 0  # when the answer playing now began to go out
     play_sent_ms: float = 0.0  # audio of it sent so far
+    audio_budget: TokenBucket | None = None  # ms of input audio: real time plus a burst
+    text_budget: TokenBucket | None = None  # text.input messages
 
     def stalled(self, stall_ns: int) -> bool:
         since = self.sending_since_ns
@@ -126,7 +133,10 @@ class Gateway:
             for i, name in enumerate(topology.gateways)
             if i != index
         ]
-        self.sessions: dict[int, LiveSession] = {}
+        self.sessions: dict[int, LiveSession] = {}  # every open connection
+        self.started: set[int] = set()  # the sessions that count against capacity
+        self.limits = config.limits
+        self.addresses = AddressLimiter(config.limits.max_connections_per_address)
         # The first stage's end-of-turn silence (its option, default 300 ms), to date the
         # audio that completed the silence in the latency breakdown.
         eot = config.workers["vad"].options.get("end_of_turn_silence_ms", 300.0)
@@ -148,6 +158,10 @@ class Gateway:
                 "turns_cancelled",
                 "turns_failed",
                 "records_malformed",
+                "connections_refused_address",
+                "connections_timed_out",
+                "handshakes_timed_out",
+                "sessions_rate_limited",
             ),
             0,
         )
@@ -201,7 +215,7 @@ class Gateway:
     # -- admission ------------------------------------------------------------------
 
     def node_sessions(self) -> int:
-        total = len(self.sessions)
+        total = len(self.started)
         for peer in self._peers:
             if peer.get(Field.PID) and peer.holder_alive():
                 total += peer.get(Field.SESSIONS)
@@ -211,8 +225,8 @@ class Gateway:
         return max(0, self.options.max_sessions - self.node_sessions())
 
     def _publish_sessions(self) -> None:
-        self.counters["sessions_active"] = len(self.sessions)
-        self.link.status.set(Field.SESSIONS, len(self.sessions))
+        self.counters["sessions_active"] = len(self.started)
+        self.link.status.set(Field.SESSIONS, len(self.started))
 
     # -- HTTP -----------------------------------------------------------------------
 
@@ -239,16 +253,24 @@ class Gateway:
         return JSONResponse({"status": "alive", "gateway": self.index})
 
     async def _readyz(self, request: Request) -> Response:
-        node = read_node_status(self.config).get("node")
+        status = read_node_status(self.config)
+        node = status.get("node")
         node_ready = node is not None and node.state is State.READY
+        # Whole: every worker serves; a load balancer sends no calls to a node that is
+        # replacing one, nor to a full one.
+        whole = all(
+            name in status and status[name].state is State.READY
+            for name in self.config.workers
+        )
         free = self.free_capacity()
-        ready = node_ready and not self.draining
+        ready = node_ready and whole and not self.draining and free > 0
         body = {
             "ready": ready,
             "gateway": self.index,
-            "free_sessions": free if ready else 0,
+            "free_sessions": free if node_ready and not self.draining else 0,
             "max_sessions": self.options.max_sessions,
             "draining": self.draining,
+            "whole": whole,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -280,16 +302,25 @@ class Gateway:
         queue.on_push = live.wake.set
         stall_ns = int(self.options.stall_ms * 1e6)
         queue.stalled = lambda: live.stalled(stall_ns)
-        refused = self.draining or self.free_capacity() <= 0
+        conn.admit = lambda: not self.draining and self.free_capacity() > 0
+        address = websocket.client.host if websocket.client is not None else ""
+        crowded = not self.addresses.acquire(address)
+        refused = crowded or self.draining or self.free_capacity() <= 0
         if refused:
             self.counters["sessions_rejected"] += 1
         else:
             self.sessions[sid] = live
-            self.counters["sessions"] += 1
-            self._publish_sessions()
         sender = asyncio.create_task(self._sender(live), name=f"send-{sid:08x}")
         try:
-            if self.draining:  # stopping, not full: server_shutdown and 1001
+            if crowded:
+                self.counters["connections_refused_address"] += 1
+                refusal = conn.connect() + conn.refuse(
+                    ErrorCode.TOO_MANY_CONNECTIONS,
+                    CloseCode.TRY_AGAIN_LATER,
+                    "too many connections from this address, try again later",
+                )
+                self._perform(live, refusal)
+            elif self.draining:  # stopping, not full: server_shutdown and 1001
                 self._perform(live, [*conn.connect(), *conn.begin_shutdown()])
             else:
                 self._perform(live, conn.connect(at_capacity=refused))
@@ -306,7 +337,11 @@ class Gateway:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
-            if self.sessions.pop(sid, None) is not None:
+            self.sessions.pop(sid, None)
+            if not crowded:
+                self.addresses.release(address)
+            if sid in self.started:
+                self.started.discard(sid)
                 self._publish_sessions()
             self._check_drained()
             current_session.reset(session_token)
@@ -314,8 +349,24 @@ class Gateway:
     async def _receive_loop(self, live: LiveSession) -> None:
         ws = live.websocket
         await ws.accept()
+        limits = self.limits
         while live.conn.state is not ConnectionState.CLOSED:
-            message = await ws.receive()
+            waiting_start = live.conn.state is ConnectionState.CONNECTED
+            timeout = limits.session_start_timeout_s if waiting_start else limits.idle_timeout_s
+            try:
+                message = await asyncio.wait_for(ws.receive(), timeout)
+            except TimeoutError:
+                self.counters["connections_timed_out"] += 1
+                what = "no session.start" if waiting_start else "no message"
+                self._perform(
+                    live,
+                    live.conn.refuse(
+                        ErrorCode.TIMEOUT,
+                        CloseCode.POLICY_VIOLATION,
+                        f"{what} within {timeout:g} s",
+                    ),
+                )
+                return
             if message["type"] == "websocket.disconnect":
                 return
             data = message.get("bytes")
@@ -330,11 +381,22 @@ class Gateway:
         if any(isinstance(a, Close) for a in actions):
             live.turns.queue.drop_pipeline_items()
         for action in actions:
+            if isinstance(action, ForwardAudio | ForwardText) and not self._within_rate(
+                live, action
+            ):
+                return
             if isinstance(action, ForwardAudio):
                 self._forward_audio(live, action)
             elif isinstance(action, SendText):
                 live.turns.queue.push(TextItem(action.text, action.type))
             elif isinstance(action, OpenSession):
+                self.started.add(live.sid)
+                self.counters["sessions"] += 1
+                self._publish_sessions()
+                live.audio_budget = audio_bucket(self.limits.audio_burst_ms)
+                live.text_budget = TokenBucket(
+                    self.limits.text_inputs_per_s, self.limits.text_input_burst
+                )
                 start = action.start
                 live.turns.output = start.output
                 live.open_payload = json.dumps(
@@ -358,6 +420,26 @@ class Gateway:
             elif isinstance(action, Close):
                 live.turns.queue.push(CloseItem(int(action.code), action.reason))
             # Accept: the connection coroutine accepts before reading.
+
+    def _within_rate(self, live: LiveSession, action: ForwardAudio | ForwardText) -> bool:
+        """Whether the session's input is within its budget; if not, it is closed with
+        ``rate_limited``: one caller must not take the ring every session shares."""
+        if isinstance(action, ForwardAudio):
+            budget, cost, what = live.audio_budget, float(action.audio.duration_ms), "audio"
+        else:
+            budget, cost, what = live.text_budget, 1.0, "text.input"
+        if budget is None or budget.take(cost):
+            return True
+        self.counters["sessions_rate_limited"] += 1
+        detail = (
+            f"audio more than {self.limits.audio_burst_ms:g} ms ahead of real time"
+            if what == "audio"
+            else f"text.input more often than {self.limits.text_inputs_per_s:g} per second"
+        )
+        self._perform(
+            live, live.conn.refuse(ErrorCode.RATE_LIMITED, CloseCode.POLICY_VIOLATION, detail)
+        )
+        return False
 
     def _forward_audio(self, live: LiveSession, action: ForwardAudio) -> None:
         now = monotonic_ns()

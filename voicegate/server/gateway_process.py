@@ -31,6 +31,7 @@ from voicegate.core.config import NodeConfig
 from voicegate.core.logs import setup_node_logging
 from voicegate.server import event_loop
 from voicegate.server.gateway import Gateway, GatewayOptions
+from voicegate.server.limits import handshake_protocol
 from voicegate.workers.procinfo import die_with_parent, pin_to
 
 log = logging.getLogger("voicegate.gateway")
@@ -89,8 +90,15 @@ async def _serve(spec: GatewaySpec) -> None:
     sock.listen(1024)
     gateway = Gateway(spec.config, spec.index, spec.options)
     limits = spec.options.limits
+    def handshake_timed_out() -> None:
+        gateway.counters["handshakes_timed_out"] += 1
+
     config = uvicorn.Config(
         gateway.build_app(),
+        # A connection must complete its upgrade request within the handshake timeout.
+        http=handshake_protocol(
+            _http_protocol(), spec.config.limits.handshake_timeout_s, handshake_timed_out
+        ),
         ws="websockets-sansio",
         # Above the protocol's own limit, so that an oversized message reaches
         # StreamConnection and gets its documented error event before the 1009 close.
@@ -118,3 +126,14 @@ async def _serve(spec: GatewaySpec) -> None:
         watcher.cancel()
         sock.close()
     log.info("gateway %d stopped", spec.index)
+
+
+def _http_protocol() -> type:
+    """uvicorn's HTTP protocol class, as its "auto" setting picks it."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: PLC0415
+
+        return H11Protocol
+    return HttpToolsProtocol

@@ -49,7 +49,23 @@ GATEWAY_METRICS: Mapping[str, tuple[str, str]] = {
     "turns_committed": ("counter", "Turns whose end was confirmed and answer released."),
     "turns_cancelled": ("counter", "Speculative answers voided because the user spoke on."),
     "barge_ins": ("counter", "Answers interrupted by the user speaking over them."),
-    "turns_failed": ("counter", "Turns lost to a pipeline worker restart."),
+    "turns_failed": ("counter", "Turns lost to a pipeline worker restart or a stage failure."),
+    "connections_refused_address": (
+        "counter",
+        "Connections refused: too many open from the client's address.",
+    ),
+    "connections_timed_out": (
+        "counter",
+        "Connections closed for sending no session.start, or nothing at all, in time.",
+    ),
+    "handshakes_timed_out": (
+        "counter",
+        "Connections dropped for not completing the WebSocket upgrade request in time.",
+    ),
+    "sessions_rate_limited": (
+        "counter",
+        "Sessions closed for audio ahead of real time or text.input too often.",
+    ),
     "ring_to_pipeline_occupancy_bytes": ("gauge", "Bytes waiting in this gateway's ring to VAD."),
     "ring_from_pipeline_occupancy_bytes": (
         "gauge",

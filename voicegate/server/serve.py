@@ -66,6 +66,19 @@ def ensure_default_bundle(directory: Path | None = None) -> Path:
     return directory
 
 
+# [limits] keys that the command line can set: (key, type, help).
+_LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("max_sessions", int, "started sessions, node-wide"),
+    ("max_connections_per_address", int, "open connections from one client address"),
+    ("handshake_timeout_s", float, "seconds to complete the WebSocket upgrade request"),
+    ("session_start_timeout_s", float, "seconds from WebSocket open to session.start"),
+    ("idle_timeout_s", float, "seconds without any client message that end a session"),
+    ("audio_burst_ms", float, "how far a session's audio may run ahead of real time"),
+    ("text_inputs_per_s", float, "sustained text.input rate per session"),
+    ("text_input_burst", int, "text.input messages allowed above that rate at once"),
+)
+
+
 def add_parser(commands: Any) -> None:
     p = commands.add_parser("serve", help="run a node: workers and gateways on one port")
     p.add_argument("--bundle", type=Path, help="model bundle directory (default: generated)")
@@ -73,7 +86,11 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--gateways", type=int, help="gateway processes (default: node.gateways)")
-    p.add_argument("--max-sessions", type=int, default=GatewayOptions.max_sessions)
+    limits = p.add_argument_group(
+        "limits", "override [limits] of the configuration (VOICEGATE_LIMITS_*)"
+    )
+    for name, kind, what in _LIMIT_OPTIONS:
+        limits.add_argument("--" + name.replace("_", "-"), type=kind, help=what)
     p.add_argument(
         "--send-queue-frames",
         type=int,
@@ -128,8 +145,17 @@ def run(args: argparse.Namespace) -> int:
             node, bundle=Path(bundle), gateways=args.gateways or node.gateways
         )
         config = dataclasses.replace(config, node=node)
+        # Command line over environment over file, as for the rest.
+        overrides = {
+            name: getattr(args, name)
+            for name, _, _ in _LIMIT_OPTIONS
+            if getattr(args, name) is not None
+        }
+        config = dataclasses.replace(
+            config, limits=dataclasses.replace(config.limits, **overrides)
+        )
         options = GatewayOptions(
-            max_sessions=args.max_sessions,
+            max_sessions=config.limits.max_sessions,
             send_queue_frames=args.send_queue_frames,
             stall_ms=args.stall_ms,
             lead_ms=args.lead_ms,
