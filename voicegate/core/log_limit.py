@@ -58,3 +58,42 @@ class LogLimiter:
 
     def info(self, msg: str, *args: object) -> bool:
         return self.log(logging.INFO, msg, *args)
+
+
+# What uvicorn logs (at ERROR, with a traceback) when a client sends bytes it cannot
+# parse: the client's fault, not the server's, and one line each is plenty.
+CLIENT_ERROR_MESSAGES: frozenset[str] = frozenset(
+    {
+        "Invalid UTF-8 sequence received from client.",
+        "Invalid HTTP request received.",
+        "Unsupported upgrade request.",
+    }
+)
+
+
+class ClientErrorFilter(logging.Filter):
+    """On a server library's logger (``uvicorn.error``): records about what a client
+    sent lose their traceback and are rate-limited (a burst, then one per interval); the
+    others pass untouched, a real server error keeps its traceback."""
+
+    def __init__(self, *, burst: int = 10, interval_s: float = 1.0) -> None:
+        super().__init__()
+        self._limiter = LogLimiter(logging.getLogger(__name__), burst=burst, interval_s=interval_s)
+
+    @property
+    def suppressed_total(self) -> int:
+        return self._limiter.suppressed_total
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() not in CLIENT_ERROR_MESSAGES:
+            return True
+        if not self._limiter.allow():
+            return False
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if self._limiter.suppressed:
+            record.msg = f"{record.getMessage()} ({self._limiter.suppressed} similar suppressed)"
+            record.args = None
+            self._limiter.suppressed = 0
+        return True

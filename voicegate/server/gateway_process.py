@@ -28,6 +28,7 @@ from setproctitle import setproctitle
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
+from voicegate.core.log_limit import ClientErrorFilter
 from voicegate.core.logs import setup_node_logging
 from voicegate.server import event_loop
 from voicegate.server.gateway import Gateway, GatewayOptions
@@ -82,6 +83,8 @@ def gateway_main(spec: GatewaySpec) -> None:
     pin_to(spec.config.cpus_for("gateway"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_node_logging(spec.config.logging)
+    # A client's bad bytes are logged in one line, and not one per connection forever.
+    logging.getLogger("uvicorn.error").addFilter(ClientErrorFilter())
     event_loop.run(_serve(spec), spec.config.gateway.event_loop)
 
 
