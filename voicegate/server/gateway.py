@@ -71,6 +71,7 @@ from voicegate.server.session_state import (
     StreamConnection,
     SwitchOutput,
 )
+from voicegate.server.slow_clients import socket_fd_of, unread_backlog
 from voicegate.workers.gateway_link import GatewayLink, Received
 from voicegate.workers.metrics import RingObservers, read_node_status
 from voicegate.workers.status import Field, State, StatusBlock
@@ -89,6 +90,9 @@ class GatewayOptions:
     stall_ms: float = 200.0  # a send blocked this long means the client is not reading
     lead_ms: float = 300.0  # answer audio is sent at most this far ahead of real time
     send_buffer_bytes: int = 0  # SO_SNDBUF of client sockets; 0: the kernel's autotuning
+    # Answer audio the client's TCP stack has not acknowledged, in ms of its format, that
+    # makes it a slow client, however large the kernel buffers are (unread_backlog).
+    unread_limit_ms: float = 2000.0
     limits: ProtocolLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
@@ -111,6 +115,8 @@ class LiveSession:
     play_start_ns: int = 0  # when the answer playing now began to go out
     play_sent_ms: float = 0.0  # audio of it sent so far
     audio_budget: TokenBucket | None = None  # ms of input audio: real time plus a burst
+    socket_fd: int = -1  # the client's TCP socket, to read its unacknowledged backlog
+    unread_mark: int = -1  # the backlog when it was degraded; -1: not degraded for it
     text_budget: TokenBucket | None = None  # text.input messages
 
     def stalled(self, stall_ns: int) -> bool:
@@ -349,6 +355,7 @@ class Gateway:
     async def _receive_loop(self, live: LiveSession) -> None:
         ws = live.websocket
         await ws.accept()
+        live.socket_fd = socket_fd_of(ws)
         limits = self.limits
         while live.conn.state is not ConnectionState.CLOSED:
             waiting_start = live.conn.state is ConnectionState.CONNECTED
@@ -526,6 +533,7 @@ class Gateway:
                 await _timed(live, ws.send_bytes(item.data))
                 live.play_sent_ms += turns.output_ms(len(item.data))
                 self.counters["frames_out"] += 1
+                self._check_unread(live)
             if item.last:
                 remaining = live.play_sent_ms - (monotonic_ns() - live.play_start_ns) / 1e6
                 turn = item.turn
@@ -543,6 +551,22 @@ class Gateway:
                 await self._deliver(live, live.conn.send_event(done))
         elif isinstance(item, EventItem):
             await self._deliver(live, live.conn.send_event(item.event))
+
+    def _check_unread(self, live: LiveSession) -> None:
+        """A client that does not read shows as a growing backlog of unacknowledged
+        bytes on its socket, long before a send blocks when the kernel buffers are large
+        (and paced audio fills them slowly): past ``unread_limit_ms`` of audio it is
+        degraded; past that much more again, in the new format, closed."""
+        backlog = unread_backlog(live.socket_fd)
+        if backlog < 0:
+            return
+        limit = int(self.options.unread_limit_ms * live.turns.output_ms_bytes())
+        if live.unread_mark < 0 and backlog > limit:
+            live.unread_mark = backlog
+            self._slow_client(live)
+        elif live.unread_mark >= 0 and backlog > live.unread_mark + limit:
+            live.unread_mark = 1 << 62  # once
+            self._slow_client(live)
 
     def _playback_ended(self, live: LiveSession, turn: int) -> None:
         if live.turns.playing == turn and live.sid in self.sessions:

@@ -224,6 +224,10 @@ class SessionTurns:
         self._output = fmt
         self._output_bytes_per_s = fmt.bytes_per_second
 
+    def output_ms_bytes(self) -> float:
+        """Bytes of one millisecond of audio in the current output format."""
+        return self._output_bytes_per_s / 1000.0
+
     def output_ms(self, nbytes: int) -> float:
         """``output.duration_ms``, with the byte rate looked up once per format rather
         than twice per answer frame."""

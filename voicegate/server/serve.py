@@ -115,6 +115,12 @@ def add_parser(commands: Any) -> None:
         default=GatewayOptions.send_buffer_bytes,
         help="kernel send buffer per client socket (0: autotuned)",
     )
+    p.add_argument(
+        "--unread-limit-ms",
+        type=float,
+        default=GatewayOptions.unread_limit_ms,
+        help="answer audio a client has not acknowledged (ms) that makes it slow",
+    )
     p.add_argument("--log-level", help="overrides [logging] level (DEBUG, INFO, ...)")
     p.add_argument(
         "--log-json",
@@ -160,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             stall_ms=args.stall_ms,
             lead_ms=args.lead_ms,
             send_buffer_bytes=args.send_buffer_bytes,
+            unread_limit_ms=args.unread_limit_ms,
         )
         notifier = Notifier()
         notifier.watchdog_interval()  # a malformed $WATCHDOG_USEC is a configuration error
