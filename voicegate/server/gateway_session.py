@@ -27,6 +27,7 @@ from voicegate.core.codec import AudioFormat
 from voicegate.core.kinds import ErrorCode as ErrorPayloadCode
 from voicegate.core.kinds import ErrorEvent as ErrorPayload
 from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.server.arrivals import ArrivalLog
 from voicegate.server.events import (
     ErrorEvent,
     ResponseAudioStarted,
@@ -211,7 +212,7 @@ class SessionTurns:
         self.awaiting_format: bool = False  # degraded: old-format audio still in flight
         self.counters = Counters()
         # (end sample at 16 kHz, arrival ns) of recent input frames, to date VAD events.
-        self.arrivals: deque[tuple[int, int]] = deque(maxlen=4096)
+        self.arrivals = ArrivalLog(4096)
         self.overflowed = False  # push_audio refused: the connection must react
 
     @property
@@ -236,14 +237,11 @@ class SessionTurns:
     # -- input bookkeeping ----------------------------------------------------------
 
     def input_arrived(self, end_ms: int, arrival_ns: int) -> None:
-        self.arrivals.append((end_ms * VAD_RATE // 1000, arrival_ns))
+        self.arrivals.append(end_ms * VAD_RATE // 1000, arrival_ns)
 
     def arrival_of(self, sample: int) -> int:
         """Arrival time of the input frame holding ``sample`` (0 if no longer known)."""
-        for end, arrival in self.arrivals:
-            if sample < end:
-                return arrival
-        return 0
+        return self.arrivals.arrival_of(sample)
 
     # -- records --------------------------------------------------------------------
 
