@@ -61,17 +61,20 @@ class FaultResult:
 
 async def _session(url_of: object, index: int, turns: list[Turn], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        start = time.monotonic()
+        asked = 0.0  # when the turn in progress was asked for; 0: none is
         try:
             async with websockets.connect(url_of(), open_timeout=5) as ws:  # type: ignore[operator]
                 await ws.send(json.dumps({"type": "session.start"}))
                 await ws.recv()
                 while not stop.is_set():
-                    start = time.monotonic()
+                    asked = time.monotonic()
                     ok, first_audio = await one_turn(ws, f"turn of session {index}")
-                    turns.append(Turn(index, start, time.monotonic(), ok, first_audio))
+                    turns.append(Turn(index, asked, time.monotonic(), ok, first_audio))
+                    asked = 0.0
         except (OSError, TimeoutError, websockets.WebSocketException):
-            turns.append(Turn(index, start, time.monotonic(), False))
+            # A turn lost with its connection; a refused connection is no turn.
+            if asked:
+                turns.append(Turn(index, asked, time.monotonic(), False))
             await asyncio.sleep(0.2)
 
 
