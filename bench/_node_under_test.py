@@ -96,7 +96,7 @@ class BenchNode:
             elif "resource_tracker" in cmd:
                 role = "resource tracker"
             else:
-                role = f"other {pid}"
+                role = f"other {pid} ({cmd.strip()[:60]})"
             found[role] = pid
         return found
 

@@ -8,7 +8,8 @@ Per fault it reports
 - recovery: seconds from the fault until the first answer audio of a turn started after
   it (for the supervisor's kill -9: of a node restarted on the same port);
 - leftovers: for the supervisor's kill -9, the node's processes and /dev/shm objects
-  still there 2 s after the fault; for the others, what is left after the node's stop.
+  still there 2 s after the fault; for the others, what is left 2 s after the node's
+  stop returned.
 
 SIGSTOPped processes are resumed after ``--stop-s`` seconds (a stopped supervisor is not
 on the data path: nothing detects it but the systemd watchdog). Results go to
@@ -126,6 +127,8 @@ async def _drive(
         node = current["node"]
     node.stop()
     if not (kind == "supervisor" and fault == "kill -9"):
+        # Processes still exiting when the supervisor returned get the target's 2 s.
+        await asyncio.to_thread(wait_for, lambda: not node.processes(), 2.0)
         left = node.processes()
         result.leftover_processes = sorted(left)
         result.leftover_shm = len(node.shm())
