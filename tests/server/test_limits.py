@@ -21,7 +21,14 @@ from gateway_node import LOUD, Node, collect_until, start_session, types_of
 
 from voicegate.core.config import ConfigError, LimitsSettings, load_config
 from voicegate.core.config_show import render_config
-from voicegate.server.limits import AddressLimiter, TokenBucket, audio_bucket
+from voicegate.server.limits import (
+    FAIR_AHEAD_MS,
+    AddressLimiter,
+    TokenBucket,
+    audio_bucket,
+    fair_share_refuses,
+)
+from voicegate.server.session_state import Close, OpenSession, SendText, StreamConnection
 
 LIMITS = (
     "[limits]\nmax_sessions = 2\nmax_connections_per_address = 5\n"
@@ -53,19 +60,19 @@ def _ready(node: Node) -> httpx.Response:
 def test_silent_sockets_take_no_capacity_and_readyz_says_full(node: Node) -> None:
     async def main() -> None:
         async with (
-            websockets.connect(node.url) as idle1,
-            websockets.connect(node.url) as idle2,
+            websockets.connect(node.url) as idle,
             websockets.connect(node.url) as s1,
             websockets.connect(node.url) as s2,
         ):
-            assert _ready(node).status_code == 200  # silent sockets count for nothing
+            assert _ready(node).status_code == 200  # a silent socket counts for nothing
             assert (await start_session(s1))["type"] == "session.started"
             assert (await start_session(s2))["type"] == "session.started"
             full = _ready(node)
             assert full.status_code == 503 and full.json()["free_sessions"] == 0
-            # A third session.start finds the node full.
-            await idle1.send(json.dumps({"type": "session.start"}))
-            await _refused(idle1, "at_capacity", 1013)
+            # A third caller finds the node full.
+            async with websockets.connect(node.url) as third:
+                await _refused(third, "at_capacity", 1013)
+            idle2 = idle
             # The silent one is closed when its session.start does not come.
             await _refused(idle2, "timeout", 1008)
             await s1.send(json.dumps({"type": "text.input", "text": "hello"}))
@@ -182,3 +189,29 @@ def test_token_bucket_and_address_limiter() -> None:
     assert addresses.acquire("a")
     with pytest.raises(ValueError, match="rate"):
         TokenBucket(0, 1)
+
+
+def test_a_session_ahead_of_real_time_gives_way_in_a_half_full_ring() -> None:
+    now = [0.0]
+    ahead = audio_bucket(5000.0, clock=lambda: now[0])
+    steady = audio_bucket(5000.0, clock=lambda: now[0])
+    for _ in range(50):  # 1 s of audio at once: 1 s ahead
+        assert ahead.take(20.0)
+    now[0] += 0.02
+    assert steady.take(20.0)  # 20 ms in 20 ms: real time
+    assert ahead.deficit() > FAIR_AHEAD_MS >= steady.deficit()
+    capacity = 1 << 21
+    assert fair_share_refuses(ahead.deficit(), capacity // 2 + 1, capacity)
+    assert not fair_share_refuses(ahead.deficit(), capacity // 2, capacity)  # room for all
+    assert not fair_share_refuses(steady.deficit(), capacity - 1, capacity)  # never refused
+
+
+def test_a_session_start_is_refused_when_the_node_filled_since_the_connect() -> None:
+    conn = StreamConnection("s1")
+    conn.connect()
+    conn.admit = lambda: False  # the node filled up after this connection was accepted
+    actions = conn.receive_text(json.dumps({"type": "session.start"}))
+    sent = [a for a in actions if isinstance(a, SendText)]
+    assert [json.loads(a.text)["code"] for a in sent] == ["at_capacity"]
+    assert [a.code for a in actions if isinstance(a, Close)] == [1013]
+    assert not any(isinstance(a, OpenSession) for a in actions)

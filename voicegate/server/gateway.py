@@ -57,7 +57,12 @@ from voicegate.server.gateway_session import (
     SessionTurns,
     TextItem,
 )
-from voicegate.server.limits import AddressLimiter, TokenBucket, audio_bucket
+from voicegate.server.limits import (
+    AddressLimiter,
+    TokenBucket,
+    audio_bucket,
+    fair_share_refuses,
+)
 from voicegate.server.protocol import DEFAULT_LIMITS, CloseCode, ErrorCode, ProtocolLimits
 from voicegate.server.session_state import (
     Action,
@@ -168,6 +173,7 @@ class Gateway:
                 "connections_timed_out",
                 "handshakes_timed_out",
                 "sessions_rate_limited",
+                "frames_in_dropped_unfair",
             ),
             0,
         )
@@ -449,6 +455,14 @@ class Gateway:
         return False
 
     def _forward_audio(self, live: LiveSession, action: ForwardAudio) -> None:
+        ring = self.link.to_pipeline
+        budget = live.audio_budget
+        if budget is not None and fair_share_refuses(
+            budget.deficit(), ring.available(), ring.capacity
+        ):
+            self.counters["frames_in_dropped"] += 1
+            self.counters["frames_in_dropped_unfair"] += 1
+            return
         now = monotonic_ns()
         live.seq += 1
         live.turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)

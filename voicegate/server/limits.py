@@ -5,7 +5,8 @@ become a session.
 - ``TokenBucket``: a session's audio may run at most ``audio_burst_ms`` ahead of real
   time, and its ``text.input`` messages at ``text_inputs_per_s`` above a burst; going
   over closes the session with ``rate_limited`` (1008). So one caller cannot fill the
-  ring to VAD that every session of the gateway shares.
+  ring to VAD that every session of the gateway shares; and within the burst, a session
+  ahead of real time gives way when that ring is half full (``fair_share_refuses``).
 - ``AddressLimiter``: open connections per client address, per gateway process; one
   over the limit is refused with ``too_many_connections`` (1013).
 - ``handshake_protocol``: uvicorn's HTTP protocol with a deadline on the request that
@@ -39,6 +40,14 @@ class TokenBucket:
         self._tokens = burst
         self._last = clock()
 
+    def deficit(self) -> float:
+        """Tokens spent and not yet refilled: for the audio bucket, how many ms the
+        session's audio runs ahead of real time."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        return self.burst - self._tokens
+
     def take(self, cost: float) -> bool:
         """Spend ``cost`` tokens if there are that many; False (nothing spent) if not."""
         now = self._clock()
@@ -48,6 +57,19 @@ class TokenBucket:
             return False
         self._tokens -= cost
         return True
+
+
+# Ahead of real time by more than this, a session's frames give way when the shared ring
+# to VAD is more than half full (``fair_share_refuses``).
+FAIR_AHEAD_MS = 200.0
+
+
+def fair_share_refuses(ahead_ms: float, occupancy: int, capacity: int) -> bool:
+    """Whether a frame of a session ``ahead_ms`` ahead of real time is refused while the
+    ring every session of the gateway shares holds ``occupancy`` of ``capacity`` bytes:
+    the second half of the ring is kept for sessions that stream at real time, so a
+    caller pushing faster than that cannot push out another's frames."""
+    return ahead_ms > FAIR_AHEAD_MS and 2 * occupancy > capacity
 
 
 def audio_bucket(burst_ms: float, clock: Callable[[], float] = time.monotonic) -> TokenBucket:

@@ -62,6 +62,11 @@ GATEWAY_METRICS: Mapping[str, tuple[str, str]] = {
         "counter",
         "Connections dropped for not completing the WebSocket upgrade request in time.",
     ),
+    "frames_in_dropped_unfair": (
+        "counter",
+        "Audio frames of sessions ahead of real time refused while the ring to VAD was "
+        "half full (its other half is kept for real-time sessions).",
+    ),
     "sessions_rate_limited": (
         "counter",
         "Sessions closed for audio ahead of real time or text.input too often.",
