@@ -124,7 +124,12 @@ def spawn_node(
     """``voicegate serve --port 0`` pinned to ``cpus`` (its own layout spreads its stages
     over them); yields the stream URL and the server's pid, stops it with SIGTERM. The
     node's log (never audio or transcripts) goes to ``log_path``."""
-    env = dict(os.environ, VOICEGATE_NODE_NAME=node_name)
+    # Every caller of the load comes from this one address.
+    env = dict(
+        os.environ,
+        VOICEGATE_NODE_NAME=node_name,
+        VOICEGATE_LIMITS_MAX_CONNECTIONS_PER_ADDRESS="100000",
+    )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--log-level", "WARNING"]
     if bundle is not None:

@@ -160,6 +160,8 @@ def _voicegate(
     argv = [
         sys.executable, "-m", "voicegate", "serve", "--port", "0", "--config", str(config),
         "--bundle", str(bundle), "--max-sessions", "100000", "--log-level", "WARNING",
+        # Every load session comes from this one address.
+        "--max-connections-per-address", "100000",
     ]  # fmt: skip
     # Started on every CPU, so that the node accepts ``cpus`` lists naming any of them;
     # the workers pin themselves to ``[workers.*] cpus``.

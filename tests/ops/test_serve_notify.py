@@ -93,7 +93,10 @@ def test_ready_watchdog_status_and_stopping(
         pings = 0
         while pings < 3:
             pings += _receive(sock).count("WATCHDOG=1")
-        with connect(f"ws://127.0.0.1:{port}/v1/stream"):
+        with connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+            # A connection counts as a session once its session.start is accepted.
+            ws.send('{"type": "session.start"}')
+            ws.recv()
             _wait_for(sock, "STATUS=1 session", seen)
         _wait_for(sock, "STATUS=0 sessions", seen)
         proc.send_signal(signal.SIGTERM)

@@ -163,3 +163,18 @@ class ScriptedTurnStage(Stage[FakeSession]):
                 now = monotonic_ns()
                 timing = {"transcript_ns": now, "first_token_ns": now, "first_audio_ns": now}
                 out.emit(Kind.TURN_TIMING, sid, turn, 0, origin, json.dumps(timing).encode())
+
+
+class RaisingPassStage(Stage[None]):
+    """A pass-through later stage (no tag) that raises on a transcript starting with
+    "boom", as a model raises on an input it cannot take (a prompt longer than its
+    context): one session's record that makes a stage raise."""
+
+    def open_session(self, session: int, turn: int, params: memoryview) -> None:
+        return None
+
+    def on_records(self, batch: Sequence[Message], states: Mapping[int, None], out: Output) -> None:
+        for m in batch:
+            if m.kind == Kind.TRANSCRIPT_FINAL and bytes(m.payload).startswith(b"boom"):
+                raise ValueError(f"prompt {bytes(m.payload)!r} does not fit max_context")
+            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)

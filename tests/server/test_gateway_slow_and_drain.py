@@ -223,3 +223,21 @@ def test_rings_closed_under_the_gateway_close_its_sessions_1001(tmp_path: Path) 
         n.stop()
     assert "Application shutdown failed" not in "".join(n.lines)
     assert n.leftovers() == []
+
+
+def test_a_client_that_does_not_read_is_found_with_large_kernel_buffers(
+    tmp_path: Path,
+) -> None:
+    # Default pacing and the kernel's autotuned send buffer (issue 15, defect 8): no send
+    # ever blocks for long, the socket's unacknowledged backlog finds the client.
+    n = Node(tmp_path, "--unread-limit-ms", "1000", answer_ms=20000)
+    try:
+        events = _not_reading_client(n.port)
+        types = [e["type"] for e in events]
+        assert "output.degraded" in types, types
+        assert events[-1]["type"] == "error" and events[-1]["code"] == "slow_client", types
+        metrics = httpx.get(f"http://127.0.0.1:{n.port}/metrics").text
+        assert re.search(r"^voicegate_gateway_slow_client_closed_total\S* 1$", metrics, re.M)
+    finally:
+        assert n.stop() == 0, "".join(n.lines)
+        assert n.leftovers() == []

@@ -149,6 +149,9 @@ class HealthSettings:
     # A worker whose beat is older than this is killed and replaced. It beats between
     # batches, so this must exceed the longest single model call.
     heartbeat_timeout_s: float = 5.0
+    # A process the kernel shows stopped (SIGSTOP, a debugger) this long is killed and
+    # replaced: found from its state, not after the heartbeat timeout.
+    stopped_timeout_s: float = 0.5
     ready_timeout_s: float = 120.0  # start to ready (model load included)
     restart_backoff_s: float = 0.2  # delay before the first replacement; doubles per crash
     restart_backoff_max_s: float = 5.0
@@ -156,7 +159,12 @@ class HealthSettings:
     restart_window_s: float = 60.0  # ... make the supervisor exit non-zero
 
     def __post_init__(self) -> None:
-        for key in ("heartbeat_interval_s", "ready_timeout_s", "restart_window_s"):
+        for key in (
+            "heartbeat_interval_s",
+            "stopped_timeout_s",
+            "ready_timeout_s",
+            "restart_window_s",
+        ):
             _check(getattr(self, key) > 0, f"health.{key}", getattr(self, key), "must be > 0")
         _check(
             self.heartbeat_timeout_s >= 2 * self.heartbeat_interval_s,
@@ -209,6 +217,36 @@ class GatewaySettings:
         )
 
 
+@dataclass(frozen=True)
+class LimitsSettings:
+    """[limits]: what one caller (or one address) may take of a node. Each gateway
+    process enforces them for its own connections; ``max_sessions`` is node-wide. The
+    client-facing side of each is in docs/protocol.md (close codes, error events)."""
+
+    section: ClassVar[str] = "limits"
+
+    max_sessions: int = 256  # started sessions, node-wide (a connection counts once started)
+    max_connections_per_address: int = 32  # open connections from one client address
+    handshake_timeout_s: float = 5.0  # TCP accept to a complete HTTP upgrade request
+    session_start_timeout_s: float = 10.0  # WebSocket open to session.start
+    idle_timeout_s: float = 300.0  # no client message at all this long ends the session
+    audio_burst_ms: float = 5000.0  # audio may run this far ahead of real time
+    text_inputs_per_s: float = 2.0  # sustained text.input rate per session ...
+    text_input_burst: int = 10  # ... above a burst of this many
+
+    def __post_init__(self) -> None:
+        for key in ("max_sessions", "max_connections_per_address", "text_input_burst"):
+            _check(getattr(self, key) >= 1, f"limits.{key}", getattr(self, key), "must be >= 1")
+        for key in (
+            "handshake_timeout_s",
+            "session_start_timeout_s",
+            "idle_timeout_s",
+            "audio_burst_ms",
+            "text_inputs_per_s",
+        ):
+            _check(getattr(self, key) > 0, f"limits.{key}", getattr(self, key), "must be > 0")
+
+
 LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -242,6 +280,7 @@ class NodeConfig:
     rings: RingSettings = field(default_factory=RingSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     workers: Mapping[str, WorkerSettings] = field(
         default_factory=lambda: {name: WorkerSettings() for name in STAGES}

@@ -9,11 +9,15 @@ bounded send queue; one sender task per connection drains that queue into the so
 A client that does not keep up fills only its own queue: it is degraded to its fallback
 format, then closed with ``slow_client``.
 
-Admission is node-wide: every gateway publishes its open sessions in the SESSIONS field
-of its status block, and a new connection is admitted while the sum over the gateways
-whose process is alive is below ``max_sessions``. Two gateways admitting in the same
-instant may each see the other's count before its increment, so the node can exceed the
-limit by at most ``gateways - 1`` sessions for that instant; with one gateway it is exact.
+Admission is node-wide: every gateway publishes its started sessions in the SESSIONS
+field of its status block, and a session may start while the sum over the gateways
+whose process is alive is below ``max_sessions``. A connection counts once its
+``session.start`` is accepted (checked at the handshake and again then), so silent
+sockets take no capacity: the per-address connection limit and the ``session.start``
+timeout bound them instead ([limits], ``voicegate.server.limits``). Two gateways
+admitting in the same instant may each see the other's count before its increment, so
+the node can exceed the limit by at most ``gateways - 1`` sessions for that instant;
+with one gateway it is exact.
 """
 
 from __future__ import annotations
@@ -53,7 +57,13 @@ from voicegate.server.gateway_session import (
     SessionTurns,
     TextItem,
 )
-from voicegate.server.protocol import DEFAULT_LIMITS, ErrorCode, ProtocolLimits
+from voicegate.server.limits import (
+    AddressLimiter,
+    TokenBucket,
+    audio_bucket,
+    fair_share_refuses,
+)
+from voicegate.server.protocol import DEFAULT_LIMITS, CloseCode, ErrorCode, ProtocolLimits
 from voicegate.server.session_state import (
     Action,
     Close,
@@ -66,6 +76,7 @@ from voicegate.server.session_state import (
     StreamConnection,
     SwitchOutput,
 )
+from voicegate.server.slow_clients import socket_fd_of, unread_backlog
 from voicegate.workers.gateway_link import GatewayLink, Received
 from voicegate.workers.metrics import RingObservers, read_node_status
 from voicegate.workers.status import Field, State, StatusBlock
@@ -84,6 +95,9 @@ class GatewayOptions:
     stall_ms: float = 200.0  # a send blocked this long means the client is not reading
     lead_ms: float = 300.0  # answer audio is sent at most this far ahead of real time
     send_buffer_bytes: int = 0  # SO_SNDBUF of client sockets; 0: the kernel's autotuning
+    # Answer audio the client's TCP stack has not acknowledged, in ms of its format, that
+    # makes it a slow client, however large the kernel buffers are (unread_backlog).
+    unread_limit_ms: float = 2000.0
     limits: ProtocolLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
@@ -105,6 +119,10 @@ class LiveSession:
     sending_since_ns: int = 0  # when the send in progress began; 0 when none is
     play_start_ns: int = 0  # when the answer playing now began to go out
     play_sent_ms: float = 0.0  # audio of it sent so far
+    audio_budget: TokenBucket | None = None  # ms of input audio: real time plus a burst
+    socket_fd: int = -1  # the client's TCP socket, to read its unacknowledged backlog
+    unread_mark: int = -1  # the backlog when it was degraded; -1: not degraded for it
+    text_budget: TokenBucket | None = None  # text.input messages
 
     def stalled(self, stall_ns: int) -> bool:
         since = self.sending_since_ns
@@ -126,7 +144,10 @@ class Gateway:
             for i, name in enumerate(topology.gateways)
             if i != index
         ]
-        self.sessions: dict[int, LiveSession] = {}
+        self.sessions: dict[int, LiveSession] = {}  # every open connection
+        self.started: set[int] = set()  # the sessions that count against capacity
+        self.limits = config.limits
+        self.addresses = AddressLimiter(config.limits.max_connections_per_address)
         # The first stage's end-of-turn silence (its option, default 300 ms), to date the
         # audio that completed the silence in the latency breakdown.
         eot = config.workers["vad"].options.get("end_of_turn_silence_ms", 300.0)
@@ -148,6 +169,11 @@ class Gateway:
                 "turns_cancelled",
                 "turns_failed",
                 "records_malformed",
+                "connections_refused_address",
+                "connections_timed_out",
+                "handshakes_timed_out",
+                "sessions_rate_limited",
+                "frames_in_dropped_unfair",
             ),
             0,
         )
@@ -162,6 +188,12 @@ class Gateway:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Local session 0 is never a session: its SESSION_CLOSE tells every stage to close
+        # what it still holds of this gateway index (a predecessor that died with its
+        # sessions open), before any session of this process opens.
+        self._pending.append(
+            (Kind.SESSION_CLOSE, session_id(self.index, 0), 0, 0, monotonic_ns(), b"", 0)
+        )
         self._egress = asyncio.create_task(self._egress_loop(), name="gateway-egress")
 
     async def stop(self) -> None:
@@ -195,7 +227,7 @@ class Gateway:
     # -- admission ------------------------------------------------------------------
 
     def node_sessions(self) -> int:
-        total = len(self.sessions)
+        total = len(self.started)
         for peer in self._peers:
             if peer.get(Field.PID) and peer.holder_alive():
                 total += peer.get(Field.SESSIONS)
@@ -205,8 +237,8 @@ class Gateway:
         return max(0, self.options.max_sessions - self.node_sessions())
 
     def _publish_sessions(self) -> None:
-        self.counters["sessions_active"] = len(self.sessions)
-        self.link.status.set(Field.SESSIONS, len(self.sessions))
+        self.counters["sessions_active"] = len(self.started)
+        self.link.status.set(Field.SESSIONS, len(self.started))
 
     # -- HTTP -----------------------------------------------------------------------
 
@@ -233,16 +265,24 @@ class Gateway:
         return JSONResponse({"status": "alive", "gateway": self.index})
 
     async def _readyz(self, request: Request) -> Response:
-        node = read_node_status(self.config).get("node")
+        status = read_node_status(self.config)
+        node = status.get("node")
         node_ready = node is not None and node.state is State.READY
+        # Whole: every worker serves; a load balancer sends no calls to a node that is
+        # replacing one, nor to a full one.
+        whole = all(
+            name in status and status[name].state is State.READY
+            for name in self.config.workers
+        )
         free = self.free_capacity()
-        ready = node_ready and not self.draining
+        ready = node_ready and whole and not self.draining and free > 0
         body = {
             "ready": ready,
             "gateway": self.index,
-            "free_sessions": free if ready else 0,
+            "free_sessions": free if node_ready and not self.draining else 0,
             "max_sessions": self.options.max_sessions,
             "draining": self.draining,
+            "whole": whole,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -274,16 +314,25 @@ class Gateway:
         queue.on_push = live.wake.set
         stall_ns = int(self.options.stall_ms * 1e6)
         queue.stalled = lambda: live.stalled(stall_ns)
-        refused = self.draining or self.free_capacity() <= 0
+        conn.admit = lambda: not self.draining and self.free_capacity() > 0
+        address = websocket.client.host if websocket.client is not None else ""
+        crowded = not self.addresses.acquire(address)
+        refused = crowded or self.draining or self.free_capacity() <= 0
         if refused:
             self.counters["sessions_rejected"] += 1
         else:
             self.sessions[sid] = live
-            self.counters["sessions"] += 1
-            self._publish_sessions()
         sender = asyncio.create_task(self._sender(live), name=f"send-{sid:08x}")
         try:
-            if self.draining:  # stopping, not full: server_shutdown and 1001
+            if crowded:
+                self.counters["connections_refused_address"] += 1
+                refusal = conn.connect() + conn.refuse(
+                    ErrorCode.TOO_MANY_CONNECTIONS,
+                    CloseCode.TRY_AGAIN_LATER,
+                    "too many connections from this address, try again later",
+                )
+                self._perform(live, refusal)
+            elif self.draining:  # stopping, not full: server_shutdown and 1001
                 self._perform(live, [*conn.connect(), *conn.begin_shutdown()])
             else:
                 self._perform(live, conn.connect(at_capacity=refused))
@@ -300,7 +349,11 @@ class Gateway:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
-            if self.sessions.pop(sid, None) is not None:
+            self.sessions.pop(sid, None)
+            if not crowded:
+                self.addresses.release(address)
+            if sid in self.started:
+                self.started.discard(sid)
                 self._publish_sessions()
             self._check_drained()
             current_session.reset(session_token)
@@ -308,8 +361,25 @@ class Gateway:
     async def _receive_loop(self, live: LiveSession) -> None:
         ws = live.websocket
         await ws.accept()
+        live.socket_fd = socket_fd_of(ws)
+        limits = self.limits
         while live.conn.state is not ConnectionState.CLOSED:
-            message = await ws.receive()
+            waiting_start = live.conn.state is ConnectionState.CONNECTED
+            timeout = limits.session_start_timeout_s if waiting_start else limits.idle_timeout_s
+            try:
+                message = await asyncio.wait_for(ws.receive(), timeout)
+            except TimeoutError:
+                self.counters["connections_timed_out"] += 1
+                what = "no session.start" if waiting_start else "no message"
+                self._perform(
+                    live,
+                    live.conn.refuse(
+                        ErrorCode.TIMEOUT,
+                        CloseCode.POLICY_VIOLATION,
+                        f"{what} within {timeout:g} s",
+                    ),
+                )
+                return
             if message["type"] == "websocket.disconnect":
                 return
             data = message.get("bytes")
@@ -324,11 +394,22 @@ class Gateway:
         if any(isinstance(a, Close) for a in actions):
             live.turns.queue.drop_pipeline_items()
         for action in actions:
+            if isinstance(action, ForwardAudio | ForwardText) and not self._within_rate(
+                live, action
+            ):
+                return
             if isinstance(action, ForwardAudio):
                 self._forward_audio(live, action)
             elif isinstance(action, SendText):
                 live.turns.queue.push(TextItem(action.text, action.type))
             elif isinstance(action, OpenSession):
+                self.started.add(live.sid)
+                self.counters["sessions"] += 1
+                self._publish_sessions()
+                live.audio_budget = audio_bucket(self.limits.audio_burst_ms)
+                live.text_budget = TokenBucket(
+                    self.limits.text_inputs_per_s, self.limits.text_input_burst
+                )
                 start = action.start
                 live.turns.output = start.output
                 live.open_payload = json.dumps(
@@ -353,7 +434,35 @@ class Gateway:
                 live.turns.queue.push(CloseItem(int(action.code), action.reason))
             # Accept: the connection coroutine accepts before reading.
 
+    def _within_rate(self, live: LiveSession, action: ForwardAudio | ForwardText) -> bool:
+        """Whether the session's input is within its budget; if not, it is closed with
+        ``rate_limited``: one caller must not take the ring every session shares."""
+        if isinstance(action, ForwardAudio):
+            budget, cost, what = live.audio_budget, float(action.audio.duration_ms), "audio"
+        else:
+            budget, cost, what = live.text_budget, 1.0, "text.input"
+        if budget is None or budget.take(cost):
+            return True
+        self.counters["sessions_rate_limited"] += 1
+        detail = (
+            f"audio more than {self.limits.audio_burst_ms:g} ms ahead of real time"
+            if what == "audio"
+            else f"text.input more often than {self.limits.text_inputs_per_s:g} per second"
+        )
+        self._perform(
+            live, live.conn.refuse(ErrorCode.RATE_LIMITED, CloseCode.POLICY_VIOLATION, detail)
+        )
+        return False
+
     def _forward_audio(self, live: LiveSession, action: ForwardAudio) -> None:
+        ring = self.link.to_pipeline
+        budget = live.audio_budget
+        if budget is not None and fair_share_refuses(
+            budget.deficit(), ring.available(), ring.capacity
+        ):
+            self.counters["frames_in_dropped"] += 1
+            self.counters["frames_in_dropped_unfair"] += 1
+            return
         now = monotonic_ns()
         live.seq += 1
         live.turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)
@@ -438,6 +547,7 @@ class Gateway:
                 await _timed(live, ws.send_bytes(item.data))
                 live.play_sent_ms += turns.output_ms(len(item.data))
                 self.counters["frames_out"] += 1
+                self._check_unread(live)
             if item.last:
                 remaining = live.play_sent_ms - (monotonic_ns() - live.play_start_ns) / 1e6
                 turn = item.turn
@@ -455,6 +565,22 @@ class Gateway:
                 await self._deliver(live, live.conn.send_event(done))
         elif isinstance(item, EventItem):
             await self._deliver(live, live.conn.send_event(item.event))
+
+    def _check_unread(self, live: LiveSession) -> None:
+        """A client that does not read shows as a growing backlog of unacknowledged
+        bytes on its socket, long before a send blocks when the kernel buffers are large
+        (and paced audio fills them slowly): past ``unread_limit_ms`` of audio it is
+        degraded; past that much more again, in the new format, closed."""
+        backlog = unread_backlog(live.socket_fd)
+        if backlog < 0:
+            return
+        limit = int(self.options.unread_limit_ms * live.turns.output_ms_bytes())
+        if live.unread_mark < 0 and backlog > limit:
+            live.unread_mark = backlog
+            self._slow_client(live)
+        elif live.unread_mark >= 0 and backlog > live.unread_mark + limit:
+            live.unread_mark = 1 << 62  # once
+            self._slow_client(live)
 
     def _playback_ended(self, live: LiveSession, turn: int) -> None:
         if live.turns.playing == turn and live.sid in self.sessions:
@@ -526,7 +652,12 @@ class Gateway:
             return
         turns = live.turns
         counted = turns.counters
-        before = (counted.dropped_stale, counted.turns_committed, counted.turns_cancelled)
+        before = (
+            counted.dropped_stale,
+            counted.turns_committed,
+            counted.turns_cancelled,
+            counted.turns_failed,
+        )
         if record.kind == Kind.BARGE_IN:
             self.counters["barge_ins"] += 1
         # What on_record logs names the session (session_context without its generator:
@@ -540,10 +671,17 @@ class Gateway:
             log.warning("malformed %r dropped (%s)", record, exc, extra={"session": live.sid})
         finally:
             current_session.reset(token)
-        if before != (counted.dropped_stale, counted.turns_committed, counted.turns_cancelled):
+        after = (
+            counted.dropped_stale,
+            counted.turns_committed,
+            counted.turns_cancelled,
+            counted.turns_failed,
+        )
+        if before != after:
             self.counters["records_stale_dropped"] += counted.dropped_stale - before[0]
             self.counters["turns_committed"] += counted.turns_committed - before[1]
             self.counters["turns_cancelled"] += counted.turns_cancelled - before[2]
+            self.counters["turns_failed"] += counted.turns_failed - before[3]
         if turns.overflowed:
             turns.overflowed = False
             self._slow_client(live)
@@ -581,8 +719,9 @@ class Gateway:
             )
             turns.queue.push(TextItem(error.to_json(), error.type))
             turns.fail_turn(in_flight[-1], "worker restarted")
+        # An answer that is complete here (all its audio arrived) lost nothing: it plays
+        # on. Only the turns in flight failed, above.
         turns.turn += 1
-        turns.void_before(turns.turn, "error")
         if live.open_payload:
             self._control(live, Kind.SESSION_OPEN, live.open_payload, Flag.REOPEN)
 

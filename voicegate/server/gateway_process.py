@@ -2,6 +2,10 @@
 SO_REUSEPORT socket shared by every gateway process of the node (the kernel spreads
 connections across them).
 
+A gateway never outlives the supervisor that started it (``parent_pid``): the kernel
+sends it SIGKILL when its parent dies, so no orphan keeps accepting calls that nobody
+answers, nor holds the port against the next start.
+
 Signals: SIGINT is ignored (a Ctrl-C at the terminal reaches the whole process group;
 the supervisor decides). SIGTERM alone (the supervisor died, or an operator) drains this
 gateway with the node's drain timeout. The normal stop is the supervisor's DRAIN on the
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Generator
@@ -23,10 +28,12 @@ from setproctitle import setproctitle
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
+from voicegate.core.log_limit import ClientErrorFilter
 from voicegate.core.logs import setup_node_logging
 from voicegate.server import event_loop
 from voicegate.server.gateway import Gateway, GatewayOptions
-from voicegate.workers.procinfo import pin_to
+from voicegate.server.limits import handshake_protocol
+from voicegate.workers.procinfo import die_with_parent, pin_to
 
 log = logging.getLogger("voicegate.gateway")
 
@@ -40,6 +47,7 @@ class GatewaySpec:
     options: GatewayOptions
     host: str
     port: int
+    parent_pid: int = 0  # the supervisor's process: the gateway dies with it; 0: none
 
 
 def listen_socket(host: str, port: int, send_buffer_bytes: int = 0) -> socket.socket:
@@ -67,10 +75,16 @@ class _Server(uvicorn.Server):
 def gateway_main(spec: GatewaySpec) -> None:
     # Named like the workers, so ps, top and profilers tell the gateways apart.
     setproctitle(f"voicegate: gateway {spec.index}")
+    if spec.parent_pid:
+        die_with_parent(signal.SIGKILL)
+        if os.getppid() != spec.parent_pid:
+            os._exit(1)  # the supervisor died before the request took effect
     # Before the event loop starts a thread: every thread it makes inherits the CPUs.
     pin_to(spec.config.cpus_for("gateway"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_node_logging(spec.config.logging)
+    # A client's bad bytes are logged in one line, and not one per connection forever.
+    logging.getLogger("uvicorn.error").addFilter(ClientErrorFilter())
     event_loop.run(_serve(spec), spec.config.gateway.event_loop)
 
 
@@ -79,8 +93,15 @@ async def _serve(spec: GatewaySpec) -> None:
     sock.listen(1024)
     gateway = Gateway(spec.config, spec.index, spec.options)
     limits = spec.options.limits
+    def handshake_timed_out() -> None:
+        gateway.counters["handshakes_timed_out"] += 1
+
     config = uvicorn.Config(
         gateway.build_app(),
+        # A connection must complete its upgrade request within the handshake timeout.
+        http=handshake_protocol(
+            _http_protocol(), spec.config.limits.handshake_timeout_s, handshake_timed_out
+        ),
         ws="websockets-sansio",
         # Above the protocol's own limit, so that an oversized message reaches
         # StreamConnection and gets its documented error event before the 1009 close.
@@ -108,3 +129,14 @@ async def _serve(spec: GatewaySpec) -> None:
         watcher.cancel()
         sock.close()
     log.info("gateway %d stopped", spec.index)
+
+
+def _http_protocol() -> type:
+    """uvicorn's HTTP protocol class, as its "auto" setting picks it."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: PLC0415
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: PLC0415
+
+        return H11Protocol
+    return HttpToolsProtocol

@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from voicegate.core.codec import AudioFormat
+from voicegate.core.kinds import ErrorCode as ErrorPayloadCode
 from voicegate.core.kinds import ErrorEvent as ErrorPayload
 from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.server.arrivals import ArrivalLog
 from voicegate.server.events import (
+    ErrorEvent,
     ResponseAudioStarted,
     ResponseCancelled,
     ResponseDone,
@@ -40,6 +43,7 @@ from voicegate.server.events import (
     TurnLatency,
     TurnTimeline,
 )
+from voicegate.server.protocol import ErrorCode
 from voicegate.workers.gateway_link import Received
 
 log = logging.getLogger("voicegate.gateway")
@@ -187,6 +191,7 @@ class Counters:
     slow_client_drops: int = 0
     turns_committed: int = 0  # end of turn confirmed: the answer goes to the client
     turns_cancelled: int = 0  # speculation voided: the user spoke on after a pause
+    turns_failed: int = 0  # a stage failed on the turn (an ERROR record)
 
 
 class SessionTurns:
@@ -207,7 +212,7 @@ class SessionTurns:
         self.awaiting_format: bool = False  # degraded: old-format audio still in flight
         self.counters = Counters()
         # (end sample at 16 kHz, arrival ns) of recent input frames, to date VAD events.
-        self.arrivals: deque[tuple[int, int]] = deque(maxlen=4096)
+        self.arrivals = ArrivalLog(4096)
         self.overflowed = False  # push_audio refused: the connection must react
 
     @property
@@ -220,6 +225,10 @@ class SessionTurns:
         self._output = fmt
         self._output_bytes_per_s = fmt.bytes_per_second
 
+    def output_ms_bytes(self) -> float:
+        """Bytes of one millisecond of audio in the current output format."""
+        return self._output_bytes_per_s / 1000.0
+
     def output_ms(self, nbytes: int) -> float:
         """``output.duration_ms``, with the byte rate looked up once per format rather
         than twice per answer frame."""
@@ -228,14 +237,11 @@ class SessionTurns:
     # -- input bookkeeping ----------------------------------------------------------
 
     def input_arrived(self, end_ms: int, arrival_ns: int) -> None:
-        self.arrivals.append((end_ms * VAD_RATE // 1000, arrival_ns))
+        self.arrivals.append(end_ms * VAD_RATE // 1000, arrival_ns)
 
     def arrival_of(self, sample: int) -> int:
         """Arrival time of the input frame holding ``sample`` (0 if no longer known)."""
-        for end, arrival in self.arrivals:
-            if sample < end:
-                return arrival
-        return 0
+        return self.arrivals.arrival_of(sample)
 
     # -- records --------------------------------------------------------------------
 
@@ -343,12 +349,20 @@ class SessionTurns:
             answer.speech_end_ns = r.origin_ns
 
     def _on_error(self, r: Received) -> None:
+        code = ErrorCode.INTERNAL_ERROR
         try:
             detail = ErrorPayload.unpack(r.payload)
             what = f"{detail.stage.name.lower()} failed ({detail.code.name.lower()})"
+            if detail.code is ErrorPayloadCode.BAD_INPUT:
+                code = ErrorCode.BAD_INPUT
         except ValueError:
             what = "a pipeline stage failed"
+        self.counters.turns_failed += 1
         self.fail_turn(r.turn, what)
+        # The client hears of it; the session goes on with its next turn.
+        message = f"turn {r.turn} failed: {what}; the session goes on"
+        error = ErrorEvent(code.value, message, fatal=False)
+        self.queue.push(TextItem(error.to_json(), error.type))
 
     # -- turn transitions -----------------------------------------------------------
 

@@ -49,7 +49,28 @@ GATEWAY_METRICS: Mapping[str, tuple[str, str]] = {
     "turns_committed": ("counter", "Turns whose end was confirmed and answer released."),
     "turns_cancelled": ("counter", "Speculative answers voided because the user spoke on."),
     "barge_ins": ("counter", "Answers interrupted by the user speaking over them."),
-    "turns_failed": ("counter", "Turns lost to a pipeline worker restart."),
+    "turns_failed": ("counter", "Turns lost to a pipeline worker restart or a stage failure."),
+    "connections_refused_address": (
+        "counter",
+        "Connections refused: too many open from the client's address.",
+    ),
+    "connections_timed_out": (
+        "counter",
+        "Connections closed for sending no session.start, or nothing at all, in time.",
+    ),
+    "handshakes_timed_out": (
+        "counter",
+        "Connections dropped for not completing the WebSocket upgrade request in time.",
+    ),
+    "frames_in_dropped_unfair": (
+        "counter",
+        "Audio frames of sessions ahead of real time refused while the ring to VAD was "
+        "half full (its other half is kept for real-time sessions).",
+    ),
+    "sessions_rate_limited": (
+        "counter",
+        "Sessions closed for audio ahead of real time or text.input too often.",
+    ),
     "ring_to_pipeline_occupancy_bytes": ("gauge", "Bytes waiting in this gateway's ring to VAD."),
     "ring_from_pipeline_occupancy_bytes": (
         "gauge",
@@ -68,6 +89,11 @@ _PROCESS_COUNTERS: tuple[tuple[Field, str, str], ...] = (
         Field.UNSTAMPED,
         "voicegate_process_unstamped_records_total",
         "Records without a send stamp (no ring wait measured).",
+    ),
+    (
+        Field.SESSION_FAILURES,
+        "voicegate_process_session_failures_total",
+        "Session turns a stage failed on; the worker went on serving the others.",
     ),
 )
 _DROP_REASONS: tuple[tuple[Field, str], ...] = (

@@ -52,6 +52,10 @@ class ErrorCode(enum.StrEnum):
     AT_CAPACITY = "at_capacity"
     SERVER_SHUTDOWN = "server_shutdown"
     INTERNAL_ERROR = "internal_error"
+    BAD_INPUT = "bad_input"  # the pipeline could not use the session's input (non-fatal)
+    RATE_LIMITED = "rate_limited"  # audio ahead of real time, or text.input too often
+    TIMEOUT = "timeout"  # no session.start, or no message at all, within the limit
+    TOO_MANY_CONNECTIONS = "too_many_connections"  # from this client address
 
 
 class ProtocolError(Exception):

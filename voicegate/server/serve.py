@@ -13,16 +13,9 @@ the line ``voicegate: serving on http://HOST:PORT`` on stdout says which.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
-import multiprocessing
-import os
-import signal
-import socket
 import sys
-import time
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +25,24 @@ from voicegate.models import named_bundles
 from voicegate.models.bundle import load_bundle
 from voicegate.models.errors import BundleError
 from voicegate.server.gateway import GatewayOptions
-from voicegate.server.gateway_process import GatewaySpec, gateway_main, listen_socket
+from voicegate.server.gateway_process import listen_socket
+from voicegate.server.gateway_supervision import GatewayPool
 from voicegate.server.sdnotify import Notifier
-from voicegate.workers.status import State, StatusBlock
 from voicegate.workers.supervisor import Supervisor
-from voicegate.workers.topology import Topology
 
 log = logging.getLogger("voicegate.serve")
 
-_GATEWAY_READY_S = 60.0
+# [limits] keys that the command line can set: (key, type, help).
+_LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("max_sessions", int, "started sessions, node-wide"),
+    ("max_connections_per_address", int, "open connections from one client address"),
+    ("handshake_timeout_s", float, "seconds to complete the WebSocket upgrade request"),
+    ("session_start_timeout_s", float, "seconds from WebSocket open to session.start"),
+    ("idle_timeout_s", float, "seconds without any client message that end a session"),
+    ("audio_burst_ms", float, "how far a session's audio may run ahead of real time"),
+    ("text_inputs_per_s", float, "sustained text.input rate per session"),
+    ("text_input_burst", int, "text.input messages allowed above that rate at once"),
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -54,7 +56,11 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--gateways", type=int, help="gateway processes (default: node.gateways)")
-    p.add_argument("--max-sessions", type=int, default=GatewayOptions.max_sessions)
+    limits = p.add_argument_group(
+        "limits", "override [limits] of the configuration (VOICEGATE_LIMITS_*)"
+    )
+    for name, kind, what in _LIMIT_OPTIONS:
+        limits.add_argument("--" + name.replace("_", "-"), type=kind, help=what)
     p.add_argument(
         "--send-queue-frames",
         type=int,
@@ -78,6 +84,12 @@ def add_parser(commands: Any) -> None:
         type=int,
         default=GatewayOptions.send_buffer_bytes,
         help="kernel send buffer per client socket (0: autotuned)",
+    )
+    p.add_argument(
+        "--unread-limit-ms",
+        type=float,
+        default=GatewayOptions.unread_limit_ms,
+        help="answer audio a client has not acknowledged (ms) that makes it slow",
     )
     p.add_argument("--log-level", help="overrides [logging] level (DEBUG, INFO, ...)")
     p.add_argument(
@@ -110,12 +122,22 @@ def run(args: argparse.Namespace) -> int:
             node, bundle=bundle, gateways=args.gateways or node.gateways
         )
         config = dataclasses.replace(config, node=node)
+        # Command line over environment over file, as for the rest.
+        overrides = {
+            name: getattr(args, name)
+            for name, _, _ in _LIMIT_OPTIONS
+            if getattr(args, name) is not None
+        }
+        config = dataclasses.replace(
+            config, limits=dataclasses.replace(config.limits, **overrides)
+        )
         options = GatewayOptions(
-            max_sessions=args.max_sessions,
+            max_sessions=config.limits.max_sessions,
             send_queue_frames=args.send_queue_frames,
             stall_ms=args.stall_ms,
             lead_ms=args.lead_ms,
             send_buffer_bytes=args.send_buffer_bytes,
+            unread_limit_ms=args.unread_limit_ms,
         )
         notifier = Notifier()
         notifier.watchdog_interval()  # a malformed $WATCHDOG_USEC is a configuration error
@@ -159,58 +181,21 @@ class _Node:
         self.options = options
         self.host = host
         self.port = port
-        self.gateways: list[BaseProcess] = []
-        self.supervisor = Supervisor(config, on_ready=self._start_gateways, notifier=notifier)
+        # Supervised like the workers (voicegate.server.gateway_supervision).
+        self.gateways = GatewayPool(config, options, host, port)
+        self.supervisor = Supervisor(
+            config, on_ready=self._start_gateways, notifier=notifier, children=self.gateways
+        )
 
     def run(self) -> int:
         try:
             code = self.supervisor.run()
         finally:
-            self._stop_gateways()
+            self.gateways.stop()
         if code:
             print(f"voicegate serve: {self.supervisor.reason}", file=sys.stderr)
         return code
 
     def _start_gateways(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        for index in range(self.config.node.gateways):
-            spec = GatewaySpec(self.config, index, self.options, self.host, self.port)
-            process = ctx.Process(target=gateway_main, args=(spec,), name=f"voicegate-gw{index}")
-            process.start()
-            self.gateways.append(process)
-        topology = Topology(self.config)
-        deadline = time.monotonic() + _GATEWAY_READY_S
-        for index, name in enumerate(topology.gateways):
-            block = StatusBlock.attach(topology.status_block(name))
-            try:
-                while block.state is not State.READY or not _port_open(self.host, self.port):
-                    if self.gateways[index].exitcode is not None:
-                        raise RuntimeError(f"gateway {index} exited during start")
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"gateway {index} not ready in {_GATEWAY_READY_S} s")
-                    time.sleep(0.02)
-            finally:
-                block.close()
+        self.gateways.start()
         print(f"voicegate: serving on http://{self.host}:{self.port}", flush=True)
-
-    def _stop_gateways(self) -> None:
-        deadline = time.monotonic() + self.config.node.stop_timeout_s
-        for process in self.gateways:
-            if process.exitcode is None and process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGTERM)
-        for process in self.gateways:
-            process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if process.exitcode is None:
-                process.kill()
-                process.join(timeout=5)
-            process.close()
-        self.gateways.clear()
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False

@@ -9,6 +9,7 @@ protocol is testable without a socket.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from voicegate.core.codec import AudioFormat
@@ -126,6 +127,9 @@ class StreamConnection:
         self.audio_ms_received = 0
         self.close_code: CloseCode | None = None
         self._responses_in_flight: set[int] = set()
+        # Whether a session may start now: a session counts against the node's capacity
+        # from session.start on, so the check is made there too, not only at connect.
+        self.admit: Callable[[], bool] = lambda: True
 
     @property
     def degraded(self) -> bool:
@@ -228,6 +232,12 @@ class StreamConnection:
             return []
         return self._shutdown_now()
 
+    def refuse(self, code: ErrorCode, close_code: CloseCode, message: str) -> list[Action]:
+        """A limit of the server ends the connection (rate, timeout, address)."""
+        if self.state in (ConnectionState.CONNECTING, ConnectionState.CLOSED):
+            return []
+        return self._fail(code, close_code, message)
+
     def internal_error(self, message: str) -> list[Action]:
         """Something failed on the server side; `message` goes to the client as is."""
         if self.state in (ConnectionState.CONNECTING, ConnectionState.CLOSED):
@@ -249,6 +259,12 @@ class StreamConnection:
                     CloseCode.POLICY_VIOLATION,
                     "session.start sent twice",
                 )
+            )
+        if not self.admit():
+            return self._fail(
+                ErrorCode.AT_CAPACITY,
+                CloseCode.TRY_AGAIN_LATER,
+                "the server is at capacity, try again later",
             )
         self.state = ConnectionState.STARTED
         self.start = start

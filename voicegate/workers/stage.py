@@ -12,7 +12,16 @@ control. A stage only sees, in ring order:
   steps), whether or not records arrived.
 
 Everything a stage produces goes through ``out.emit``; the runtime stamps, routes and
-writes it after the call returns. A stage that raises ends its worker process: the
+writes it after the call returns.
+
+One session's failure is that session's alone: an exception from ``open_session``,
+``new_turn`` or ``on_records`` fails the turn of the session whose record (or hook) the
+stage was handling, with an ERROR record to its gateway (``ErrorCode.INTERNAL``), and the
+worker goes on serving every other session; what the stage emitted before it raised
+stays. The runtime then calls ``new_turn`` with the same turn, for the stage to drop the
+turn's work, and drops the turn's later records. A stage that batches several sessions
+into one call (or fails in ``tick``) names the session with ``SessionFailed``; any other
+exception from ``tick`` cannot be pinned on a session and ends the worker process: the
 supervisor replaces it and the sessions with a turn in flight get an error event.
 """
 
@@ -28,9 +37,19 @@ from typing_extensions import Buffer
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import Message
 
-__all__ = ["Message", "Output", "Stage", "StageContext"]  # Message: from core, for stages
+__all__ = ["Message", "Output", "SessionFailed", "Stage", "StageContext"]  # Message: from core
 
 S = TypeVar("S")
+
+
+class SessionFailed(Exception):  # noqa: N818 - an outcome a stage reports, like StopIteration
+    """Raised by a stage: ``session``'s current turn failed (the runtime fails that turn
+    and goes on). ``reason`` is for operators: never audio or text of the conversation."""
+
+    def __init__(self, session: int, reason: str) -> None:
+        super().__init__(reason)
+        self.session = session
+        self.reason = reason
 
 
 class Output(Protocol):

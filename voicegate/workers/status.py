@@ -75,6 +75,7 @@ class Field(IntEnum):
     UNSTAMPED = 22  # records without a send stamp: no ring wait measured
     TICKS = 23
     DROPPED_UNROUTABLE = 24  # records for a gateway this node does not have
+    SESSION_FAILURES = 25  # session turns the stage failed on (the worker went on)
 
 
 HEADER_WORDS: Final[int] = 32

@@ -14,10 +14,15 @@ Lifecycle of ``Supervisor.run``:
    SIGSTOPped one), is replaced after a backoff that doubles per failure. At detection
    every gateway gets WORKER_RESTARTED on its control ring, so the sessions with a turn in
    flight fail that turn and re-open with the next one; the replacement attaches to the
-   same rings and status block and no other worker restarts. More than
+   same rings and status block and no other worker restarts. A worker the kernel shows
+   stopped (SIGSTOP, a debugger) for ``health.stopped_timeout_s`` is killed the same way,
+   without waiting for its heartbeat to age. More than
    ``health.max_restarts`` failures of one worker within ``health.restart_window_s`` end
    the supervisor with exit status 1 and the reason, for the service manager to restart
    the node.
+   A janitor process (``voicegate.workers.janitor``) waits on a pipe only the supervisor
+   holds: if the supervisor is killed, its workers and gateways die with it and the
+   janitor removes what it left in /dev/shm at once.
 5. On SIGTERM or SIGINT: DRAIN to every gateway (stop admitting sessions, finish turns in
    flight, close the rest with 1001 at the deadline); wait until every attached gateway
    reports drained or ``node.drain_timeout_s`` passes; SIGTERM the workers, SIGKILL those
@@ -43,6 +48,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,7 +57,7 @@ from enum import Enum
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import posix_ipc
 
@@ -59,6 +65,8 @@ from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import DrainEvent, Kind, RestartReason, StageId, WorkerRestarted
 from voicegate.ext.errors import RingError
+from voicegate.ext.procinfo import process_state
+from voicegate.workers import janitor
 from voicegate.workers.process import WORKER_BLOCKED_SIGNALS, WorkerSpec, worker_main
 from voicegate.workers.rings import cleanup_stale, ring_class
 from voicegate.workers.status import Field, State, StatusBlock, remove_stale_blocks
@@ -77,6 +85,20 @@ _HALF_MADE_GRACE_S = 2.0
 
 class NodeFailureError(Exception):
     """The node cannot go on; the message is the reason."""
+
+
+class Children(Protocol):
+    """Processes other than the workers that the supervisor's loop keeps running (the
+    gateways of ``voicegate serve``), once ``on_ready`` has started them."""
+
+    def sentinels(self) -> list[int]:
+        """What to wait on besides the workers: each becomes ready when a child dies."""
+
+    def check(self, now: int) -> None:
+        """Replace dead children; raise to end the node (the message is the reason)."""
+
+    def whole(self) -> bool:
+        """Every child runs (the watchdog is pinged only then)."""
 
 
 class SlotState(Enum):
@@ -98,6 +120,7 @@ class Slot:
     spawned_ns: int = 0
     down_ns: int = 0  # when the last failure was detected; 0 before any
     restart_at_ns: int = 0
+    stopped_since_ns: int = 0  # when the process was first seen stopped; 0: running
     failures: deque[int] = field(default_factory=deque)
 
 
@@ -108,8 +131,10 @@ class Supervisor:
         *,
         on_ready: Callable[[], None] | None = None,
         notifier: Notifier | None = None,
+        children: Children | None = None,
     ) -> None:
         self.config = config
+        self.children = children
         # Called once every worker is ready (``voicegate serve`` starts its gateway
         # processes there); an exception from it ends the node with its message.
         self.on_ready = on_ready
@@ -129,6 +154,7 @@ class Supervisor:
         self._wake_r = self._wake_w = -1
         self._old_handlers: dict[int, Any] = {}
         self._old_wakeup_fd = -1
+        self._janitor: subprocess.Popen[bytes] | None = None
         self._stop_requested = False
         self._skip_drain = False
         self._draining = False
@@ -142,6 +168,8 @@ class Supervisor:
         try:
             self._install_signals()
             self._claim_node()
+            # Removes what this supervisor leaves in /dev/shm should it be killed.
+            self._janitor = janitor.start(self.topology.prefix)
             try:
                 self._create_shared_memory()
             except (OSError, ValueError, RingError, posix_ipc.Error) as exc:
@@ -171,6 +199,9 @@ class Supervisor:
         finally:
             self._stop_workers()
             self._remove_shared_memory()
+            if self._janitor is not None:
+                janitor.stop(self._janitor)
+                self._janitor = None
             self._restore_signals()
             if self.notifier is not None:
                 self.notifier.close()
@@ -352,6 +383,15 @@ class Supervisor:
         now = monotonic_ns()
         for slot in self._slots:
             self._check(slot, now, starting)
+        if (
+            self._notified_ready
+            and self.children is not None
+            and not (self._draining or self._stop_requested)
+        ):
+            try:
+                self.children.check(now)
+            except Exception as exc:
+                raise NodeFailureError(str(exc)) from exc
         if self._notified_ready:
             self._report(now)
 
@@ -362,7 +402,8 @@ class Supervisor:
         no ping while a worker is down, so systemd restarts a node that stays broken."""
         if self.notifier is None:
             return
-        if all(slot.state is SlotState.RUNNING for slot in self._slots):
+        whole = self.children is None or self.children.whole()
+        if whole and all(slot.state is SlotState.RUNNING for slot in self._slots):
             self._notify("watchdog_if_due", now / NS_PER_S)
         if not self._stop_requested:
             self._notify("status", self._sessions_status())
@@ -406,6 +447,8 @@ class Supervisor:
         for slot in self._slots:
             if slot.process is not None:
                 waitables.append(slot.process.sentinel)
+        if self.children is not None and self._notified_ready:
+            waitables += self.children.sentinels()
         multiprocessing.connection.wait(waitables, timeout_s)
 
     def _check(self, slot: Slot, now: int, starting: bool) -> None:
@@ -421,7 +464,11 @@ class Supervisor:
                 elif now - slot.spawned_ns > health.ready_timeout_s * NS_PER_S:
                     self._kill(slot)
                     self._failed(slot, RestartReason.NOT_READY, now, starting)
-            elif slot.status.heartbeat_age_s(now) > health.heartbeat_timeout_s:
+            elif slot.status.heartbeat_age_s(
+                now
+            ) > health.heartbeat_timeout_s or _stopped_for_too_long(
+                slot, now, health.stopped_timeout_s
+            ):
                 self._kill(slot)
                 self._failed(slot, RestartReason.UNRESPONSIVE, now, starting)
         elif (
@@ -472,6 +519,12 @@ class Supervisor:
         process.close()
         slot.process = None
         what = _describe_exit(reason, exit_code, self.config.health.heartbeat_timeout_s)
+        if reason is RestartReason.UNRESPONSIVE and slot.stopped_since_ns:
+            what = (
+                f"was stopped (SIGSTOP or a debugger) for "
+                f"{(now - slot.stopped_since_ns) / NS_PER_S:.1f} s"
+            )
+        slot.stopped_since_ns = 0
         error = slot.status.last_error
         detail = f"{what}: {error}" if error else what
         if starting:
@@ -545,6 +598,18 @@ class Supervisor:
             process.close()
             slot.process = None
             slot.state = SlotState.STOPPED
+
+
+def _stopped_for_too_long(slot: Slot, now: int, timeout_s: float) -> bool:
+    """Whether the slot's process has been stopped (state T or t) for ``timeout_s``."""
+    pid = slot.process.pid if slot.process is not None else None
+    state = process_state(pid) if pid else None
+    if state is None or state.state not in ("T", "t"):
+        slot.stopped_since_ns = 0
+        return False
+    if not slot.stopped_since_ns:
+        slot.stopped_since_ns = now
+    return now - slot.stopped_since_ns >= timeout_s * NS_PER_S
 
 
 def _gateway_done(block: StatusBlock) -> bool:

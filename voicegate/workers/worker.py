@@ -15,6 +15,11 @@ Per batch read from an input ring it
    when an output ring is full (backpressure) while still beating; a ring to a gateway
    never makes it wait: what does not fit there is dropped and counted.
 
+A stage's failure on one session's record or hook fails that session's turn only (an
+ERROR record follows the turn, see ``voicegate.workers.stage``); the worker goes on. The
+runtime beats after every stage call, so a burst of short turns (each one a stage call)
+never holds the heartbeat still however long the batch takes.
+
 Sessions are re-known after a restart through SESSION_OPEN with ``Flag.REOPEN``, which
 the gateways send on WORKER_RESTARTED: a replacement starts with an empty table and drops
 records of sessions it has not seen opened (counted in DROPPED_UNKNOWN). A stage that
@@ -27,10 +32,13 @@ publishes (``Flag.STAMPED``); the gateway's frames carry one too. The stamp is t
 
 from __future__ import annotations
 
+import logging
+import os
 import select
-from collections.abc import Callable, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 import numpy as np
 from typing_extensions import Buffer
@@ -38,20 +46,27 @@ from typing_extensions import Buffer
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.kinds import (
     STAMP_SIZE,
+    ErrorCode,
+    ErrorEvent,
     Flag,
     Kind,
+    StageId,
     gateway_of,
     kind_name,
+    local_of,
     set_stamp,
     split_stamp,
     stamp_buffer,
 )
+from voicegate.core.log_limit import LogLimiter
 from voicegate.ext.errors import PeerDied, RingClosed
-from voicegate.workers.stage import Message, Stage
+from voicegate.workers.stage import Message, SessionFailed, Stage
 from voicegate.workers.status import Field, Histogram, StatusBlock
 
 if TYPE_CHECKING:
     from voicegate.ext._ring import Record, Ring
+
+log = logging.getLogger("voicegate.worker")
 
 S = TypeVar("S")
 # A queued record, in the ring's record-tuple order; the payload has room for the stamp.
@@ -229,6 +244,13 @@ class Worker(Generic[S]):
         self._tick_ns = int(tick * NS_PER_S) if tick else 0
         self._next_tick_ns = monotonic_ns() + self._tick_ns if tick else 0
         self._stopping: Callable[[], bool] = _never
+        # Sessions whose current turn failed here: the turn's later records are dropped.
+        self._failed: dict[int, int] = {}
+        try:
+            self._stage_id = StageId.from_name(stage.context.name)
+        except ValueError:
+            self._stage_id = StageId.GATEWAY  # a stage run outside a node's topology
+        self._failure_log = LogLimiter(log)
 
     @property
     def states(self) -> Mapping[int, S]:
@@ -299,7 +321,12 @@ class Worker(Generic[S]):
         now = monotonic_ns()
         if now < self._next_tick_ns:
             return
-        self.stage.tick(now, self._states, self.outbox)
+        try:
+            self.stage.tick(now, self._states, self.outbox)
+        except SessionFailed as exc:
+            turn = self._turns.get(exc.session)
+            if turn is not None:
+                self._fail(exc.session, turn, exc.reason)
         done = monotonic_ns()
         self.status.observe(Histogram.TICK, done - now)
         self.status.add(Field.TICKS, 1)
@@ -356,6 +383,9 @@ class Worker(Generic[S]):
                     self._run_stage(run)
                     run = []
                 self._advance(session, turn)
+            if self._failed.get(session) == turn:
+                stale += 1  # the rest of a turn that failed here
+                continue
             run.append(
                 Message(
                     kind,
@@ -384,34 +414,159 @@ class Worker(Generic[S]):
         status.set(Field.SESSIONS, len(turns))
 
     def _run_stage(self, run: list[Message]) -> None:
-        start = monotonic_ns()
-        self.stage.on_records(run, self._states, self.outbox)
-        self.status.observe(Histogram.COMPUTE, monotonic_ns() - start, len(run))
+        while run:
+            start = monotonic_ns()
+            cursor = _Cursor(run)
+            culprit: tuple[int, int, str] | None = None
+            try:
+                self.stage.on_records(cursor, self._states, self.outbox)
+            except SessionFailed as exc:
+                turn = self._turns.get(exc.session)
+                culprit = (exc.session, turn, exc.reason) if turn is not None else None
+            except Exception as exc:
+                # Pinned on the session of the furthest record the stage looked at: it
+                # was handling that one when it raised.
+                m = run[max(cursor.furthest, 0)]
+                culprit = (m.session, m.turn, _describe(exc))
+            self.status.observe(Histogram.COMPUTE, monotonic_ns() - start, len(run))
+            self.status.beat()
+            if culprit is None:
+                return
+            session, turn, reason = culprit
+            self._fail(session, turn, reason)
+            # The records after the one it failed on were not handled: the other
+            # sessions' go to the stage again.
+            run = [m for m in run[cursor.furthest + 1 :] if m.session != session]
+
+    def _fail(self, session: int, turn: int, reason: str) -> None:
+        """``session``'s ``turn`` failed at this stage: an ERROR follows it, the stage
+        drops its work (``new_turn`` with the same turn) and its later records go."""
+        self._report(session, turn, reason)
+        self._failed[session] = turn
+        state = self._states.get(session)
+        if state is None:
+            return
+        try:
+            self.stage.new_turn(session, turn, state)
+        except Exception as exc:
+            self._failure_log.warning(
+                "%s: dropping the failed turn of session %08x failed too (%s)",
+                self.stage.context.name,
+                session,
+                _describe(exc),
+            )
+
+    def _report(self, session: int, turn: int, reason: str) -> None:
+        self.status.add(Field.SESSION_FAILURES, 1)
+        self._failure_log.warning(
+            "%s failed on session %08x turn %d (%s): failing the turn; the worker goes on",
+            self.stage.context.name,
+            session,
+            turn,
+            reason,
+        )
+        payload = ErrorEvent(ErrorCode.INTERNAL, self._stage_id, reason[:200]).pack()
+        self.outbox.emit(Kind.ERROR, session, turn, 0, 0, payload)
+
+    def _close(self, session: int) -> None:
+        state = self._states.pop(session)
+        del self._turns[session]
+        self._failed.pop(session, None)
+        try:
+            self.stage.close_session(session, state, self.outbox)
+        except Exception as exc:
+            self.status.add(Field.SESSION_FAILURES, 1)
+            self._failure_log.warning(
+                "%s: closing session %08x failed (%s)",
+                self.stage.context.name,
+                session,
+                _describe(exc),
+            )
 
     def _advance(self, session: int, turn: int) -> None:
         self._turns[session] = turn
-        self.stage.new_turn(session, turn, self._states[session])
+        self._failed.pop(session, None)
+        try:
+            self.stage.new_turn(session, turn, self._states[session])
+        except Exception as exc:
+            self._report(session, turn, _describe(exc))
+            self._failed[session] = turn
+        self.status.beat()
 
     def _control(self, record: Record, flags: int, payload: memoryview) -> None:
         kind, session, turn = record.kind, record.session, record.turn
         start = monotonic_ns()
         current = self._turns.get(session)
+        failed = ""
         if kind == Kind.SESSION_OPEN:
             if current is None:
-                self._states[session] = self.stage.open_session(session, turn, payload)
-                self._turns[session] = turn
+                try:
+                    self._states[session] = self.stage.open_session(session, turn, payload)
+                    self._turns[session] = turn
+                except Exception as exc:
+                    # Not known here: its records are dropped as of an unknown session.
+                    failed = _describe(exc)
             elif turn > current:
                 self._advance(session, turn)
         elif kind == Kind.SESSION_CLOSE:
-            if current is not None:
-                state = self._states.pop(session)
-                del self._turns[session]
-                self.stage.close_session(session, state, self.outbox)
+            if local_of(session) == 0:
+                # A gateway (re)started: the sessions of its index that are still open
+                # here belonged to a predecessor that died with them.
+                gateway = gateway_of(session)
+                for sid in [s for s in self._turns if gateway_of(s) == gateway]:
+                    self._close(sid)
+            elif current is not None:
+                self._close(session)
         elif kind in (Kind.CANCEL, Kind.BARGE_IN) and current is not None and turn > current:
             self._advance(session, turn)
         self.status.observe(Histogram.COMPUTE, monotonic_ns() - start)
         self.outbox.emit(kind, session, turn, record.seq, record.origin_ns, payload, flags)
+        if failed:
+            # After the open, so that the later stages know the session it is about.
+            self._report(session, turn, failed)
+        self.status.beat()
 
 
 def _never() -> bool:
     return False
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception for operators: its type and where it was raised, never its message,
+    which may quote the session's input."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{where}"
+
+
+class _Cursor(Sequence[Message]):
+    """The run a stage is handed: remembers the furthest record the stage looked at, so
+    that a failure is pinned on the session it was handling."""
+
+    __slots__ = ("_items", "furthest")
+
+    def __init__(self, items: list[Message]) -> None:
+        self._items = items
+        self.furthest = -1
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Message]: ...
+    def __getitem__(self, index: int | slice) -> Message | Sequence[Message]:
+        if isinstance(index, slice):
+            picked = range(len(self._items))[index]
+            if picked:
+                self.furthest = max(self.furthest, picked[0], picked[-1])
+            return self._items[index]
+        item = self._items[index]
+        self.furthest = max(self.furthest, index if index >= 0 else len(self._items) + index)
+        return item
+
+    def __iter__(self) -> Iterator[Message]:
+        for index, item in enumerate(self._items):
+            self.furthest = max(self.furthest, index)
+            yield item
