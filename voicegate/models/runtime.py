@@ -18,6 +18,10 @@ import onnxruntime as ort
 
 from voicegate.models.errors import BundleError
 
+# No usage telemetry from any process that runs a model (onnxruntime sends it only where
+# its build supports it, e.g. Windows; off everywhere is what docs/security.md promises).
+ort.disable_telemetry_events()
+
 _PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",

@@ -42,6 +42,7 @@ from voicegate.core.logs import current_session
 from voicegate.ext.aio import AsyncRingReader, wait_any
 from voicegate.ext.errors import RingClosed, RingError
 from voicegate.server import prometheus
+from voicegate.server.auth import AccessGuard, GatewaySecurity
 from voicegate.server.events import ErrorEvent
 from voicegate.server.gateway_session import (
     AudioItem,
@@ -105,6 +106,7 @@ class LiveSession:
     sending_since_ns: int = 0  # when the send in progress began; 0 when none is
     play_start_ns: int = 0  # when the answer playing now began to go out
     play_sent_ms: float = 0.0  # audio of it sent so far
+    subprotocol: str | None = None  # accepted with the handshake (never a credential)
 
     def stalled(self, stall_ns: int) -> bool:
         since = self.sending_since_ns
@@ -114,7 +116,13 @@ class LiveSession:
 class Gateway:
     """Gateway ``index`` of the node ``config``: sessions, rings, admission, metrics."""
 
-    def __init__(self, config: NodeConfig, index: int, options: GatewayOptions) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        index: int,
+        options: GatewayOptions,
+        security: GatewaySecurity | None = None,
+    ) -> None:
         self.config = config
         self.index = index
         self.options = options
@@ -151,6 +159,7 @@ class Gateway:
             ),
             0,
         )
+        self.guard = AccessGuard(security, self.counters)
         self.latencies: dict[str, deque[float]] = {}
         self.draining = False
         self.drain_deadline_ns = 0
@@ -216,6 +225,7 @@ class Gateway:
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
+                Route("/v1/tokens", self.guard.issue_token, methods=["POST"]),
                 WebSocketRoute("/v1/stream", self._stream),
             ],
             lifespan=self._lifespan,
@@ -247,6 +257,12 @@ class Gateway:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:
+        denied = self.guard.http_denial(request)
+        if denied is not None:
+            return denied
+        return self.metrics_response()
+
+    def metrics_response(self) -> Response:
         counters = dict(self.counters)
         counters["node_free_sessions"] = self.free_capacity()
         counters["ring_to_pipeline_occupancy_bytes"] = _occupancy(self.link.to_pipeline)
@@ -263,6 +279,9 @@ class Gateway:
     # -- one connection -------------------------------------------------------------
 
     async def _stream(self, websocket: WebSocket) -> None:
+        grant = await self.guard.admit(websocket, "stream")
+        if grant is None:  # refused before the upgrade: no session
+            return
         sid = session_id(self.index, next(self._locals))
         # Every record logged while serving this connection names the session; the
         # sender task below copies this context when it is created.
@@ -270,7 +289,7 @@ class Gateway:
         conn = StreamConnection(f"{sid:08x}", self.options.limits)
         queue = SendQueue(self.options.send_queue_frames)
         turns = SessionTurns(PCM16_16K, queue, self.end_of_turn_ms)
-        live = LiveSession(sid, conn, turns, websocket)
+        live = LiveSession(sid, conn, turns, websocket, subprotocol=grant.subprotocol)
         queue.on_push = live.wake.set
         stall_ns = int(self.options.stall_ms * 1e6)
         queue.stalled = lambda: live.stalled(stall_ns)
@@ -281,6 +300,7 @@ class Gateway:
             self.sessions[sid] = live
             self.counters["sessions"] += 1
             self._publish_sessions()
+        self.guard.opened(grant, admitted=not refused)
         sender = asyncio.create_task(self._sender(live), name=f"send-{sid:08x}")
         try:
             if self.draining:  # stopping, not full: server_shutdown and 1001
@@ -288,7 +308,7 @@ class Gateway:
             else:
                 self._perform(live, conn.connect(at_capacity=refused))
             if refused:
-                await websocket.accept()
+                await websocket.accept(subprotocol=live.subprotocol)
             else:
                 await self._receive_loop(live)
             if not sender.done() and conn.close_code is not None:
@@ -303,11 +323,12 @@ class Gateway:
             if self.sessions.pop(sid, None) is not None:
                 self._publish_sessions()
             self._check_drained()
+            self.guard.closed(grant, admitted=not refused)
             current_session.reset(session_token)
 
     async def _receive_loop(self, live: LiveSession) -> None:
         ws = live.websocket
-        await ws.accept()
+        await ws.accept(subprotocol=live.subprotocol)
         while live.conn.state is not ConnectionState.CLOSED:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":

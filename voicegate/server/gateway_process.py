@@ -5,7 +5,8 @@ connections across them).
 Signals: SIGINT is ignored (a Ctrl-C at the terminal reaches the whole process group;
 the supervisor decides). SIGTERM alone (the supervisor died, or an operator) drains this
 gateway with the node's drain timeout. The normal stop is the supervisor's DRAIN on the
-control ring; once drained the process exits 0.
+control ring; once drained the process exits 0. SIGHUP (forwarded by the supervisor)
+reloads the TLS certificate (``voicegate.server.tls``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -22,10 +24,12 @@ import uvicorn
 from setproctitle import setproctitle
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
-from voicegate.core.config import NodeConfig
+from voicegate.core.config import NodeConfig, SecuritySettings
 from voicegate.core.logs import setup_node_logging
-from voicegate.server import event_loop
+from voicegate.server import event_loop, tls
+from voicegate.server.auth import GatewaySecurity
 from voicegate.server.gateway import Gateway, GatewayOptions
+from voicegate.server.ops_app import start_metrics_server
 from voicegate.workers.procinfo import pin_to
 
 log = logging.getLogger("voicegate.gateway")
@@ -40,6 +44,7 @@ class GatewaySpec:
     options: GatewayOptions
     host: str
     port: int
+    security: GatewaySecurity | None = None
 
 
 def listen_socket(host: str, port: int, send_buffer_bytes: int = 0) -> socket.socket:
@@ -70,6 +75,7 @@ def gateway_main(spec: GatewaySpec) -> None:
     # Before the event loop starts a thread: every thread it makes inherits the CPUs.
     pin_to(spec.config.cpus_for("gateway"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it (reload)
     setup_node_logging(spec.config.logging)
     event_loop.run(_serve(spec), spec.config.gateway.event_loop)
 
@@ -77,7 +83,8 @@ def gateway_main(spec: GatewaySpec) -> None:
 async def _serve(spec: GatewaySpec) -> None:
     sock = listen_socket(spec.host, spec.port, spec.options.send_buffer_bytes)
     sock.listen(1024)
-    gateway = Gateway(spec.config, spec.index, spec.options)
+    gateway = Gateway(spec.config, spec.index, spec.options, spec.security)
+    settings = spec.config.security if spec.security is None else spec.security.settings
     limits = spec.options.limits
     config = uvicorn.Config(
         gateway.build_app(),
@@ -91,9 +98,18 @@ async def _serve(spec: GatewaySpec) -> None:
         log_config=None,
         log_level=logging.WARNING,
         access_log=False,
+        # uvicorn marks the scope https/wss from these; the context is ours (below).
+        ssl_certfile=str(settings.ssl_certfile) if settings.tls else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.tls else None,
     )
+    if settings.tls:
+        config.load()
+        # TLS 1.2 at least, client certificates as configured, reloadable on SIGHUP.
+        config.ssl = tls.server_context(settings)
     server = _Server(config)
     loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _reload, config.ssl, settings, spec.index)
+    metrics = await start_metrics_server(gateway, settings.metrics_bind)
     drain_ns = int(spec.config.node.drain_timeout_s * NS_PER_S)
     loop.add_signal_handler(signal.SIGTERM, lambda: gateway.begin_drain(monotonic_ns() + drain_ns))
 
@@ -106,5 +122,19 @@ async def _serve(spec: GatewaySpec) -> None:
         await server.serve(sockets=[sock])
     finally:
         watcher.cancel()
+        if metrics is not None:
+            await metrics.stop()
         sock.close()
     log.info("gateway %d stopped", spec.index)
+
+
+def _reload(context: ssl.SSLContext | None, settings: SecuritySettings, index: int) -> None:
+    if context is None:
+        log.info("gateway %d: SIGHUP: no TLS certificate to reload", index)
+        return
+    try:
+        tls.reload(context, settings)
+    except tls.TlsError as exc:
+        log.error("gateway %d: certificate reload failed, the old one stays: %s", index, exc)
+    else:
+        log.info("gateway %d: TLS certificate reloaded", index)

@@ -29,6 +29,8 @@ from typing import Any
 
 from voicegate.core.config import ConfigError, NodeConfig, load_config
 from voicegate.core.logs import setup_node_logging
+from voicegate.server import security_setup
+from voicegate.server.auth import GatewaySecurity
 from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import GatewaySpec, gateway_main, listen_socket
 from voicegate.server.sdnotify import Notifier
@@ -113,6 +115,7 @@ def add_parser(commands: Any) -> None:
         default=None,
         help="one JSON object per log line (overrides [logging] json)",
     )
+    security_setup.add_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -126,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         if args.log_json is not None:
             log_settings = dataclasses.replace(log_settings, json=args.log_json)
         config = dataclasses.replace(config, logging=log_settings)
+        config = security_setup.apply_cli(config, args)
         # Every process of the node logs as this one does: they get this config.
         setup_node_logging(config.logging)
         node = config.node
@@ -145,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         )
         notifier = Notifier()
         notifier.watchdog_interval()  # a malformed $WATCHDOG_USEC is a configuration error
+        security = security_setup.prepare(config, args.host)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"voicegate serve: {exc}", file=sys.stderr)
         return 2
@@ -154,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"voicegate serve: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     port = reserve.getsockname()[1]
-    node_runner = _Node(config, options, args.host, port, notifier=notifier)
+    node_runner = _Node(config, options, args.host, port, notifier=notifier, security=security)
     try:
         code = node_runner.run()
     finally:
@@ -171,13 +176,16 @@ class _Node:
         port: int,
         *,
         notifier: Notifier,
+        security: GatewaySecurity | None = None,
     ) -> None:
         self.config = config
         self.options = options
         self.host = host
         self.port = port
         self.gateways: list[BaseProcess] = []
+        self.security = security
         self.supervisor = Supervisor(config, on_ready=self._start_gateways, notifier=notifier)
+        self.supervisor.on_reload = self._reload_gateways
 
     def run(self) -> int:
         try:
@@ -191,7 +199,9 @@ class _Node:
     def _start_gateways(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         for index in range(self.config.node.gateways):
-            spec = GatewaySpec(self.config, index, self.options, self.host, self.port)
+            spec = GatewaySpec(
+                self.config, index, self.options, self.host, self.port, self.security
+            )
             process = ctx.Process(target=gateway_main, args=(spec,), name=f"voicegate-gw{index}")
             process.start()
             self.gateways.append(process)
@@ -208,7 +218,15 @@ class _Node:
                     time.sleep(0.02)
             finally:
                 block.close()
-        print(f"voicegate: serving on http://{self.host}:{self.port}", flush=True)
+        scheme = "https" if self.config.security.tls else "http"
+        print(f"voicegate: serving on {scheme}://{self.host}:{self.port}", flush=True)
+
+    def _reload_gateways(self) -> None:
+        # Each gateway reloads its TLS certificate; open calls keep theirs.
+        for process in self.gateways:
+            if process.exitcode is None and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
 
     def _stop_gateways(self) -> None:
         deadline = time.monotonic() + self.config.node.stop_timeout_s
