@@ -260,10 +260,16 @@ class SecuritySettings:
 
     def __post_init__(self) -> None:
         _check(
-            (self.ssl_certfile is None) == (self.ssl_keyfile is None),
+            self.ssl_certfile is None or self.ssl_keyfile is not None,
+            "security.ssl_certfile",
+            str(self.ssl_certfile),
+            "needs security.ssl_keyfile (the certificate's private key)",
+        )
+        _check(
+            self.ssl_keyfile is None or self.ssl_certfile is not None,
             "security.ssl_keyfile",
-            None if self.ssl_keyfile is None else str(self.ssl_keyfile),
-            "security.ssl_certfile and security.ssl_keyfile go together",
+            str(self.ssl_keyfile),
+            "needs security.ssl_certfile (the certificate of this key)",
         )
         _check(
             self.ssl_client_cert in SSL_CLIENT_CERT,
