@@ -102,13 +102,14 @@ async def _serve(spec: GatewaySpec) -> None:
         ssl_certfile=str(settings.ssl_certfile) if settings.tls else None,
         ssl_keyfile=str(settings.ssl_keyfile) if settings.tls else None,
     )
-    if settings.tls:
+    ssl_context = tls.server_context(settings) if settings.tls else None
+    if ssl_context is not None:
         config.load()
         # TLS 1.2 at least, client certificates as configured, reloadable on SIGHUP.
-        config.ssl = tls.server_context(settings)
+        config.ssl = ssl_context
     server = _Server(config)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, _reload, config.ssl, settings, spec.index)
+    loop.add_signal_handler(signal.SIGHUP, _reload, ssl_context, settings, spec.index)
     metrics = await start_metrics_server(gateway, settings.metrics_bind)
     drain_ns = int(spec.config.node.drain_timeout_s * NS_PER_S)
     loop.add_signal_handler(signal.SIGTERM, lambda: gateway.begin_drain(monotonic_ns() + drain_ns))
