@@ -21,7 +21,7 @@ import math
 import os
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from itertools import pairwise
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 from bench import _pyspy, report
 from bench._e2e_client import ClientOutcome, ClientPlan, load_manifest, spawn_clients
 from bench._e2e_procs import CpuMeter, descendants, is_running, process_name, spawn_node
+from bench._secure_node import make_setup
 from voicegate.core.config import parse_cpulist
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke size: no PNG charts")
     p.add_argument("--out", help="results folder (default bench/results)")
     p.add_argument("--tag", default="e2e", help="file name stem of the results")
+    p.add_argument("--tls", action="store_true",
+                   help="also run a node serving TLS (wss://, a certificate made for the run)")
+    p.add_argument("--auth", action="store_true",
+                   help="also run a node requiring an API key (Authorization: Bearer)")
+    p.set_defaults(api_key="", cafile="")  # what the clients present to a secured node
     return p
 
 
@@ -135,7 +141,8 @@ def run_level(
     start_at = time.time() + 2.0 + 0.3 * nclients  # time for the spawn imports
     plans = [
         ClientPlan(str(url), str(args.speech), list(range(i, sessions, nclients)), sessions,
-                   args.duration, args.pause, args.timeout, start_at, client_cpus)
+                   args.duration, args.pause, args.timeout, start_at, client_cpus,
+                   args.api_key, args.cafile)
         for i in range(nclients)
     ]  # fmt: skip
     procs, results = spawn_clients(plans)
@@ -282,16 +289,18 @@ def run_target(
     return {"levels": levels, "capacity": capacity}
 
 
-def _voicegate_target(args: argparse.Namespace) -> AbstractContextManager[tuple[str, int | None]]:
+def _voicegate_target(
+    args: argparse.Namespace, extra_args: Sequence[str] = (), suffix: str = ""
+) -> AbstractContextManager[tuple[str, int | None]]:
     @contextmanager
     def target() -> Iterator[tuple[str, int | None]]:
         if args.url:
             yield args.url, None
             return
         cpus = _cpus(args.server_cpus, sorted(os.sched_getaffinity(0)))
-        log = report.results_dir(args.out) / f"{args.tag}_server.log"
-        name = f"bench{os.getpid() % 100000}"
-        with spawn_node(args.bundle, cpus, name, log) as (url, pid):
+        log = report.results_dir(args.out) / f"{args.tag}{suffix}_server.log"
+        name = f"bench{os.getpid() % 100000}{suffix.replace('_', '')}"
+        with spawn_node(args.bundle, cpus, name, log, extra_args=extra_args) as (url, pid):
             yield url, pid
 
     return target()
@@ -453,6 +462,55 @@ def _charts(out: Path, stem: str, results: dict[str, dict[str, Any]], budget: fl
     return written
 
 
+def _gateway_cpu_pct(level: dict[str, Any]) -> float:
+    """CPU % of the gateway processes (one core = 100) over the level."""
+    return sum(
+        float(str(r["cpu_pct"]))
+        for r in level["cpu"]
+        if r["role"] == "server" and "gateway" in str(r["name"])
+    )
+
+
+def security_overhead(
+    plain: dict[str, Any], secured: dict[str, Any], name: str
+) -> dict[str, Any]:
+    """Gateway CPU per session and v2v p95 of the secured node against the plain one, at
+    each load level both ran (the targets: CPU x <= 1.10, p95 within 5 ms)."""
+    levels = []
+    for level in plain["levels"]:
+        other = next((o for o in secured["levels"] if o["sessions"] == level["sessions"]), None)
+        if other is None:
+            continue
+        n = level["sessions"]
+        cpu_plain = _gateway_cpu_pct(level) / n
+        cpu_secured = _gateway_cpu_pct(other) / n
+        p95_plain, p95_secured = level["v2v_ms"]["p95"], other["v2v_ms"]["p95"]
+        levels.append({
+            "sessions": n,
+            "gateway_cpu_pct_per_session": {"plain": round(cpu_plain, 3),
+                                            "secured": round(cpu_secured, 3)},
+            "gateway_cpu_ratio": _ratio(cpu_secured, cpu_plain),
+            "v2v_p95_ms": {"plain": p95_plain, "secured": p95_secured},
+            "v2v_p95_delta_ms": None if math.isnan(p95_plain) or math.isnan(p95_secured)
+            else round(p95_secured - p95_plain, 1),
+        })  # fmt: skip
+    return {"secured": name, "levels": levels}
+
+
+def _security_line(security: dict[str, Any]) -> str:
+    parts = []
+    for lvl in security["levels"]:
+        cpu = lvl["gateway_cpu_pct_per_session"]
+        p95 = lvl["v2v_p95_ms"]
+        parts.append(
+            f"{security['secured']} vs voicegate at {lvl['sessions']} sessions: gateway CPU "
+            f"per session {cpu['secured']:.2f}% vs {cpu['plain']:.2f}% "
+            f"(x{_cell(lvl['gateway_cpu_ratio'])}), v2v p95 {_cell(p95['secured'])} vs "
+            f"{_cell(p95['plain'])} ms ({_cell(lvl['v2v_p95_delta_ms'])} ms)"
+        )
+    return "\n".join(parts)
+
+
 def _markdown(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
@@ -483,6 +541,19 @@ def main(argv: list[str]) -> int:
     with _voicegate_target(args) as (url, pid):
         print(f"voicegate at {url}", flush=True)
         results["voicegate"] = run_target(url, args, pid, profile=args.profile)
+    security = None
+    if args.tls or args.auth:
+        secured = "voicegate" + ("+tls" if args.tls else "") + ("+auth" if args.auth else "")
+        setup = make_setup(args.tls, args.auth)
+        args.api_key, args.cafile = setup.api_key, setup.cafile
+        try:
+            with _voicegate_target(args, setup.serve_args, "_secured") as (url, pid):
+                print(f"{secured} at {url}", flush=True)
+                results[secured] = run_target(url, args, pid)
+        finally:
+            args.api_key, args.cafile = "", ""
+            setup.cleanup()
+        security = security_overhead(results["voicegate"], results[secured], secured)
     baselines_note = None
     if args.baselines:
         targets, baselines_note = _baseline_targets(args)
@@ -533,6 +604,8 @@ def main(argv: list[str]) -> int:
               f"capacity voicegate/{name} x{_cell(comp['capacity_ratio'])}")  # fmt: skip
     if args.baselines and baselines_note:
         print(f"baselines: {baselines_note}")
+    if security is not None:
+        print(_security_line(security))
     out = report.results_dir(args.out)
     charts = [] if args.quick else _charts(out, args.tag, results, args.budget_ms)
     data = {
@@ -545,6 +618,7 @@ def main(argv: list[str]) -> int:
         "more than one frame late",
         "results": results,
         "comparisons": comparisons,
+        "security_overhead": security,
         "baselines": baselines_note if args.baselines else None,
         "charts": charts,
     }
