@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also run a node serving TLS (wss://, a certificate made for the run)")
     p.add_argument("--auth", action="store_true",
                    help="also run a node requiring an API key (Authorization: Bearer)")
+    p.add_argument("--security-rounds", type=int, default=2,
+                   help="with --tls/--auth: plain and secured runs alternate this many times "
+                   "(the machine's drift falls on both alike)")
     p.set_defaults(api_key="", cafile="")  # what the clients present to a secured node
     return p
 
@@ -463,36 +466,48 @@ def _charts(out: Path, stem: str, results: dict[str, dict[str, Any]], budget: fl
 
 
 def _gateway_cpu_pct(level: dict[str, Any]) -> float:
-    """CPU % of the gateway processes (one core = 100) over the level."""
+    """CPU % of the gateway processes (one core = 100) over the level; /proc's comm keeps
+    15 characters of "voicegate: gateway N"."""
     return sum(
         float(str(r["cpu_pct"]))
         for r in level["cpu"]
-        if r["role"] == "server" and "gateway" in str(r["name"])
+        if r["role"] == "server" and str(r["name"]).startswith("voicegate: gate")
     )
 
 
 def security_overhead(
-    plain: dict[str, Any], secured: dict[str, Any], name: str
+    plain: list[dict[str, Any]], secured: list[dict[str, Any]], name: str
 ) -> dict[str, Any]:
-    """Gateway CPU per session and v2v p95 of the secured node against the plain one, at
-    each load level both ran (the targets: CPU x <= 1.10, p95 within 5 ms)."""
+    """Gateway CPU per session (mean over the rounds) and v2v p95 (over the turns of every
+    round) of the secured node against the plain one, per load level (the targets: CPU
+    x <= 1.10, p95 within 5 ms)."""
     levels = []
-    for level in plain["levels"]:
-        other = next((o for o in secured["levels"] if o["sessions"] == level["sessions"]), None)
-        if other is None:
-            continue
+    for level in plain[0]["levels"]:
         n = level["sessions"]
-        cpu_plain = _gateway_cpu_pct(level) / n
-        cpu_secured = _gateway_cpu_pct(other) / n
-        p95_plain, p95_secured = level["v2v_ms"]["p95"], other["v2v_ms"]["p95"]
+        ours = [lvl for run in plain for lvl in run["levels"] if lvl["sessions"] == n]
+        theirs = [lvl for run in secured for lvl in run["levels"] if lvl["sessions"] == n]
+        if not theirs:
+            continue
+        cpu = {
+            label: [round(_gateway_cpu_pct(lvl) / n, 3) for lvl in group]
+            for label, group in (("plain", ours), ("secured", theirs))
+        }
+        mean = {label: sum(v) / len(v) for label, v in cpu.items()}
+        p95 = {
+            label: summarize([t for lvl in group for t in lvl["turn_records"]])["v2v_ms"]["p95"]
+            for label, group in (("plain", ours), ("secured", theirs))
+        }
         levels.append({
             "sessions": n,
-            "gateway_cpu_pct_per_session": {"plain": round(cpu_plain, 3),
-                                            "secured": round(cpu_secured, 3)},
-            "gateway_cpu_ratio": _ratio(cpu_secured, cpu_plain),
-            "v2v_p95_ms": {"plain": p95_plain, "secured": p95_secured},
-            "v2v_p95_delta_ms": None if math.isnan(p95_plain) or math.isnan(p95_secured)
-            else round(p95_secured - p95_plain, 1),
+            "rounds": min(len(ours), len(theirs)),
+            "gateway_cpu_pct_per_session": {k: round(v, 3) for k, v in mean.items()},
+            "gateway_cpu_pct_per_session_by_round": cpu,
+            "gateway_cpu_ratio": _ratio(mean["secured"], mean["plain"]),
+            "v2v_p95_ms": p95,
+            "v2v_p95_delta_ms": None if math.isnan(p95["plain"]) or math.isnan(p95["secured"])
+            else round(p95["secured"] - p95["plain"], 1),
+            "late_frames": {"plain": sum(lvl["late_frames"] for lvl in ours),
+                            "secured": sum(lvl["late_frames"] for lvl in theirs)},
         })  # fmt: skip
     return {"secured": name, "levels": levels}
 
@@ -503,7 +518,8 @@ def _security_line(security: dict[str, Any]) -> str:
         cpu = lvl["gateway_cpu_pct_per_session"]
         p95 = lvl["v2v_p95_ms"]
         parts.append(
-            f"{security['secured']} vs voicegate at {lvl['sessions']} sessions: gateway CPU "
+            f"{security['secured']} vs voicegate at {lvl['sessions']} sessions "
+            f"({lvl['rounds']} rounds each): gateway CPU "
             f"per session {cpu['secured']:.2f}% vs {cpu['plain']:.2f}% "
             f"(x{_cell(lvl['gateway_cpu_ratio'])}), v2v p95 {_cell(p95['secured'])} vs "
             f"{_cell(p95['plain'])} ms ({_cell(lvl['v2v_p95_delta_ms'])} ms)"
@@ -545,15 +561,23 @@ def main(argv: list[str]) -> int:
     if args.tls or args.auth:
         secured = "voicegate" + ("+tls" if args.tls else "") + ("+auth" if args.auth else "")
         setup = make_setup(args.tls, args.auth)
-        args.api_key, args.cafile = setup.api_key, setup.cafile
+        plain_runs, secured_runs = [results["voicegate"]], []
         try:
-            with _voicegate_target(args, setup.serve_args, "_secured") as (url, pid):
-                print(f"{secured} at {url}", flush=True)
-                results[secured] = run_target(url, args, pid)
+            for round_ in range(max(1, args.security_rounds)):
+                if round_:
+                    with _voicegate_target(args) as (url, pid):
+                        print(f"voicegate at {url} (round {round_ + 1})", flush=True)
+                        plain_runs.append(run_target(url, args, pid))
+                args.api_key, args.cafile = setup.api_key, setup.cafile
+                with _voicegate_target(args, setup.serve_args, "_secured") as (url, pid):
+                    print(f"{secured} at {url} (round {round_ + 1})", flush=True)
+                    secured_runs.append(run_target(url, args, pid))
+                args.api_key, args.cafile = "", ""
         finally:
             args.api_key, args.cafile = "", ""
             setup.cleanup()
-        security = security_overhead(results["voicegate"], results[secured], secured)
+        results[secured] = secured_runs[0]
+        security = security_overhead(plain_runs, secured_runs, secured)
     baselines_note = None
     if args.baselines:
         targets, baselines_note = _baseline_targets(args)

@@ -319,6 +319,23 @@ def test_certificate_reload_on_sighup_keeps_the_call(node: SecureNode) -> None:
     asyncio.run(main())
 
 
+def test_talk_with_a_key_over_tls(node: SecureNode, tmp_path: Path) -> None:
+    def talk(key: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "voicegate", "talk", "--url", node.wss, "--cafile",
+             str(node.cafile), "--pace", "4", "--json", "--out", str(tmp_path / "a.wav")],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+            env=dict(os.environ, VOICEGATE_API_KEY=key),
+        )  # fmt: skip
+
+    ok = talk(node.alice)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert node.alice not in ok.stdout + ok.stderr  # the report never shows the key
+    refused = talk("vg_" + "y" * 43)
+    assert refused.returncode == 3, refused.stdout  # cannot connect: the handshake refused
+    assert "401" in refused.stdout
+
+
 def test_audit_log_names_key_and_address_never_the_key(node: SecureNode) -> None:
     """Runs last on this node: it stops it to read everything it logged."""
 

@@ -333,3 +333,14 @@ def test_serve_refuses_a_bad_certificate_with_exit_2(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "missing.pem" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_systemd_units_bind_loopback_or_take_tls_and_keys() -> None:
+    for unit in ("voicegate.service", "voicegate@.service"):
+        text = (REPO / "deploy" / "systemd" / unit).read_text()
+        settings = [line for line in text.splitlines() if not line.startswith("#")]
+        assert any(line.startswith("Environment=VOICEGATE_HOST=127.0.0.1") for line in settings)
+        assert "ExecReload=/bin/kill -HUP $MAINPID" in settings
+        assert "Environment=ORT_DISABLE_TELEMETRY=1" in settings
+        # Both ways to face the network are explained where the operator edits them.
+        assert "ssl_certfile" in text and "keys_file" in text and "--no-auth" in text
