@@ -18,6 +18,7 @@ import enum
 import json
 import multiprocessing
 import os
+import ssl
 import time
 from dataclasses import asdict, dataclass, field
 from multiprocessing.queues import Queue
@@ -103,6 +104,8 @@ class ClientPlan:
     timeout_s: float
     start_at: float  # time.time() when every process starts its sessions
     cpus: list[int] = field(default_factory=list)
+    api_key: str = ""  # sent as Authorization: Bearer on the handshake
+    cafile: str = ""  # CA of a wss:// node's certificate
 
 
 @dataclass
@@ -121,7 +124,8 @@ class _Replay(RawWebSocket):
         self, host: str, path: str, index: int, plan: ClientPlan,
         utterances: list[Utterance], t0: float,
     ) -> None:  # fmt: skip
-        super().__init__(host, path)
+        auth = {"Authorization": f"Bearer {plan.api_key}"} if plan.api_key else None
+        super().__init__(host, path, auth)
         self.index = index
         self.plan = plan
         self.utterances = utterances
@@ -311,10 +315,12 @@ async def _session(
     mean_turn_s = sum(len(u.frames) for u in utterances) * FRAME_MS / 1000.0 / len(utterances)
     await asyncio.sleep(max(0.0, t0 + mean_turn_s * index / plan.total_sessions - loop.time()))
     url = urlsplit(plan.url)
-    host, port = url.hostname or "127.0.0.1", url.port or 80
+    secure = url.scheme == "wss"
+    host, port = url.hostname or "127.0.0.1", url.port or (443 if secure else 80)
     replay = _Replay(f"{host}:{port}", url.path or "/", index, plan, utterances, t0)
+    tls = ssl.create_default_context(cafile=plan.cafile or None) if secure else None
     try:
-        await connect(replay, host, port, plan.timeout_s)
+        await connect(replay, host, port, plan.timeout_s, tls)
     except (OSError, TimeoutError, HandshakeError) as exc:
         return None, f"session {index}: cannot connect ({type(exc).__name__})"
     try:

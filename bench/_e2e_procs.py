@@ -18,7 +18,7 @@ from bench._stop import stop_server
 from voicegate.server.protocol import STREAM_PATH
 
 _TICKS = os.sysconf("SC_CLK_TCK")
-_SERVING = re.compile(r"serving on (http://[\w.\[\]:-]+:\d+)")
+_SERVING = re.compile(r"serving on (https?://[\w.\[\]:-]+:\d+)")
 _PIN_AND_EXEC = (
     "import os, sys; os.sched_setaffinity(0, [int(c) for c in sys.argv[1].split(',')]); "
     "os.execv(sys.argv[2], sys.argv[2:])"
@@ -120,6 +120,8 @@ def spawn_node(
     node_name: str,
     log_path: Path,
     ready_timeout_s: float = 300.0,
+    *,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[tuple[str, int]]:
     """``voicegate serve --port 0`` pinned to ``cpus`` (its own layout spreads its stages
     over them); yields the stream URL and the server's pid, stops it with SIGTERM. The
@@ -134,6 +136,7 @@ def spawn_node(
     cmd = [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--log-level", "WARNING"]
     if bundle is not None:
         cmd += ["--bundle", str(bundle)]
+    cmd += list(extra_args)  # e.g. TLS and API keys (bench/_secure_node.py)
     if cpus:
         # Pinned before the interpreter starts, so every process it forks inherits the set.
         cmd = [sys.executable, "-c", _PIN_AND_EXEC, ",".join(map(str, cpus)), *cmd]
@@ -156,7 +159,7 @@ def spawn_node(
             raise RuntimeError(f"voicegate serve did not start (exit {proc.poll()})")
         # Keep the pipe drained so the server never blocks on a full stdout.
         threading.Thread(target=proc.stdout.read, daemon=True).start()
-        yield base.replace("http://", "ws://") + STREAM_PATH, proc.pid
+        yield base.replace("http", "ws", 1) + STREAM_PATH, proc.pid
     finally:
         stop_server(proc, 60.0)
         log.close()

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import ssl
 import struct
 import time
 from typing import cast
@@ -59,9 +60,11 @@ class RawWebSocket(asyncio.Protocol):
     """One client connection to ``ws://host/path``; ``opened`` resolves at the upgrade,
     ``closed`` when the connection is gone."""
 
-    def __init__(self, host: str, path: str) -> None:
+    def __init__(self, host: str, path: str, headers: dict[str, str] | None = None) -> None:
         self._host = host
         self._path = path
+        # Extra handshake headers (Authorization for a node with API keys).
+        self._headers = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -98,7 +101,7 @@ class RawWebSocket(asyncio.Protocol):
         transport.write(
             f"GET {self._path} HTTP/1.1\r\nHost: {self._host}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {self._key.decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            f"Sec-WebSocket-Version: 13\r\n{self._headers}\r\n".encode()
         )
 
     def data_received(self, data: bytes) -> None:
@@ -212,9 +215,18 @@ class RawWebSocket(asyncio.Protocol):
             self.transport.close()
 
 
-async def connect(protocol: RawWebSocket, host: str, port: int, timeout_s: float) -> RawWebSocket:
-    """Open ``protocol``'s connection and wait for its upgrade."""
+async def connect(
+    protocol: RawWebSocket,
+    host: str,
+    port: int,
+    timeout_s: float,
+    tls: ssl.SSLContext | None = None,
+) -> RawWebSocket:
+    """Open ``protocol``'s connection (over TLS with ``tls``) and wait for its upgrade."""
     loop = asyncio.get_running_loop()
-    await asyncio.wait_for(loop.create_connection(lambda: protocol, host, port), timeout_s)
+    opening = loop.create_connection(
+        lambda: protocol, host, port, ssl=tls, server_hostname=host if tls else None
+    )
+    await asyncio.wait_for(opening, timeout_s)
     await asyncio.wait_for(asyncio.shield(protocol.opened), timeout_s)
     return protocol

@@ -32,7 +32,7 @@ import os
 import queue
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from itertools import pairwise
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Any
 from bench import _pyspy, report
 from bench._e2e_client import ClientOutcome, ClientPlan, load_manifest, spawn_clients
 from bench._e2e_procs import CpuMeter, descendants, is_running, process_name, spawn_node
+from bench._secure_node import make_setup
 from voicegate.core.config import parse_cpulist
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke size: no PNG charts")
     p.add_argument("--out", help="results folder (default bench/results)")
     p.add_argument("--tag", default="e2e", help="file name stem of the results")
+    p.add_argument("--tls", action="store_true",
+                   help="also run a node serving TLS (wss://, a certificate made for the run)")
+    p.add_argument("--auth", action="store_true",
+                   help="also run a node requiring an API key (Authorization: Bearer)")
+    p.add_argument("--security-rounds", type=int, default=2,
+                   help="with --tls/--auth: plain and secured runs alternate this many times "
+                   "(the machine's drift falls on both alike)")
+    p.set_defaults(api_key="", cafile="")  # what the clients present to a secured node
     return p
 
 
@@ -163,7 +172,8 @@ def run_level(
     start_at = time.time() + 2.0 + 0.3 * nclients  # time for the spawn imports
     plans = [
         ClientPlan(str(url), str(args.speech), list(range(i, sessions, nclients)), sessions,
-                   args.duration, args.pause, args.timeout, start_at, client_cpus)
+                   args.duration, args.pause, args.timeout, start_at, client_cpus,
+                   args.api_key, args.cafile)
         for i in range(nclients)
     ]  # fmt: skip
     procs, results = spawn_clients(plans)
@@ -312,7 +322,7 @@ def run_target(
 
 
 def _voicegate_target(
-    args: argparse.Namespace, bundle: Path
+    args: argparse.Namespace, bundle: Path, extra_args: Sequence[str] = (), suffix: str = ""
 ) -> AbstractContextManager[tuple[str, int | None]]:
     @contextmanager
     def target() -> Iterator[tuple[str, int | None]]:
@@ -320,9 +330,9 @@ def _voicegate_target(
             yield args.url, None
             return
         cpus = _cpus(args.server_cpus, sorted(os.sched_getaffinity(0)))
-        log = report.results_dir(args.out) / f"{args.tag}_server.log"
-        name = f"bench{os.getpid() % 100000}"
-        with spawn_node(bundle, cpus, name, log) as (url, pid):
+        log = report.results_dir(args.out) / f"{args.tag}{suffix}_server.log"
+        name = f"bench{os.getpid() % 100000}{suffix.replace('_', '')}"
+        with spawn_node(bundle, cpus, name, log, extra_args=extra_args) as (url, pid):
             yield url, pid
 
     return target()
@@ -493,6 +503,68 @@ def _charts(out: Path, stem: str, results: dict[str, dict[str, Any]], budget: fl
     return written
 
 
+def _gateway_cpu_pct(level: dict[str, Any]) -> float:
+    """CPU % of the gateway processes (one core = 100) over the level; /proc's comm keeps
+    15 characters of "voicegate: gateway N"."""
+    return sum(
+        float(str(r["cpu_pct"]))
+        for r in level["cpu"]
+        if r["role"] == "server" and str(r["name"]).startswith("voicegate: gate")
+    )
+
+
+def security_overhead(
+    plain: list[dict[str, Any]], secured: list[dict[str, Any]], name: str
+) -> dict[str, Any]:
+    """Gateway CPU per session (mean over the rounds) and v2v p95 (over the turns of every
+    round) of the secured node against the plain one, per load level (the targets: CPU
+    x <= 1.10, p95 within 5 ms)."""
+    levels = []
+    for level in plain[0]["levels"]:
+        n = level["sessions"]
+        ours = [lvl for run in plain for lvl in run["levels"] if lvl["sessions"] == n]
+        theirs = [lvl for run in secured for lvl in run["levels"] if lvl["sessions"] == n]
+        if not theirs:
+            continue
+        cpu = {
+            label: [round(_gateway_cpu_pct(lvl) / n, 3) for lvl in group]
+            for label, group in (("plain", ours), ("secured", theirs))
+        }
+        mean = {label: sum(v) / len(v) for label, v in cpu.items()}
+        p95 = {
+            label: summarize([t for lvl in group for t in lvl["turn_records"]])["v2v_ms"]["p95"]
+            for label, group in (("plain", ours), ("secured", theirs))
+        }
+        levels.append({
+            "sessions": n,
+            "rounds": min(len(ours), len(theirs)),
+            "gateway_cpu_pct_per_session": {k: round(v, 3) for k, v in mean.items()},
+            "gateway_cpu_pct_per_session_by_round": cpu,
+            "gateway_cpu_ratio": _ratio(mean["secured"], mean["plain"]),
+            "v2v_p95_ms": p95,
+            "v2v_p95_delta_ms": None if math.isnan(p95["plain"]) or math.isnan(p95["secured"])
+            else round(p95["secured"] - p95["plain"], 1),
+            "late_frames": {"plain": sum(lvl["late_frames"] for lvl in ours),
+                            "secured": sum(lvl["late_frames"] for lvl in theirs)},
+        })  # fmt: skip
+    return {"secured": name, "levels": levels}
+
+
+def _security_line(security: dict[str, Any]) -> str:
+    parts = []
+    for lvl in security["levels"]:
+        cpu = lvl["gateway_cpu_pct_per_session"]
+        p95 = lvl["v2v_p95_ms"]
+        parts.append(
+            f"{security['secured']} vs voicegate at {lvl['sessions']} sessions "
+            f"({lvl['rounds']} rounds each): gateway CPU "
+            f"per session {cpu['secured']:.2f}% vs {cpu['plain']:.2f}% "
+            f"(x{_cell(lvl['gateway_cpu_ratio'])}), v2v p95 {_cell(p95['secured'])} vs "
+            f"{_cell(p95['plain'])} ms ({_cell(lvl['v2v_p95_delta_ms'])} ms)"
+        )
+    return "\n".join(parts)
+
+
 def _markdown(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
@@ -532,6 +604,27 @@ def main(argv: list[str]) -> int:
     with _voicegate_target(args, bundle) as (url, pid):
         print(f"voicegate at {url}", flush=True)
         results["voicegate"] = run_target(url, args, pid, profile=args.profile)
+    security = None
+    if args.tls or args.auth:
+        secured = "voicegate" + ("+tls" if args.tls else "") + ("+auth" if args.auth else "")
+        setup = make_setup(args.tls, args.auth)
+        plain_runs, secured_runs = [results["voicegate"]], []
+        try:
+            for round_ in range(max(1, args.security_rounds)):
+                if round_:
+                    with _voicegate_target(args, bundle) as (url, pid):
+                        print(f"voicegate at {url} (round {round_ + 1})", flush=True)
+                        plain_runs.append(run_target(url, args, pid))
+                args.api_key, args.cafile = setup.api_key, setup.cafile
+                with _voicegate_target(args, bundle, setup.serve_args, "_secured") as (url, pid):
+                    print(f"{secured} at {url} (round {round_ + 1})", flush=True)
+                    secured_runs.append(run_target(url, args, pid))
+                args.api_key, args.cafile = "", ""
+        finally:
+            args.api_key, args.cafile = "", ""
+            setup.cleanup()
+        results[secured] = secured_runs[0]
+        security = security_overhead(plain_runs, secured_runs, secured)
     unavailable: dict[str, str] = {}
     if args.baselines or args.peers:
         targets, unavailable = _targets(args, bundle)
@@ -583,6 +676,8 @@ def main(argv: list[str]) -> int:
               f"sessions, x{_cell(comp['p95_ratio_at_capacity'])} at voicegate's capacity "
               f"({comp['capacity_sessions']}), "
               f"capacity voicegate/{name} x{_cell(comp['capacity_ratio'])}")  # fmt: skip
+    if security is not None:
+        print(_security_line(security))
 
     out = report.results_dir(args.out)
     charts = [] if args.quick else _charts(out, args.tag, results, args.budget_ms)
@@ -598,6 +693,7 @@ def main(argv: list[str]) -> int:
         "comparisons": comparisons,
         "bundle": {"name": str(args.bundle), "path": str(bundle)},
         "peers_unavailable": unavailable or None,
+        "security_overhead": security,
         "charts": charts,
     }
     path = report.write_json(out / f"{args.tag}.json", data)

@@ -65,7 +65,7 @@ class Node:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            m = re.search(r"serving on http://127.0.0.1:(\d+)", line)
+            m = re.search(r"serving on https?://127.0.0.1:(\d+)", line)
             if m:
                 self.port = int(m.group(1))
                 break

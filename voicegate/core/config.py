@@ -272,6 +272,94 @@ class LoggingSettings:
         object.__setattr__(self, "level", self.level.upper())
 
 
+SSL_CLIENT_CERT: Final[tuple[str, ...]] = ("none", "optional", "required")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+$")
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """[security]: TLS, API keys, session tokens, Origin checks (docs/security.md)."""
+
+    section: ClassVar[str] = "security"
+
+    ssl_certfile: Path | None = None  # PEM certificate chain: the port speaks TLS >= 1.2
+    ssl_keyfile: Path | None = None  # its private key
+    ssl_ca_certs: Path | None = None  # CAs that sign client certificates (mutual TLS)
+    ssl_client_cert: str = "none"  # none | optional | required: client certificates
+    keys_file: Path | None = None  # API keys (voicegate keys create); set: auth is on
+    no_auth: bool = False  # serve a non-loopback address without keys (explicit opt-out)
+    token_secret_file: Path | None = None  # session token signing secret; unset: per start
+    token_audience: str = "voicegate"  # the aud claim tokens are issued for and checked
+    token_ttl_min: float = 5.0  # longest lifetime of a session token, minutes
+    # Origins allowed to open sessions from a browser ("https://app.example", "*" for
+    # any); empty: only the node's own origin. Clients without an Origin header pass.
+    allowed_origins: tuple[str, ...] = ()
+    metrics_bind: str = ""  # "HOST:PORT": /metrics also served there, without a key
+
+    def __post_init__(self) -> None:
+        _check(
+            self.ssl_certfile is None or self.ssl_keyfile is not None,
+            "security.ssl_certfile",
+            str(self.ssl_certfile),
+            "needs security.ssl_keyfile (the certificate's private key)",
+        )
+        _check(
+            self.ssl_keyfile is None or self.ssl_certfile is not None,
+            "security.ssl_keyfile",
+            str(self.ssl_keyfile),
+            "needs security.ssl_certfile (the certificate of this key)",
+        )
+        _check(
+            self.ssl_client_cert in SSL_CLIENT_CERT,
+            "security.ssl_client_cert",
+            self.ssl_client_cert,
+            f"must be one of {', '.join(SSL_CLIENT_CERT)}",
+        )
+        _check(
+            self.ssl_client_cert == "none" or self.ssl_ca_certs is not None,
+            "security.ssl_client_cert",
+            self.ssl_client_cert,
+            "verifying client certificates needs security.ssl_ca_certs",
+        )
+        _check(
+            self.ssl_ca_certs is None or self.ssl_certfile is not None,
+            "security.ssl_ca_certs",
+            str(self.ssl_ca_certs),
+            "needs security.ssl_certfile (client certificates exist only with TLS)",
+        )
+        _check(
+            bool(self.token_audience.strip()),
+            "security.token_audience",
+            self.token_audience,
+            "must not be empty",
+        )
+        _check(
+            0 < self.token_ttl_min <= 24 * 60,
+            "security.token_ttl_min",
+            self.token_ttl_min,
+            "must be > 0 and at most 1440 (a day)",
+        )
+        for origin in self.allowed_origins:
+            _check(
+                origin == "*" or bool(_ORIGIN.match(origin)),
+                "security.allowed_origins",
+                list(self.allowed_origins),
+                f"{origin!r} is not '*' or an origin like 'https://app.example:8443'",
+            )
+        if self.metrics_bind:
+            host, sep, port = self.metrics_bind.rpartition(":")
+            _check(
+                bool(sep and host and port.isdigit() and 0 < int(port) < 65536),
+                "security.metrics_bind",
+                self.metrics_bind,
+                "must be HOST:PORT, e.g. 127.0.0.1:9100",
+            )
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """The whole configuration of one node."""
@@ -282,6 +370,7 @@ class NodeConfig:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     workers: Mapping[str, WorkerSettings] = field(
         default_factory=lambda: {name: WorkerSettings() for name in STAGES}
     )
@@ -613,6 +702,16 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             key,
             value,
             "must be a list of CPU ids or a CPU list string like '0-3,6'",
+        )
+        return tuple(value)
+    if origin is tuple and args == (str, Ellipsis):
+        if isinstance(value, str):  # environment: comma-separated
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        _check(
+            isinstance(value, list) and all(isinstance(v, str) for v in value),
+            key,
+            value,
+            "must be a list of strings",
         )
         return tuple(value)
     if origin is Mapping or tp is Mapping:

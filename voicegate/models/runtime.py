@@ -18,6 +18,11 @@ import onnxruntime as ort
 
 from voicegate.models.errors import BundleError
 
+# No usage telemetry from any process that runs a model: ORT_DISABLE_TELEMETRY (set in
+# voicegate/__init__.py before onnxruntime loads) stops the POSIX uploader; this call
+# stops the events of builds that ignore the variable (Windows ETW).
+ort.disable_telemetry_events()
+
 _PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from voicegate import __version__
 from voicegate.models.cli import register as register_models
-from voicegate.server import config_command, profiling, serve, talk
+from voicegate.server import config_command, keys_command, profiling, serve, talk
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_parser(commands)
     serve.add_parser(commands)
     config_command.add_parser(commands)
+    keys_command.add_parser(commands)
     profiling.add_parser(commands)
     return parser
 

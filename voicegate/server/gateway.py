@@ -46,6 +46,7 @@ from voicegate.core.logs import current_session
 from voicegate.ext.aio import AsyncRingReader, wait_any
 from voicegate.ext.errors import RingClosed, RingError
 from voicegate.server import prometheus
+from voicegate.server.auth import AccessGuard, GatewaySecurity
 from voicegate.server.events import ErrorEvent
 from voicegate.server.gateway_session import (
     AudioItem,
@@ -123,6 +124,7 @@ class LiveSession:
     socket_fd: int = -1  # the client's TCP socket, to read its unacknowledged backlog
     unread_mark: int = -1  # the backlog when it was degraded; -1: not degraded for it
     text_budget: TokenBucket | None = None  # text.input messages
+    subprotocol: str | None = None  # accepted with the handshake (never a credential)
 
     def stalled(self, stall_ns: int) -> bool:
         since = self.sending_since_ns
@@ -132,7 +134,13 @@ class LiveSession:
 class Gateway:
     """Gateway ``index`` of the node ``config``: sessions, rings, admission, metrics."""
 
-    def __init__(self, config: NodeConfig, index: int, options: GatewayOptions) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        index: int,
+        options: GatewayOptions,
+        security: GatewaySecurity | None = None,
+    ) -> None:
         self.config = config
         self.index = index
         self.options = options
@@ -177,6 +185,7 @@ class Gateway:
             ),
             0,
         )
+        self.guard = AccessGuard(security, self.counters)
         self.latencies: dict[str, deque[float]] = {}
         self.draining = False
         self.drain_deadline_ns = 0
@@ -248,6 +257,7 @@ class Gateway:
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
+                Route("/v1/tokens", self.guard.issue_token, methods=["POST"]),
                 WebSocketRoute("/v1/stream", self._stream),
             ],
             lifespan=self._lifespan,
@@ -287,6 +297,12 @@ class Gateway:
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def _metrics(self, request: Request) -> Response:
+        denied = self.guard.http_denial(request)
+        if denied is not None:
+            return denied
+        return self.metrics_response()
+
+    def metrics_response(self) -> Response:
         counters = dict(self.counters)
         counters["node_free_sessions"] = self.free_capacity()
         counters["ring_to_pipeline_occupancy_bytes"] = _occupancy(self.link.to_pipeline)
@@ -303,6 +319,9 @@ class Gateway:
     # -- one connection -------------------------------------------------------------
 
     async def _stream(self, websocket: WebSocket) -> None:
+        grant = await self.guard.admit(websocket, "stream")
+        if grant is None:  # refused before the upgrade: no session
+            return
         sid = session_id(self.index, next(self._locals))
         # Every record logged while serving this connection names the session; the
         # sender task below copies this context when it is created.
@@ -310,7 +329,7 @@ class Gateway:
         conn = StreamConnection(f"{sid:08x}", self.options.limits)
         queue = SendQueue(self.options.send_queue_frames)
         turns = SessionTurns(PCM16_16K, queue, self.end_of_turn_ms)
-        live = LiveSession(sid, conn, turns, websocket)
+        live = LiveSession(sid, conn, turns, websocket, subprotocol=grant.subprotocol)
         queue.on_push = live.wake.set
         stall_ns = int(self.options.stall_ms * 1e6)
         queue.stalled = lambda: live.stalled(stall_ns)
@@ -322,6 +341,7 @@ class Gateway:
             self.counters["sessions_rejected"] += 1
         else:
             self.sessions[sid] = live
+        self.guard.opened(grant, admitted=not refused)
         sender = asyncio.create_task(self._sender(live), name=f"send-{sid:08x}")
         try:
             if crowded:
@@ -337,7 +357,7 @@ class Gateway:
             else:
                 self._perform(live, conn.connect(at_capacity=refused))
             if refused:
-                await websocket.accept()
+                await websocket.accept(subprotocol=live.subprotocol)
             else:
                 await self._receive_loop(live)
             if not sender.done() and conn.close_code is not None:
@@ -356,11 +376,12 @@ class Gateway:
                 self.started.discard(sid)
                 self._publish_sessions()
             self._check_drained()
+            self.guard.closed(grant, admitted=not refused)
             current_session.reset(session_token)
 
     async def _receive_loop(self, live: LiveSession) -> None:
         ws = live.websocket
-        await ws.accept()
+        await ws.accept(subprotocol=live.subprotocol)
         live.socket_fd = socket_fd_of(ws)
         limits = self.limits
         while live.conn.state is not ConnectionState.CLOSED:

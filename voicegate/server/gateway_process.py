@@ -9,7 +9,8 @@ answers, nor holds the port against the next start.
 Signals: SIGINT is ignored (a Ctrl-C at the terminal reaches the whole process group;
 the supervisor decides). SIGTERM alone (the supervisor died, or an operator) drains this
 gateway with the node's drain timeout. The normal stop is the supervisor's DRAIN on the
-control ring; once drained the process exits 0.
+control ring; once drained the process exits 0. SIGHUP (forwarded by the supervisor)
+reloads the TLS certificate (``voicegate.server.tls``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -27,12 +29,14 @@ import uvicorn
 from setproctitle import setproctitle
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
-from voicegate.core.config import NodeConfig
+from voicegate.core.config import NodeConfig, SecuritySettings
 from voicegate.core.log_limit import ClientErrorFilter
 from voicegate.core.logs import setup_node_logging
-from voicegate.server import event_loop
+from voicegate.server import event_loop, tls
+from voicegate.server.auth import GatewaySecurity
 from voicegate.server.gateway import Gateway, GatewayOptions
 from voicegate.server.limits import handshake_protocol
+from voicegate.server.ops_app import start_metrics_server
 from voicegate.workers.procinfo import die_with_parent, pin_to
 
 log = logging.getLogger("voicegate.gateway")
@@ -48,6 +52,7 @@ class GatewaySpec:
     host: str
     port: int
     parent_pid: int = 0  # the supervisor's process: the gateway dies with it; 0: none
+    security: GatewaySecurity | None = None
 
 
 def listen_socket(host: str, port: int, send_buffer_bytes: int = 0) -> socket.socket:
@@ -82,6 +87,7 @@ def gateway_main(spec: GatewaySpec) -> None:
     # Before the event loop starts a thread: every thread it makes inherits the CPUs.
     pin_to(spec.config.cpus_for("gateway"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it (reload)
     setup_node_logging(spec.config.logging)
     # A client's bad bytes are logged in one line, and not one per connection forever.
     logging.getLogger("uvicorn.error").addFilter(ClientErrorFilter())
@@ -91,8 +97,10 @@ def gateway_main(spec: GatewaySpec) -> None:
 async def _serve(spec: GatewaySpec) -> None:
     sock = listen_socket(spec.host, spec.port, spec.options.send_buffer_bytes)
     sock.listen(1024)
-    gateway = Gateway(spec.config, spec.index, spec.options)
+    gateway = Gateway(spec.config, spec.index, spec.options, spec.security)
+    settings = spec.config.security if spec.security is None else spec.security.settings
     limits = spec.options.limits
+
     def handshake_timed_out() -> None:
         gateway.counters["handshakes_timed_out"] += 1
 
@@ -112,9 +120,19 @@ async def _serve(spec: GatewaySpec) -> None:
         log_config=None,
         log_level=logging.WARNING,
         access_log=False,
+        # uvicorn marks the scope https/wss from these; the context is ours (below).
+        ssl_certfile=str(settings.ssl_certfile) if settings.tls else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.tls else None,
     )
+    ssl_context = tls.server_context(settings) if settings.tls else None
+    if ssl_context is not None:
+        config.load()
+        # TLS 1.2 at least, client certificates as configured, reloadable on SIGHUP.
+        config.ssl = ssl_context
     server = _Server(config)
     loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _reload, ssl_context, settings, spec.index)
+    metrics = await start_metrics_server(gateway, settings.metrics_bind)
     drain_ns = int(spec.config.node.drain_timeout_s * NS_PER_S)
     loop.add_signal_handler(signal.SIGTERM, lambda: gateway.begin_drain(monotonic_ns() + drain_ns))
 
@@ -127,6 +145,8 @@ async def _serve(spec: GatewaySpec) -> None:
         await server.serve(sockets=[sock])
     finally:
         watcher.cancel()
+        if metrics is not None:
+            await metrics.stop()
         sock.close()
     log.info("gateway %d stopped", spec.index)
 
@@ -140,3 +160,15 @@ def _http_protocol() -> type:
 
         return H11Protocol
     return HttpToolsProtocol
+
+
+def _reload(context: ssl.SSLContext | None, settings: SecuritySettings, index: int) -> None:
+    if context is None:
+        log.info("gateway %d: SIGHUP: no TLS certificate to reload", index)
+        return
+    try:
+        tls.reload(context, settings)
+    except tls.TlsError as exc:
+        log.error("gateway %d: certificate reload failed, the old one stays: %s", index, exc)
+    else:
+        log.info("gateway %d: TLS certificate reloaded", index)

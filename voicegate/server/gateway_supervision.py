@@ -36,6 +36,7 @@ from multiprocessing.process import BaseProcess
 from voicegate.core.clock import NS_PER_S
 from voicegate.core.config import NodeConfig
 from voicegate.ext.procinfo import process_state
+from voicegate.server.auth import GatewaySecurity
 from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import GatewaySpec, gateway_main
 from voicegate.workers.status import Field, State, StatusBlock
@@ -51,8 +52,16 @@ class GatewayFailureError(Exception):
 
 
 class GatewayPool:
-    def __init__(self, config: NodeConfig, options: GatewayOptions, host: str, port: int) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        options: GatewayOptions,
+        host: str,
+        port: int,
+        security: GatewaySecurity | None = None,
+    ) -> None:
         self.config = config
+        self.security = security
         self.options = options
         self.host = host
         self.port = port
@@ -80,6 +89,14 @@ class GatewayPool:
                 if time.monotonic() > deadline:
                     raise GatewayFailureError(f"gateway {index} not ready in {_GATEWAY_READY_S} s")
                 time.sleep(0.02)
+
+    def reload(self) -> None:
+        """SIGHUP to every running gateway: each reloads its TLS certificate for new
+        handshakes while open calls keep theirs."""
+        for process in self.processes:
+            if process is not None and process.exitcode is None and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
 
     def stop(self) -> None:
         deadline = time.monotonic() + self.config.node.stop_timeout_s
@@ -172,8 +189,9 @@ class GatewayPool:
 
     def _spawn(self, index: int) -> None:
         spec = GatewaySpec(
-            self.config, index, self.options, self.host, self.port, parent_pid=os.getpid()
-        )
+            self.config, index, self.options, self.host, self.port,
+            parent_pid=os.getpid(), security=self.security,
+        )  # fmt: skip
         process = self._ctx.Process(target=gateway_main, args=(spec,), name=f"voicegate-gw{index}")
         process.start()
         self.processes[index] = process

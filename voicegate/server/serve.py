@@ -24,6 +24,8 @@ from voicegate.core.logs import setup_node_logging
 from voicegate.models import named_bundles
 from voicegate.models.bundle import load_bundle
 from voicegate.models.errors import BundleError
+from voicegate.server import security_setup
+from voicegate.server.auth import GatewaySecurity
 from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import listen_socket
 from voicegate.server.gateway_supervision import GatewayPool
@@ -98,6 +100,7 @@ def add_parser(commands: Any) -> None:
         default=None,
         help="one JSON object per log line (overrides [logging] json)",
     )
+    security_setup.add_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -111,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if args.log_json is not None:
             log_settings = dataclasses.replace(log_settings, json=args.log_json)
         config = dataclasses.replace(config, logging=log_settings)
+        config = security_setup.apply_cli(config, args)
         # Every process of the node logs as this one does: they get this config.
         setup_node_logging(config.logging)
         node = config.node
@@ -141,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         )
         notifier = Notifier()
         notifier.watchdog_interval()  # a malformed $WATCHDOG_USEC is a configuration error
+        security = security_setup.prepare(config, args.host)
     except (ConfigError, BundleError, ValueError, OSError) as exc:
         print(f"voicegate serve: {exc}", file=sys.stderr)
         return 2
@@ -150,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"voicegate serve: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     port = reserve.getsockname()[1]
-    node_runner = _Node(config, options, args.host, port, notifier=notifier)
+    node_runner = _Node(config, options, args.host, port, notifier=notifier, security=security)
     try:
         code = node_runner.run()
     finally:
@@ -176,16 +181,19 @@ class _Node:
         port: int,
         *,
         notifier: Notifier,
+        security: GatewaySecurity | None = None,
     ) -> None:
         self.config = config
         self.options = options
         self.host = host
         self.port = port
+        self.security = security
         # Supervised like the workers (voicegate.server.gateway_supervision).
-        self.gateways = GatewayPool(config, options, host, port)
+        self.gateways = GatewayPool(config, options, host, port, security)
         self.supervisor = Supervisor(
             config, on_ready=self._start_gateways, notifier=notifier, children=self.gateways
         )
+        self.supervisor.on_reload = self.gateways.reload
 
     def run(self) -> int:
         try:
@@ -198,4 +206,5 @@ class _Node:
 
     def _start_gateways(self) -> None:
         self.gateways.start()
-        print(f"voicegate: serving on http://{self.host}:{self.port}", flush=True)
+        scheme = "https" if self.config.security.tls else "http"
+        print(f"voicegate: serving on {scheme}://{self.host}:{self.port}", flush=True)

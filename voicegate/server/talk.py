@@ -19,6 +19,8 @@ import contextlib
 import enum
 import json
 import math
+import os
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -95,6 +97,9 @@ class TalkOptions:
     pace: float = 1.0  # > 1 streams faster than real time; for tests only
     timeout_s: float = 10.0
     text: str | None = None  # a typed turn instead of the file
+    # Sent as "Authorization: Bearer KEY" (an API key or a session token); never printed.
+    api_key: str | None = field(default=None, repr=False)
+    cafile: Path | None = None  # CA bundle that signs a wss:// node's certificate
 
     def __post_init__(self) -> None:
         if self.text is not None and not self.text.strip():
@@ -484,6 +489,7 @@ async def talk(options: TalkOptions, on_event: EventCallback | None = None) -> T
                 close_timeout=min(options.timeout_s, 5.0),
                 compression=None,  # audio does not deflate; it would only cost CPU
                 max_size=None,
+                **_security_kwargs(options),
             )
         except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
             raise TalkError(
@@ -511,6 +517,15 @@ async def talk(options: TalkOptions, on_event: EventCallback | None = None) -> T
         report.exit_code = exc.exit_code
         report.message = exc.message
     return report
+
+
+def _security_kwargs(options: TalkOptions) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if options.api_key:
+        kwargs["additional_headers"] = {"Authorization": f"Bearer {options.api_key}"}
+    if options.cafile is not None and options.url.startswith("wss:"):
+        kwargs["ssl"] = ssl.create_default_context(cafile=str(options.cafile))
+    return kwargs
 
 
 def _parse_format(text: str, flag: str) -> AudioFormat:
@@ -553,6 +568,8 @@ def options_from_args(args: argparse.Namespace) -> TalkOptions:
         frame_ms=args.frame_ms,
         pace=args.pace,
         timeout_s=args.timeout,
+        api_key=args.key or os.environ.get("VOICEGATE_API_KEY") or None,
+        cafile=args.cafile,
     )
 
 
@@ -693,6 +710,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "mulaw:8000 when that is cheaper than the output format)",
     )
     parser.add_argument("--instructions", help="session instructions for the assistant")
+    parser.add_argument(
+        "--key",
+        help="API key or session token (default: $VOICEGATE_API_KEY; keep it off "
+        "the command line on shared hosts)",
+    )
+    parser.add_argument("--cafile", type=Path, help="CA certificate of a wss:// node")
     parser.add_argument("--frame-ms", type=int, default=20, help="audio per message (default 20)")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON report on stdout instead of text"

@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voicegate.supervisor")
 
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # How long a node block with no valid header is taken for one being created.
 _HALF_MADE_GRACE_S = 2.0
 
@@ -141,6 +141,9 @@ class Supervisor:
         # The service manager's view of the node (sd_notify): READY=1 after on_ready,
         # WATCHDOG=1 while every worker is healthy, STATUS=<sessions>, STOPPING=1.
         self.notifier = notifier
+        # Called on SIGHUP (systemctl reload): serve forwards it to its gateways, which
+        # reload their TLS certificate. Without it SIGHUP is logged and ignored.
+        self.on_reload: Callable[[], None] | None = None
         self._notified_ready = False
         self.topology = Topology(config)
         self.reason = ""  # why run() returned non-zero
@@ -244,6 +247,11 @@ class Supervisor:
 
     def handle_sigint(self) -> None:
         self._request_stop("SIGINT")
+
+    def handle_sighup(self) -> None:
+        log.info("SIGHUP: reloading")
+        if self.on_reload is not None:
+            self.on_reload()
 
     def _request_stop(self, why: str) -> None:
         if self._stop_requested:
