@@ -66,6 +66,7 @@ from voicegate.server.session_state import (
     StreamConnection,
     SwitchOutput,
 )
+from voicegate.server.web import web_routes
 from voicegate.workers.gateway_link import GatewayLink, Received
 from voicegate.workers.metrics import RingObservers, read_node_status
 from voicegate.workers.status import Field, State, StatusBlock
@@ -217,6 +218,7 @@ class Gateway:
                 Route("/readyz", self._readyz),
                 Route("/metrics", self._metrics),
                 WebSocketRoute("/v1/stream", self._stream),
+                *web_routes(self.config.web),  # the talk page, when [web] page is on
             ],
             lifespan=self._lifespan,
         )

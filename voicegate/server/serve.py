@@ -27,11 +27,12 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from voicegate.core.config import ConfigError, NodeConfig, load_config
+from voicegate.core.config import WEB_PAGE_MODES, ConfigError, NodeConfig, load_config
 from voicegate.core.logs import setup_node_logging
 from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import GatewaySpec, gateway_main, listen_socket
 from voicegate.server.sdnotify import Notifier
+from voicegate.server.web import resolve_page
 from voicegate.workers.status import State, StatusBlock
 from voicegate.workers.supervisor import Supervisor
 from voicegate.workers.topology import Topology
@@ -106,6 +107,11 @@ def add_parser(commands: Any) -> None:
         default=GatewayOptions.send_buffer_bytes,
         help="kernel send buffer per client socket (0: autotuned)",
     )
+    p.add_argument(
+        "--web-page",
+        choices=WEB_PAGE_MODES,
+        help="the talk page at /talk (overrides [web] page; auto: on for a loopback --host)",
+    )
     p.add_argument("--log-level", help="overrides [logging] level (DEBUG, INFO, ...)")
     p.add_argument(
         "--log-json",
@@ -135,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         node = dataclasses.replace(
             node, bundle=Path(bundle), gateways=args.gateways or node.gateways
         )
-        config = dataclasses.replace(config, node=node)
+        web = resolve_page(config.web, args.host, args.web_page)
+        config = dataclasses.replace(config, node=node, web=web)
         options = GatewayOptions(
             max_sessions=args.max_sessions,
             send_queue_frames=args.send_queue_frames,
@@ -209,6 +216,8 @@ class _Node:
             finally:
                 block.close()
         print(f"voicegate: serving on http://{self.host}:{self.port}", flush=True)
+        if self.config.web.page == "on":
+            print(f"voicegate: talk page on http://{self.host}:{self.port}/talk", flush=True)
 
     def _stop_gateways(self) -> None:
         deadline = time.monotonic() + self.config.node.stop_timeout_s
