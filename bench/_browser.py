@@ -91,14 +91,16 @@ def write_mic_wav(path: Path, pieces: Sequence[NDArray[np.int16]]) -> float:
 
 
 @contextlib.contextmanager
-def chromium(browser: Browser, mic_wav: Path, *, headless: bool = True) -> Iterator[WebDriver]:
-    """Chromium whose microphone is ``mic_wav``, permission granted, audio allowed to
-    play without a gesture."""
+def chromium(
+    browser: Browser, mic_wav: Path, *, headless: bool = True, grant: bool = True
+) -> Iterator[WebDriver]:
+    """Chromium whose microphone is ``mic_wav``, audio allowed to play without a gesture,
+    and every page's microphone request granted (``grant``; else per origin with the
+    ``Browser.setPermission`` command)."""
     options = webdriver.ChromeOptions()
     options.binary_location = browser.chromium
     flags = [
         "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-audio-capture={mic_wav}",
         "--autoplay-policy=no-user-gesture-required",
         "--window-size=1280,900",
@@ -107,6 +109,8 @@ def chromium(browser: Browser, mic_wav: Path, *, headless: bool = True) -> Itera
         "--disable-gpu",
         "--no-first-run",
     ]
+    if grant:
+        flags.append("--use-fake-ui-for-media-stream")
     if headless:
         flags.append("--headless=new")
     if os.geteuid() == 0:

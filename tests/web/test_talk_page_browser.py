@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from selenium.webdriver.common.by import By
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from bench._browser import (
     Browser,
@@ -32,7 +41,11 @@ from bench._browser import (
     write_mic_wav,
 )
 from bench._e2e_procs import spawn_node
+from voicegate.core.config import WebSettings
+from voicegate.server.protocol import DEFAULT_LIMITS, STREAM_PATH
 from voicegate.server.serve import DEMO_REPLY, DEMO_TRANSCRIPT
+from voicegate.server.session_state import Accept, Close, SendText, StreamConnection
+from voicegate.server.web import web_routes
 
 # A turn takes a few seconds of audio; this only bounds a node or page that hangs.
 TURN_TIMEOUT_S = 60.0
@@ -208,3 +221,110 @@ def test_speaking_over_the_answer_stops_playback(
         assert turn(later, n)["playback"] == "cancelled"
         assert page_stats(driver)["message"] is None
         assert driver.save_screenshot(str(tmp_path / "talk-page-barge-in.png"))
+
+
+class RefusingNode:
+    """The page's routes and a `/v1/stream` that fails the way a node can: a wrong key
+    (refused at the handshake), full (1013 after `at_capacity`, through StreamConnection as
+    the gateway does), or a session that breaks after it started."""
+
+    def __init__(self) -> None:
+        self.mode = "key"
+        self.tokens: list[str | None] = []
+        routes: list[Any] = [
+            Route("/healthz", self._healthz),
+            WebSocketRoute(STREAM_PATH, self._stream),
+            *web_routes(WebSettings(page="on")),
+        ]
+        self.app = Starlette(routes=routes)
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def _stream(self, websocket: WebSocket) -> None:
+        self.tokens.append(websocket.query_params.get("token"))
+        if self.mode == "key":
+            await websocket.close(code=1008)  # before accept: HTTP 403, as keys will be
+            return
+        conn = StreamConnection("fake0001", DEFAULT_LIMITS)
+        if self.mode == "full":
+            await self._perform(websocket, conn.connect(at_capacity=True))
+            return
+        await self._perform(websocket, conn.connect())
+        await self._perform(websocket, conn.receive_text(await websocket.receive_text()))
+        raise RuntimeError("the session breaks")  # the socket closes without a close frame
+
+    async def _perform(self, websocket: WebSocket, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Accept):
+                await websocket.accept()
+            elif isinstance(action, SendText):
+                await websocket.send_text(action.text)
+            elif isinstance(action, Close):
+                await websocket.close(int(action.code), action.reason)
+
+
+@pytest.fixture
+def refusing_node() -> Iterator[tuple[str, RefusingNode]]:
+    node = RefusingNode()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(node.app, ws="websockets-sansio", lifespan="off", log_level="critical")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "fake node did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}", node
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+    assert not thread.is_alive()
+
+
+def test_messages_for_a_wrong_key_a_full_node_a_dropped_call_and_a_denied_microphone(
+    refusing_node: tuple[str, RefusingNode], browser: Browser, tmp_path: Path
+) -> None:
+    base, node = refusing_node
+    mic = tmp_path / "mic.wav"
+    write_mic_wav(mic, [silence(0.5)])
+
+    def call(path: str, expect: str) -> dict[str, Any]:
+        driver.get(base + path)
+        wait_for(driver, lambda s: bool(s.get("ready")), 20, "the page's script")
+        driver.find_element(By.ID, "connect").click()
+        stats = wait_for(driver, lambda s: s.get("state") == "failed", 20, f"'{expect}'")
+        shown = driver.find_element(By.ID, "message")
+        assert shown.is_displayed()
+        assert shown.text.startswith(expect), shown.text
+        assert stats["message"] == shown.text
+        # The call is over: Connect works again, Hang up and Mute do not.
+        assert driver.find_element(By.ID, "connect").is_enabled()
+        assert not driver.find_element(By.ID, "hangup").is_enabled()
+        return stats
+
+    def microphone(setting: str) -> None:
+        driver.execute_cdp_cmd(
+            "Browser.setPermission",
+            {"permission": {"name": "microphone"}, "setting": setting, "origin": base},
+        )
+
+    with chromium(browser, mic, grant=False) as driver:
+        microphone("granted")
+        # The token of the page's own address goes to the stream as ?token=.
+        call("/talk?token=not-a-key", "The node refused this page's key")
+        assert node.tokens == ["not-a-key"]
+        call("/talk", "The node refused the connection. It may require a key")
+        node.mode = "full"
+        call("/talk", "The node is full (1013)")
+        node.mode = "drop"
+        call("/talk", "The connection to the node dropped (close 1006")
+        assert node.tokens[1:] == [None, None, None]
+        microphone("denied")
+        call("/talk", "Microphone access was denied")
+        assert len(node.tokens) == 4  # denied before any connection
