@@ -16,7 +16,7 @@ class CaptureProcessor extends AudioWorkletProcessor {
     this.frame = new Int16Array(this.frameSamples);
     this.fill = 0;
     this.sumSquares = 0; // of the frame being filled, as sent (zero while muted)
-    this.peakSquares = 0; // of the microphone itself, for the meter
+    this.micSquares = 0; // of the microphone itself, for the meter
     this.muted = false;
     this.running = true;
     this.silentBlock = new Float32Array(128);
@@ -35,7 +35,7 @@ class CaptureProcessor extends AudioWorkletProcessor {
     for (let i = 0; i < samples.length; i++) {
       const mic = Math.max(-1, Math.min(1, samples[i]));
       const sent = this.muted ? 0 : mic;
-      this.peakSquares += mic * mic;
+      this.micSquares += mic * mic;
       this.sumSquares += sent * sent;
       this.frame[this.fill++] = sent < 0 ? sent * 0x8000 : sent * 0x7fff;
       if (this.fill === this.frameSamples) this.flush();
@@ -52,15 +52,14 @@ class CaptureProcessor extends AudioWorkletProcessor {
         pcm,
         // dBFS of the frame as sent, and of the microphone (the meter shows it muted too)
         sentDb: toDb(this.sumSquares / n),
-        micDb: toDb(this.peakSquares / n),
-        time: currentTime,
+        micDb: toDb(this.micSquares / n),
       },
       [pcm],
     );
     this.frame = new Int16Array(n);
     this.fill = 0;
     this.sumSquares = 0;
-    this.peakSquares = 0;
+    this.micSquares = 0;
   }
 }
 

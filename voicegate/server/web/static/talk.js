@@ -87,23 +87,28 @@ class Call {
           "or on http://localhost.",
       );
     }
+    // Made inside the click, before anything is awaited: every browser then lets it play.
+    this.ctx = new AudioContext({ latencyHint: "interactive" });
+    const resumed = this.ctx.resume();
     setState("starting", "asking for the microphone");
+    let stream;
     try {
-      this.stream = await navigator.mediaDevices.getUserMedia({
+      stream = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
       });
     } catch (err) {
       return this.fail(microphoneMessage(err));
     }
-    if (this.closed) return this.teardown();
-    this.ctx = new AudioContext({ latencyHint: "interactive" });
+    if (this.closed) return stream.getTracks().forEach((t) => t.stop()); // hung up meanwhile
+    this.stream = stream;
     try {
       await this.ctx.audioWorklet.addModule(`${config.static}/capture-worklet.js?v=${config.version}`);
       await this.ctx.audioWorklet.addModule(`${config.static}/playback-worklet.js?v=${config.version}`);
     } catch (err) {
       return this.fail(`This browser cannot run the page's audio worklets: ${err.message}`);
     }
-    await this.ctx.resume();
+    await resumed;
+    if (this.closed) return;
     this.capture = new AudioWorkletNode(this.ctx, "vg-capture", {
       numberOfInputs: 1,
       numberOfOutputs: 1,
@@ -124,7 +129,8 @@ class Call {
     this.playback.connect(this.ctx.destination);
     this.capture.port.postMessage({ type: "mute", muted: ui.mute.getAttribute("aria-pressed") === "true" });
     setState("connecting", "connecting to the node");
-    this.connect(await sessionToken());
+    const token = await sessionToken();
+    if (!this.closed) this.connect(token);
   }
 
   connect(token) {
@@ -209,7 +215,7 @@ class Call {
     const turnNo = this.audioTurn;
     if (turnNo == null || !this.audioFormat) return; // audio before response.audio.started
     const turn = turnView(turnNo);
-    if (turn.cancelled) return; // behind a response.cancelled that already arrived
+    if (turn.data.cancelled) return; // behind a response.cancelled that already arrived
     const samples = decodeAudio(buffer, this.audioFormat.encoding);
     turn.data.receivedMs = (turn.data.receivedMs ?? 0) + (1000 * samples.length) / this.audioFormat.sample_rate;
     if (turn.data.receivedAt == null) {
