@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import wave
 from collections.abc import Callable, Iterator, Sequence
@@ -118,11 +119,15 @@ def chromium(
     for flag in flags:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(browser.chromedriver))
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    # Its profile and the directories of its process singleton go under a TMPDIR of its
+    # own, removed after it quits: Chromium leaves the latter behind in /tmp otherwise.
+    with tempfile.TemporaryDirectory(prefix="vg-chromium-", ignore_cleanup_errors=True) as tmp:
+        service = Service(browser.chromedriver, env={**os.environ, "TMPDIR": tmp})
+        driver = webdriver.Chrome(options=options, service=service)
+        try:
+            yield driver
+        finally:
+            driver.quit()
 
 
 def page_stats(driver: WebDriver) -> dict[str, Any]:
