@@ -16,6 +16,7 @@ of the node adds a section by adding a field to ``NodeConfig``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -358,6 +359,44 @@ class SecuritySettings:
     @property
     def tls(self) -> bool:
         return self.ssl_certfile is not None
+WEB_PAGE_MODES: Final[tuple[str, ...]] = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """[web]: the talk page (``/talk``), a browser client of ``/v1/stream`` served by
+    every gateway."""
+
+    section: ClassVar[str] = "web"
+
+    # auto: served when the node binds to a loopback address (a page on a public address
+    # is an open microphone endpoint for anyone who finds it); on | off
+    page: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.page, str) and self.page.lower() in WEB_PAGE_MODES,
+            "web.page",
+            self.page,
+            f"must be one of {', '.join(WEB_PAGE_MODES)}",
+        )
+        object.__setattr__(self, "page", self.page.lower())
+
+    def serves_page(self, host: str) -> bool:
+        """Whether a node bound to ``host`` serves the page."""
+        if self.page != "auto":
+            return self.page == "on"
+        return is_loopback(host)
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` names only this machine: localhost or a loopback address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -371,6 +410,7 @@ class NodeConfig:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    web: WebSettings = field(default_factory=WebSettings)
     workers: Mapping[str, WorkerSettings] = field(
         default_factory=lambda: {name: WorkerSettings() for name in STAGES}
     )

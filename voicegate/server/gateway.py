@@ -78,6 +78,7 @@ from voicegate.server.session_state import (
     SwitchOutput,
 )
 from voicegate.server.slow_clients import socket_fd_of, unread_backlog
+from voicegate.server.web import web_routes
 from voicegate.workers.gateway_link import GatewayLink, Received
 from voicegate.workers.metrics import RingObservers, read_node_status
 from voicegate.workers.status import Field, State, StatusBlock
@@ -259,6 +260,7 @@ class Gateway:
                 Route("/metrics", self._metrics),
                 Route("/v1/tokens", self.guard.issue_token, methods=["POST"]),
                 WebSocketRoute("/v1/stream", self._stream),
+                *web_routes(self.config.web),  # the talk page, when [web] page is on
             ],
             lifespan=self._lifespan,
         )

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from voicegate.core.config import ConfigError, NodeConfig, load_config
+from voicegate.core.config import WEB_PAGE_MODES, ConfigError, NodeConfig, load_config
 from voicegate.core.logs import setup_node_logging
 from voicegate.models import named_bundles
 from voicegate.models.bundle import load_bundle
@@ -30,6 +30,7 @@ from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import listen_socket
 from voicegate.server.gateway_supervision import GatewayPool
 from voicegate.server.sdnotify import Notifier
+from voicegate.server.web import resolve_page
 from voicegate.workers.supervisor import Supervisor
 
 log = logging.getLogger("voicegate.serve")
@@ -93,6 +94,11 @@ def add_parser(commands: Any) -> None:
         default=GatewayOptions.unread_limit_ms,
         help="answer audio a client has not acknowledged (ms) that makes it slow",
     )
+    p.add_argument(
+        "--web-page",
+        choices=WEB_PAGE_MODES,
+        help="the talk page at /talk (overrides [web] page; auto: on for a loopback --host)",
+    )
     p.add_argument("--log-level", help="overrides [logging] level (DEBUG, INFO, ...)")
     p.add_argument(
         "--log-json",
@@ -135,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(
             config, limits=dataclasses.replace(config.limits, **overrides)
         )
+        web = resolve_page(config.web, args.host, args.web_page)
+        config = dataclasses.replace(config, web=web)
         options = GatewayOptions(
             max_sessions=config.limits.max_sessions,
             send_queue_frames=args.send_queue_frames,
@@ -208,3 +216,5 @@ class _Node:
         self.gateways.start()
         scheme = "https" if self.config.security.tls else "http"
         print(f"voicegate: serving on {scheme}://{self.host}:{self.port}", flush=True)
+        if self.config.web.page == "on":
+            print(f"voicegate: talk page on {scheme}://{self.host}:{self.port}/talk", flush=True)
