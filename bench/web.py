@@ -37,6 +37,7 @@ from bench._browser import (
     write_mic_wav,
 )
 from bench._e2e_procs import spawn_node
+from voicegate.models import named_bundles
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -91,6 +92,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench web", description=__doc__)
     parser.add_argument("--file", type=Path, default=speech_dir() / "00_store_hours.wav")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bundle", default="real",
+                        help="'real' (default), 'synthetic' or a bundle directory")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "web.json")
     parser.add_argument("--screenshot", type=Path, default=RESULTS / "web_talk_page.png")
     args = parser.parse_args(argv)
@@ -108,7 +111,8 @@ def main(argv: list[str]) -> int:
         # The file as talk streams it, then silence: Chromium loops its fake microphone.
         write_mic_wav(mic, [pcm])
         node = f"benchweb{os.getpid() % 100000}"
-        with spawn_node(None, (), node, tmp / "node.log") as (url, _):
+        bundle = named_bundles.resolve(args.bundle, progress=sys.stderr)
+        with spawn_node(bundle, (), node, tmp / "node.log") as (url, _):
             base = url.replace("ws://", "http://").removesuffix("/v1/stream")
             for i in range(args.repeats):
                 order = ("talk", "page") if i % 2 == 0 else ("page", "talk")

@@ -42,8 +42,12 @@ from bench._browser import (
 )
 from bench._e2e_procs import spawn_node
 from voicegate.core.config import WebSettings
+from voicegate.models.named_bundles import (
+    SYNTHETIC_REPLY,
+    SYNTHETIC_TRANSCRIPT,
+    synthetic_bundle,
+)
 from voicegate.server.protocol import DEFAULT_LIMITS, STREAM_PATH
-from voicegate.server.serve import DEMO_REPLY, DEMO_TRANSCRIPT
 from voicegate.server.session_state import Accept, Close, SendText, StreamConnection
 from voicegate.server.web import web_routes
 
@@ -61,9 +65,10 @@ pytestmark = pytest.mark.skipif(
 def node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("web-node")
     with pytest.MonkeyPatch.context() as mp:
-        # The default bundle is generated once, here, not in the user's cache.
+        # The synthetic bundle is generated once, here, not in the user's cache.
         mp.setenv("VOICEGATE_CACHE", str(tmp / "cache"))
-        with spawn_node(None, (), f"web{os.getpid() % 100000}", tmp / "node.log") as (ws, _):
+        bundle = synthetic_bundle(tmp / "cache")
+        with spawn_node(bundle, (), f"web{os.getpid() % 100000}", tmp / "node.log") as (ws, _):
             yield ws.replace("ws://", "http://").removesuffix("/v1/stream")
 
 
@@ -104,9 +109,9 @@ def test_one_turn_transcript_answer_audio_and_latency_bar(
         assert card.is_displayed()
         # The node's transcript (the scripted STT of the generated bundle) and its answer.
         transcript = card.find_element(By.CSS_SELECTOR, ".transcript")
-        assert transcript.text.rstrip(".") == DEMO_TRANSCRIPT.rstrip(".")
+        assert transcript.text.rstrip(".") == SYNTHETIC_TRANSCRIPT.rstrip(".")
         assert "partial" not in (transcript.get_attribute("class") or "")
-        assert card.find_element(By.CSS_SELECTOR, ".answer").text == DEMO_REPLY
+        assert card.find_element(By.CSS_SELECTOR, ".answer").text == SYNTHETIC_REPLY
         # Answer audio went through the playback worklet: every 20 ms of it that arrived
         # was played (the count is of output samples, after resampling to the device).
         received_frames = first["receivedMs"] / 20
