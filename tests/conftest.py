@@ -12,8 +12,16 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from voicegate.models import named_bundles
+
+# The machine that runs the suite is shared and noisy: how long hypothesis takes to draw
+# or run an example says nothing about the code, so neither fails a test.
+settings.register_profile(
+    "voicegate", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("voicegate")
 
 
 @pytest.fixture(scope="session")
