@@ -79,13 +79,9 @@ def token_id(tokenizer: Tokenizer, token: str, file: Path) -> int:
     return int(found)
 
 
-def hf_configs(tokenizer: Tokenizer, dims: Any, *, scripted: bool) -> tuple[
-    dict[str, Any], dict[str, Any]
-]:
-    """config.json and generation_config.json in the Hugging Face Whisper schema."""
-    ids = {tok: tokenizer.token_to_id(tok) for tok in special_tokens()}
-    eot, sot = ids[EOT], ids[SOT]
-    config = {
+def hf_model_config(dims: Any, *, eot: int, sot: int) -> dict[str, Any]:
+    """config.json in the Hugging Face Whisper schema, for generated and imported models."""
+    return {
         "architectures": ["WhisperForConditionalGeneration"],
         "model_type": "whisper",
         "d_model": dims.d_model,
@@ -108,6 +104,17 @@ def hf_configs(tokenizer: Tokenizer, dims: Any, *, scripted: bool) -> tuple[
         "use_cache": True,
         "torch_dtype": "float32",
     }
+
+
+def hf_configs(tokenizer: Tokenizer, dims: Any, *, scripted: bool) -> tuple[
+    dict[str, Any], dict[str, Any]
+]:
+    """config.json and generation_config.json in the Hugging Face Whisper schema."""
+    ids = {tok: tokenizer.token_to_id(tok) for tok in special_tokens()}
+    eot, sot = ids[EOT], ids[SOT]
+    if eot is None or sot is None:
+        raise ValueError("the tokenizer lacks Whisper's start or end of transcript token")
+    config = hf_model_config(dims, eot=eot, sot=sot)
     space = tokenizer.token_to_id("\u0120")  # the byte-level BPE's space symbol
     generation = {
         "decoder_start_token_id": sot,

@@ -319,29 +319,7 @@ def _hf_configs(
                           found=tokenizer.get_vocab_size(with_added_tokens=True))
     # Whisper's multilingual vocabularies have 51865 ids or more, the English-only 51864.
     multilingual = dims.vocab_size >= 51865
-    config = {
-        "architectures": ["WhisperForConditionalGeneration"],
-        "model_type": "whisper",
-        "d_model": dims.d_model,
-        "encoder_layers": dims.encoder_layers,
-        "decoder_layers": dims.decoder_layers,
-        "encoder_attention_heads": dims.n_heads,
-        "decoder_attention_heads": dims.n_heads,
-        "encoder_ffn_dim": dims.ffn_dim,
-        "decoder_ffn_dim": dims.ffn_dim,
-        "num_mel_bins": dims.n_mels,
-        "vocab_size": dims.vocab_size,
-        "max_source_positions": wt.MAX_SOURCE_POSITIONS,
-        "max_target_positions": wt.MAX_TARGET_POSITIONS,
-        "bos_token_id": eot,
-        "eos_token_id": eot,
-        "pad_token_id": eot,
-        "decoder_start_token_id": sot,
-        "activation_function": "gelu",
-        "scale_embedding": False,
-        "use_cache": True,
-        "torch_dtype": "float32",
-    }
+    config = wt.hf_model_config(dims, eot=eot, sot=sot)
     generation: dict[str, Any] = {
         "decoder_start_token_id": sot,
         "bos_token_id": eot,
