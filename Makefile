@@ -37,15 +37,19 @@ lint: build
 test: build lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# About 12 minutes on 2 cores: ring ~1 min, models ~0.5 min, the e2e ramp (20, 40, 80, 160,
-# 320 sessions, then two levels bisecting held and failed; 10 s each, py-spy on voicegate's
-# processes) against voicegate and the baselines ~9 min, the gateway ~1.5 min; one table.
+# About 30 minutes on 2 cores: ring, models, stt and llm ~5 min; the e2e ramp on the real
+# bundle (1, 2, 4, ... sessions, 20 s each, py-spy on voicegate's processes) against the
+# baselines and Pipecat on the same models ~10 min; the pipeline's own capacity on the
+# synthetic bundle (20 to 320 sessions) ~9 min; the gateway ~1.5 min; one table.
 bench: build
 	$(BIN)/python -m bench ring
 	$(BIN)/python -m bench models
 	$(BIN)/python -m bench stt
-	$(BIN)/python -m bench e2e --spawn --ramp --ramp-start 20 --ramp-max 320 --sessions 20 \
-		--duration 10 --baselines --profile
+	$(BIN)/python -m bench llm
+	$(BIN)/python -m bench e2e --spawn --bundle real --ramp --ramp-start 1,2,4 --ramp-max 16 \
+		--sessions 4 --duration 20 --baselines --peers pipecat --profile
+	$(BIN)/python -m bench e2e --spawn --bundle synthetic --ramp --ramp-start 20 --ramp-max 320 \
+		--sessions 20 --duration 10 --baselines --profile --tag e2e_synthetic
 	$(BIN)/python -m bench gateway
 	$(BIN)/python -m bench summary
 
