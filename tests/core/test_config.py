@@ -195,8 +195,8 @@ def test_default_layout_small_machines() -> None:
     assert default_cpu_layout([0, 1]) == {
         "gateway": (0,),
         "vad": (0,),
+        "llm": (0,),
         "stt": (1,),
-        "llm": (1,),
         "tts": (1,),
     }
     assert default_cpu_layout([4, 2, 7]) == {
