@@ -7,7 +7,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,28 +51,17 @@ def scripted_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def node(
-    scripted_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_node(
+    tmp: Path, config: Mapping[str, Mapping[str, object]], ready_timeout_s: float
 ) -> Iterator[NodeProcess]:
-    tmp = tmp_path_factory.mktemp("pipeline-node")
-    workers: dict[str, object] = {name: {"stage": DEFAULT_STAGES[name]} for name in STAGES}
-    workers["stt"] = {"stage": DEFAULT_STAGES["stt"], "options": {"partial_interval_ms": 400}}
-    node = NodeProcess(
-        tmp,
-        {
-            "node": {"bundle": str(scripted_bundle), "gateways": 1},
-            # 20 sessions' answers at once, read by a test between its own sends.
-            "rings": {"gateway_capacity": 1 << 23},
-            "health": {"heartbeat_timeout_s": 20.0, "ready_timeout_s": 120.0},
-            "workers": workers,
-        },
-    )
+    """A node started from ``config``, ready; on exit it must stop cleanly: exit status 0,
+    no process and no shared memory left."""
+    node = NodeProcess(tmp, config)
     node.start()
     try:
-        node.wait_ready(120.0)
+        node.wait_ready(ready_timeout_s)
         yield node
-        # Shutdown with the model-backed stages leaves no process and no shared memory.
         os.kill(node.pid, signal.SIGTERM)
         assert node.wait_exit() == 0, node.log()
         wait_until(lambda: not group_members(node.pid), "every process of the node to exit")
@@ -79,6 +69,24 @@ def node(
     finally:
         node.kill_group()
         node.remove_leftovers()
+
+
+@pytest.fixture(scope="session")
+def node(
+    scripted_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeProcess]:
+    tmp = tmp_path_factory.mktemp("pipeline-node")
+    workers: dict[str, object] = {name: {"stage": DEFAULT_STAGES[name]} for name in STAGES}
+    workers["stt"] = {"stage": DEFAULT_STAGES["stt"], "options": {"partial_interval_ms": 400}}
+    config: dict[str, dict[str, object]] = {
+        "node": {"bundle": str(scripted_bundle), "gateways": 1},
+        # 20 sessions' answers at once, read by a test between its own sends.
+        "rings": {"gateway_capacity": 1 << 23},
+        "health": {"heartbeat_timeout_s": 20.0, "ready_timeout_s": 120.0},
+        "workers": workers,
+    }
+    with running_node(tmp, config, 120.0) as node:
+        yield node
 
 
 @pytest.fixture
@@ -94,28 +102,15 @@ def gateway(node: NodeProcess) -> Iterator[PlayingGateway]:
 @pytest.fixture(scope="session")
 def real_node(real_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node on the real bundle (Whisper, SmolLM2, Piper, Silero), one gateway."""
-    tmp = tmp_path_factory.mktemp("real-node")
-    node = NodeProcess(
-        tmp,
-        {
-            "node": {"bundle": str(real_bundle), "gateways": 1},
-            "rings": {"gateway_capacity": 1 << 23},
-            # Real models load slowly on a busy 2-core machine.
-            "health": {"heartbeat_timeout_s": 30.0, "ready_timeout_s": 300.0},
-            "workers": {name: {"stage": DEFAULT_STAGES[name]} for name in STAGES},
-        },
-    )
-    node.start()
-    try:
-        node.wait_ready(300.0)
+    config: dict[str, dict[str, object]] = {
+        "node": {"bundle": str(real_bundle), "gateways": 1},
+        "rings": {"gateway_capacity": 1 << 23},
+        # Real models load slowly on a busy 2-core machine.
+        "health": {"heartbeat_timeout_s": 30.0, "ready_timeout_s": 300.0},
+        "workers": {name: {"stage": DEFAULT_STAGES[name]} for name in STAGES},
+    }
+    with running_node(tmp_path_factory.mktemp("real-node"), config, 300.0) as node:
         yield node
-        os.kill(node.pid, signal.SIGTERM)
-        assert node.wait_exit() == 0, node.log()
-        wait_until(lambda: not group_members(node.pid), "every process of the node to exit")
-        assert node.leftovers() == []
-    finally:
-        node.kill_group()
-        node.remove_leftovers()
 
 
 @pytest.fixture
