@@ -28,16 +28,20 @@ def socket_fd_of(websocket: Any) -> int:
         return -1
 
 
+# The ioctl's result buffer, reused: the gateway asks after every answer frame it sends,
+# from its one event-loop thread.
+_OUTQ = array.array("i", [0])
+
+
 def unread_backlog(fd: int) -> int:
     """Bytes sent on ``fd`` that the peer has not acknowledged; -1 when unknown."""
     if fd < 0:
         return -1
-    out = array.array("i", [0])
     try:
-        fcntl.ioctl(fd, termios.TIOCOUTQ, out, True)
+        fcntl.ioctl(fd, termios.TIOCOUTQ, _OUTQ, True)
     except OSError:
         return -1
-    return out[0]
+    return _OUTQ[0]
 
 
 def _find_transport(send: Any, depth: int) -> Any:
