@@ -8,14 +8,18 @@ import pytest
 
 from voicegate.core.codec import PCM16_16K
 from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
-from voicegate.server.events import ResponseCancelled, SpeechStopped, TranscriptFinal
-from voicegate.server.gateway_session import (
+from voicegate.server.gateway.send_queue import (
     AudioItem,
     DoneItem,
     EventItem,
     SendQueue,
-    SessionTurns,
     TextItem,
+)
+from voicegate.server.gateway.turns import SessionTurns
+from voicegate.server.protocols.native_events import (
+    ResponseCancelled,
+    SpeechStopped,
+    TranscriptFinal,
 )
 from voicegate.workers.gateway_link import Received
 

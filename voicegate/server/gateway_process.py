@@ -35,7 +35,7 @@ from voicegate.core.logs import setup_node_logging
 from voicegate.server import event_loop, tls
 from voicegate.server.auth import GatewaySecurity
 from voicegate.server.gateway import Gateway, GatewayOptions
-from voicegate.server.limits import handshake_protocol
+from voicegate.server.gateway.limits import handshake_protocol
 from voicegate.server.ops_app import start_metrics_server
 from voicegate.workers.procinfo import die_with_parent, pin_to
 
