@@ -37,7 +37,7 @@ codes, limits) and ``native_events`` (its server events), ``telephony`` (raw PCM
 for telephony bridges, ``/v1/pcm``).
 """
 
-from voicegate.server.protocols import native
+from voicegate.server.protocols import native, telephony
 from voicegate.server.protocols.base import WireProtocol
 
-PROTOCOLS: tuple[WireProtocol, ...] = (native.PROTOCOL,)
+PROTOCOLS: tuple[WireProtocol, ...] = (native.PROTOCOL, telephony.PROTOCOL)
