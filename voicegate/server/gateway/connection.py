@@ -45,6 +45,7 @@ from voicegate.server.protocols.base import (
     Action,
     Close,
     CloseSession,
+    CommitTurn,
     ConnectionState,
     ForwardAudio,
     ForwardText,
@@ -230,12 +231,16 @@ class Connection:
             elif isinstance(action, SendText):
                 turns.queue.push(TextItem(action.text, action.type))
             elif isinstance(action, OpenSession):
+                if self.open_payload:
+                    raise RuntimeError("a session opens once (protocols/__init__.py)")
                 self.host.session_opened(self)
                 turns.output = action.start.output
                 self.open_payload = session_open_payload(action.start)
                 self.write(Kind.SESSION_OPEN, self.open_payload)
             elif isinstance(action, ForwardText):
                 self.write(Kind.TEXT_INPUT, action.text.encode())
+            elif isinstance(action, CommitTurn):
+                self.write(Kind.COMMIT, b"")
             elif isinstance(action, SwitchOutput):
                 turns.switch_output(action.format)
                 self.write(Kind.OUTPUT_FORMAT, output_format_payload(action.format))

@@ -13,17 +13,24 @@ connection, a ``base.WireSession``; the gateway's ``Connection`` (server/gateway
   from ``connect`` (its state is then STARTED).
 - Client frames: ``receive_text`` and ``receive_bytes`` return actions. Audio becomes
   ``ForwardAudio`` in the session's input format (a protocol that carries base64 in JSON
-  decodes it first), typed text ``ForwardText``; ``OpenSession`` carries the options the
-  stages need (input and output formats, instructions). Options that change mid-session
-  (a Realtime ``session.update``) are a ``SwitchOutput`` for the output format; what
-  else the pipeline must hear goes through ``OpenSession`` of the new options.
+  decodes it first), typed text ``ForwardText``, a client-driven end of turn (a Realtime
+  ``input_audio_buffer.commit`` with turn detection off) ``CommitTurn``. ``OpenSession``,
+  once per session, carries the options the stages need (input and output formats,
+  instructions). Of the options that change mid-session (a Realtime
+  ``session.update``), the output format is a ``SwitchOutput``; the others (input
+  format, instructions, turn detection) have no record kind yet: a protocol answers such
+  an update with its own error until one exists, never by sending ``OpenSession`` again.
+- Per-session state a protocol keeps (its item and response ids, its current options)
+  lives in its ``WireSession``; the connection holds nothing protocol-specific.
 - Pipeline to client: the session's ``SessionTurns`` makes protocol-neutral turn events
   of the pipeline's records (``base.TurnEvent``: speech started/stopped, transcript
   partial/final, response started, text delta, audio started, response done with its
   latency, cancelled, a failed turn), and answer audio chunks. ``send_event`` renders an
   event as zero, one or several frames (``SendText``; one pipeline record may become
   several wire events); ``audio_frame(turn, data)`` makes the frame of one audio chunk
-  (bytes as is, or a JSON text frame with base64 audio).
+  (bytes as is, or a JSON text frame with base64 audio). Audio stays in the formats the
+  session opened with (pcm16 or mu-law at 8, 16, 24 or 48 kHz, both ways): the stages
+  convert, the gateway never resamples. A-law would be a new ``core.codec.Encoding``.
 - Server side: ``degrade_output`` (slow client), ``begin_shutdown`` and
   ``shutdown_deadline`` (drain), ``refuse`` (a server limit, ``base.Refusal``) and
   ``disconnected`` return actions the same way; how each is said (an error event, a

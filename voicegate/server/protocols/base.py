@@ -102,6 +102,11 @@ class ForwardText:
 
 
 @dataclass(frozen=True, slots=True)
+class CommitTurn:
+    """The client ended its turn itself (no end-of-turn wait): VAD decides it now."""
+
+
+@dataclass(frozen=True, slots=True)
 class SwitchOutput:
     """Send all later answer audio in this format."""
 
@@ -134,6 +139,7 @@ Action = (
     | OpenSession
     | ForwardAudio
     | ForwardText
+    | CommitTurn
     | SwitchOutput
     | SendText
     | CloseSession
