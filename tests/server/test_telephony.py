@@ -8,16 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import websockets
+from gateway_node import synthetic_node
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -182,27 +179,11 @@ def test_the_query_parser_accepts_or_names_the_parameter(query: dict[str, str]) 
 
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    tmp = tmp_path_factory.mktemp("pcm")
-    env = dict(os.environ, VOICEGATE_CACHE=str(tmp / "cache"), PYTHONPATH=str(REPO))
-    env["VOICEGATE_NODE_NAME"] = f"pcm{os.getpid() % 100000}"
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--bundle", "synthetic"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert serve.stdout is not None
-        found = 0
-        for line in serve.stdout:
-            m = re.search(r"serving on http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                found = int(m.group(1))
-                break
-        assert found, "the node did not start"
-        yield found
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(timeout=60) == 0
-        assert not [n for n in os.listdir("/dev/shm") if f"vg-{env['VOICEGATE_NODE_NAME']}-" in n]
+    with synthetic_node(tmp_path_factory.mktemp("pcm"), f"pcm{os.getpid() % 100000}") as (
+        port,
+        _,
+    ):
+        yield port
 
 
 def _caller_audio() -> bytes:
