@@ -14,18 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from voicegate.core.codec import AudioFormat
-from voicegate.server.protocols.native_events import (
-    ErrorEvent,
-    ResponseAudioStarted,
-    ResponseCancelled,
-    ResponseDone,
-    ResponseStarted,
-    ResponseTextDelta,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptFinal,
-    TranscriptPartial,
-)
+from voicegate.server.protocols import native_events as ev
 
 # Client audio as checked by a protocol, and the limits a protocol enforces: the native
 # protocol's types, which every protocol uses.
@@ -35,16 +24,16 @@ from voicegate.server.protocols.native_wire import AudioInput, ProtocolLimits
 # protocol renders each as zero, one or several wire frames (``WireSession.send_event``).
 # Answer audio is not an event: it goes through ``WireSession.audio_frame``.
 TurnEvent = (
-    SpeechStarted
-    | SpeechStopped
-    | TranscriptPartial
-    | TranscriptFinal
-    | ResponseStarted
-    | ResponseTextDelta
-    | ResponseAudioStarted
-    | ResponseDone
-    | ResponseCancelled
-    | ErrorEvent  # a turn failed (never fatal: the session goes on)
+    ev.SpeechStarted
+    | ev.SpeechStopped
+    | ev.TranscriptPartial
+    | ev.TranscriptFinal
+    | ev.ResponseStarted
+    | ev.ResponseTextDelta
+    | ev.ResponseAudioStarted
+    | ev.ResponseDone
+    | ev.ResponseCancelled
+    | ev.ErrorEvent  # a turn failed (never fatal: the session goes on)
 )
 
 
