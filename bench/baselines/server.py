@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import signal
 import sys
@@ -30,6 +29,12 @@ from bench.baselines.designs import Pipeline, SequentialPipeline, SingleProcessP
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import PCM16_16K
 from voicegate.core.kinds import Kind
+from voicegate.core.payloads import (
+    SessionParams,
+    encode_output_format,
+    encode_playback,
+    encode_text,
+)
 from voicegate.server import event_loop
 from voicegate.server.gateway_process import listen_socket
 from voicegate.server.gateway_session import (
@@ -152,18 +157,14 @@ class BaselineServer:
             elif isinstance(action, OpenSession):
                 start = action.start
                 live.turns.output = start.output
-                payload = {
-                    "input": start.input.to_dict(),
-                    "output": start.output.to_dict(),
-                    "instructions": start.instructions,
-                }
-                self._send(live, Kind.SESSION_OPEN, json.dumps(payload).encode())
+                params = SessionParams(start.input, start.output, start.instructions)
+                self._send(live, Kind.SESSION_OPEN, params.pack())
             elif isinstance(action, ForwardText):
-                self._send(live, Kind.TEXT_INPUT, action.text.encode())
+                self._send(live, Kind.TEXT_INPUT, encode_text(action.text))
             elif isinstance(action, SwitchOutput):
                 live.turns.output = action.format
                 live.turns.awaiting_format = True
-                self._send(live, Kind.OUTPUT_FORMAT, json.dumps(action.format.to_dict()).encode())
+                self._send(live, Kind.OUTPUT_FORMAT, encode_output_format(action.format))
             elif isinstance(action, CloseSession):
                 self._send(live, Kind.SESSION_CLOSE, b"")
             elif isinstance(action, Close):
@@ -199,7 +200,7 @@ class BaselineServer:
                 answer = turns.answers.get(item.turn)
                 if answer is not None and not answer.audio_sent_ns:
                     answer.audio_sent_ns = now
-                self._send(live, Kind.PLAYBACK, b"\x01")
+                self._send(live, Kind.PLAYBACK, encode_playback(True))
             ahead_ms = live.play_sent_ms - (now - live.play_start_ns) / 1e6
             if ahead_ms > _LEAD_MS:
                 await asyncio.sleep((ahead_ms - _LEAD_MS) / 1000)
@@ -222,7 +223,7 @@ class BaselineServer:
     def _playback_ended(self, live: _Connection, turn: int) -> None:
         if live.turns.playing == turn and live.sid in self.connections:
             live.turns.playing = None
-            self._send(live, Kind.PLAYBACK, b"\x00")
+            self._send(live, Kind.PLAYBACK, encode_playback(False))
 
     async def _deliver(self, live: _Connection, actions: Sequence[Action]) -> None:
         for action in actions:

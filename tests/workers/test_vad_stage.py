@@ -14,7 +14,8 @@ from stage_test_support import SPEECH, Harness, Out, context, msg, open_params
 from voicegate.core import codec
 from voicegate.core.audio import float32_to_pcm16, resample
 from voicegate.core.config import ConfigError
-from voicegate.core.kinds import ErrorCode, ErrorEvent, Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import TurnError, TurnErrorCode, VadEvent, VadEventType
 from voicegate.core.wav import read_wav
 from voicegate.models.synth import synth_bundle
 from voicegate.workers.vad_stage import VadStage
@@ -150,9 +151,9 @@ def test_bad_input_is_reported_to_the_gateway_and_the_stage_goes_on(
     h.send(msg(Kind.AUDIO_IN, 6, 1, b"\x00\x01\x02"))  # half a sample
     h.send(msg(Kind.AUDIO_IN, 5, 1, b"\x00\x00"))
     reported = h.out.take(Kind.ERROR, event_path=True)
-    errors = {r.session: ErrorEvent.unpack(r.payload) for r in reported}
-    assert errors[5].code is ErrorCode.BAD_INPUT and "input.encoding" in errors[5].detail
-    assert errors[6].code is ErrorCode.BAD_INPUT and "frame" in errors[6].detail
+    errors = {r.session: TurnError.unpack(r.payload) for r in reported}
+    assert errors[5].code is TurnErrorCode.BAD_INPUT and "input.encoding" in errors[5].detail
+    assert errors[6].code is TurnErrorCode.BAD_INPUT and "frame" in errors[6].detail
     play(h, 6, store_hours, 320)
     assert events(h.out.take(event_path=True))[0][0] is VadEventType.SPEECH_START
 
