@@ -13,7 +13,7 @@ from stage_test_support import SPEECH, Harness, Out, context, msg, open_params
 
 from voicegate.core import codec
 from voicegate.core.audio import float32_to_pcm16, resample
-from voicegate.core.config import ConfigError
+from voicegate.core.config import END_OF_TURN_SILENCE_MS, ConfigError, end_of_turn_silence_ms
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import TurnError, TurnErrorCode, VadEvent, VadEventType
 from voicegate.core.wav import read_wav
@@ -171,6 +171,13 @@ def test_bad_options_name_the_key(options: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         VadStage(context("vad", None, options))
     assert exc.value.key == key
+
+
+@pytest.mark.parametrize("options", [{}, {"end_of_turn_silence_ms": 450}])
+def test_the_gateway_and_the_stage_read_one_end_of_turn_silence(options: dict[str, object]) -> None:
+    expected = options.get("end_of_turn_silence_ms", END_OF_TURN_SILENCE_MS)
+    assert VadStage(context("vad", None, options)).end_of_turn_ms == expected
+    assert end_of_turn_silence_ms(options) == expected
 
 
 def test_a_missing_bundle_is_a_clear_error() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from voicegate.core.config import ConfigError
+from voicegate.core.config import ConfigError, option_number
 from voicegate.models.bundle import load_bundle
 from voicegate.models.runtime import ExecutionConfig
 from voicegate.workers.stage import StageContext
@@ -67,15 +67,3 @@ def bundle_table(context: StageContext, stage: str) -> tuple[Mapping[str, Any], 
         )
     bundle = load_bundle(root, require=(stage,))
     return bundle.table(stage), bundle.root
-
-
-def option_number(
-    options: Mapping[str, Any], prefix: str, key: str, default: float, *, minimum: float = 0.0
-) -> float:
-    """A numeric option, ``default`` when absent; a ConfigError names ``prefix.key``."""
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{prefix}.{key}", value, "must be a number")
-    if value < minimum:
-        raise ConfigError(f"{prefix}.{key}", value, f"must be >= {minimum:g}")
-    return float(value)

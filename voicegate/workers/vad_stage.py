@@ -33,14 +33,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from voicegate.core.audio import Pcm16, StreamResampler, float32_to_pcm16
 from voicegate.core.codec import AudioFormat, Encoding
-from voicegate.core.config import ConfigError
+from voicegate.core.config import ConfigError, end_of_turn_silence_ms
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import (
     SessionParams,
@@ -60,7 +59,6 @@ from voicegate.workers.stage_support import (
     StageOptions,
     bundle_table,
     execution_config,
-    option_number,
 )
 from voicegate.workers.turn_taking import Decision, TurnDecision, TurnParams, TurnTaker
 
@@ -72,21 +70,12 @@ _OPTIONS = (
     "pre_roll_ms",
     "forward_ms",
 )
-END_OF_TURN_SILENCE_MS: Final[float] = 300.0
 _HISTORY = 2 * SAMPLE_RATE  # audio kept behind the model's position, for the pre-roll
 _PER_MS = SAMPLE_RATE // 1000
 _PCM16_SCALE = np.float32(32768.0)
 
 FloatAudio = npt.NDArray[np.float32]
 
-
-def end_of_turn_silence_ms(options: Mapping[str, Any]) -> float:
-    """The silence that ends a turn, from the VAD stage's options (``[workers.vad.options]``),
-    default ``END_OF_TURN_SILENCE_MS``. The gateway reads it too, to date the audio that
-    completed the silence; a bad value is a ConfigError naming the option."""
-    return option_number(
-        options, "workers.vad.options", "end_of_turn_silence_ms", END_OF_TURN_SILENCE_MS
-    )
 
 
 @dataclass
