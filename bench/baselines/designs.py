@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.baselines.runtime import Deliver, StageRunner, load_stages
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.workers.gateway_link import Received
 
 log = logging.getLogger("bench.baselines")

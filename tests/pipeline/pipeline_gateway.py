@@ -16,7 +16,8 @@ from voicegate.core.audio import float32_to_pcm16, resample
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import Encoding
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType, session_id
+from voicegate.core.kinds import Flag, Kind, session_id
+from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.workers.gateway_link import GatewayLink, Received
 
 FRAME_MS = 20

@@ -12,7 +12,8 @@ from typing import Any
 import test_worker_runtime
 from test_worker_runtime import S1, S2, Harness
 
-from voicegate.core.kinds import ErrorCode, ErrorEvent, Kind, StageId, session_id
+from voicegate.core.kinds import Kind, session_id
+from voicegate.core.payloads import StageId, TurnError, TurnErrorCode
 from voicegate.workers.stage import Message, Output, SessionFailed, Stage
 from voicegate.workers.status import Field
 
@@ -57,8 +58,8 @@ class BoomStage(Stage[list[bytes]]):
             raise SessionFailed(victim, "decode step failed")
 
 
-def errors(received: Received) -> list[tuple[int, int, ErrorEvent]]:
-    return [(r[1], r[2], ErrorEvent.unpack(r[4])) for r in received if r[0] == Kind.ERROR]
+def errors(received: Received) -> list[tuple[int, int, TurnError]]:
+    return [(r[1], r[2], TurnError.unpack(r[4])) for r in received if r[0] == Kind.ERROR]
 
 
 def data(received: Received) -> list[tuple[int, int, int, bytes]]:
@@ -87,7 +88,7 @@ def test_a_record_that_raises_fails_only_its_sessions_turn(make: Callable[..., H
     assert (S2, 1, 3, b"late!") not in data(got)
     [(sid, turn, error)] = errors(got)
     assert (sid, turn) == (S2, 1)
-    assert error.code is ErrorCode.INTERNAL and error.stage is StageId.STT
+    assert error.code is TurnErrorCode.INTERNAL and error.stage is StageId.STT
     assert "ValueError" in error.detail and "2276" not in error.detail  # no content
     assert h.status.get(Field.SESSION_FAILURES) == 1
     # The failed session's next turn is served again.

@@ -9,7 +9,8 @@ import pytest
 from stage_test_support import REPLY, Harness, context, msg, open_params, scripted_bundle
 
 from voicegate.core.config import ConfigError
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.workers.tts_stage import TtsStage
 
 SID = 31

@@ -68,6 +68,30 @@ def _check(ok: bool, key: str, value: object, problem: str) -> None:
         raise ConfigError(key, value, problem)
 
 
+def option_number(
+    options: Mapping[str, Any], prefix: str, key: str, default: float, *, minimum: float = 0.0
+) -> float:
+    """A numeric stage option, ``default`` when absent; a ConfigError names ``prefix.key``."""
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{prefix}.{key}", value, "must be a number")
+    if value < minimum:
+        raise ConfigError(f"{prefix}.{key}", value, f"must be >= {minimum:g}")
+    return float(value)
+
+
+# The VAD stage's option; here because the gateway reads it too (to date the audio that
+# completed the silence) and must not import the stage (its model runtime).
+END_OF_TURN_SILENCE_MS: Final[float] = 300.0
+
+
+def end_of_turn_silence_ms(options: Mapping[str, Any]) -> float:
+    """The silence that ends a turn, from ``[workers.vad.options]``."""
+    return option_number(
+        options, "workers.vad.options", "end_of_turn_silence_ms", END_OF_TURN_SILENCE_MS
+    )
+
+
 @dataclass(frozen=True)
 class NodeSettings:
     """[node]: identity of this node and process-level settings."""

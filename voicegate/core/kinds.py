@@ -1,7 +1,8 @@
-"""Message kinds, record flags and the small payload formats every stage shares.
+"""Message kinds, record flags and session ids.
 
 The header layout itself lives in ``layout.py``; this module says what the ``kind``,
-``flags`` and ``session`` fields of that header mean.
+``flags`` and ``session`` fields of that header mean; ``payloads.py`` says what each
+kind's payload bytes mean.
 
 Kinds below ``CONTROL_BASE`` are data: they belong to a turn and are dropped when the
 turn is no longer current. Kinds from ``CONTROL_BASE`` up are control. Control travels in
@@ -18,38 +19,39 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final
 
 from typing_extensions import Buffer
 
 from voicegate.core.layout import MAX_KIND
 
 CONTROL_BASE: Final[int] = 0x1000
-_E = TypeVar("_E", bound=IntEnum)
 
 
 class Kind(IntEnum):
     """What a record carries."""
 
     # Data: belongs to the turn in the header.
-    AUDIO_IN = 0x0001  # caller audio: PCM16 mono frame (gateway -> vad -> stt)
-    VAD_EVENT = 0x0002  # speech start, pause, resume, end of turn (vad -> stt); VadEvent payload
+    # Caller audio: the client's bytes in the session's input format (gateway -> vad),
+    # then 16 kHz PCM16 of the current utterance (vad -> stt).
+    AUDIO_IN = 0x0001
+    VAD_EVENT = 0x0002  # speech start, pause, resume, end of turn (vad -> stt, gateway)
     TRANSCRIPT_PARTIAL = 0x0003  # provisional transcript text, UTF-8 (stt -> llm)
     TRANSCRIPT_FINAL = 0x0004  # final transcript of the turn, UTF-8 (stt -> llm)
     LLM_TOKEN = 0x0005  # decoded answer text, UTF-8 (llm -> tts)
     AUDIO_OUT = 0x0006  # answer audio in the session's output format (tts -> gateway)
     TEXT_INPUT = 0x0007  # the caller typed a turn, UTF-8 (gateway -> vad, which gives it a turn)
-    TURN_TIMING = 0x0008  # when each stage first produced output for the turn (tts -> gateway)
+    TURN_TIMING = 0x0008  # when each stage first produced output (llm -> tts -> gateway)
     # Control: session lifecycle and turn boundaries, in order with the data.
-    SESSION_OPEN = 0x1001  # payload: session parameters, opaque to the runtime
+    SESSION_OPEN = 0x1001  # session parameters (payloads.SessionParams), opaque to the runtime
     SESSION_CLOSE = 0x1002
     COMMIT = 0x1003  # the caller ended the turn explicitly
     CANCEL = 0x1004  # the turn in the header becomes current; older turns are stale
     BARGE_IN = 0x1005  # the caller spoke over the answer; the header's turn becomes current
-    ERROR = 0x1006  # the turn in the header failed; ErrorEvent payload
+    ERROR = 0x1006  # the turn in the header failed; payloads.TurnError
     # Supervisor -> gateway only.
-    WORKER_RESTARTED = 0x1010  # WorkerRestarted payload
-    DRAIN = 0x1011  # stop admitting sessions; DrainEvent payload
+    WORKER_RESTARTED = 0x1010  # payloads.WorkerRestarted
+    DRAIN = 0x1011  # stop admitting sessions; payloads.DrainEvent
     # Gateway -> pipeline, forwarded by every stage.
     PLAYBACK = 0x1020  # one byte: 1 the gateway started sending an answer, 0 it finished
     OUTPUT_FORMAT = 0x1021  # the session's output format changed (slow-client degrade); JSON
@@ -175,151 +177,34 @@ def split_stamp(payload: memoryview, flags: int) -> tuple[memoryview, int]:
     return payload[:body_len], int(sent_ns)
 
 
-# -- payloads of control and event records ------------------------------------------
+# -- merge shim ------------------------------------------------------------------------
+# The payload codecs moved to ``voicegate.core.payloads``. server/gateway*.py (being split
+# on another branch) still import these names from here; the lead points those imports
+# at ``payloads`` at merge and deletes this block.
 
+_MOVED: Final[dict[str, str]] = {
+    "VadEvent": "VadEvent",
+    "VadEventType": "VadEventType",
+    "ErrorCode": "TurnErrorCode",
+    "ErrorEvent": "TurnError",
+    "WorkerRestarted": "WorkerRestarted",
+    "DrainEvent": "DrainEvent",
+}
 
-class StageId(IntEnum):
-    """Process roles named in control payloads."""
+if TYPE_CHECKING:
+    from voicegate.core import payloads as _payloads
 
-    GATEWAY = 0
-    VAD = 1
-    STT = 2
-    LLM = 3
-    TTS = 4
+    VadEvent = _payloads.VadEvent
+    VadEventType = _payloads.VadEventType
+    ErrorCode = _payloads.TurnErrorCode
+    ErrorEvent = _payloads.TurnError
+    WorkerRestarted = _payloads.WorkerRestarted
+    DrainEvent = _payloads.DrainEvent
+else:
 
-    @classmethod
-    def from_name(cls, name: str) -> StageId:
-        try:
-            return cls[name.upper()]
-        except KeyError:
-            raise ValueError(f"unknown stage name {name!r}") from None
+    def __getattr__(name: str) -> object:
+        if name in _MOVED:
+            from voicegate.core import payloads  # noqa: PLC0415 - payloads imports kinds
 
-
-class VadEventType(IntEnum):
-    SPEECH_START = 1
-    SPEECH_PAUSE = 2  # silence began: the turn may be over; speculation may start
-    SPEECH_RESUME = 3  # the pause ended in more speech: speculation is void
-    END_OF_TURN = 4  # the silence lasted long enough: the turn is over
-
-
-@dataclass(frozen=True, slots=True)
-class VadEvent:
-    """Payload of a VAD_EVENT record."""
-
-    event: VadEventType
-    at_sample: int  # position in the session's input stream, in samples at 16 kHz
-
-    _FORMAT = struct.Struct("<H6xq")
-
-    def pack(self) -> bytes:
-        return self._FORMAT.pack(self.event, self.at_sample)
-
-    @classmethod
-    def unpack(cls, payload: Buffer) -> VadEvent:
-        event, at_sample = _unpack(cls._FORMAT, payload, "VAD_EVENT")
-        return cls(_enum(VadEventType, event, "VAD_EVENT", "event"), at_sample)
-
-
-class ErrorCode(IntEnum):
-    INTERNAL = 1  # a stage failed on this turn
-    WORKER_RESTARTED = 2  # a worker serving the turn died and was replaced
-    OVERLOADED = 3  # the node shed the turn to protect the others
-    BAD_INPUT = 4  # the caller's input could not be used
-    TIMEOUT = 5  # the turn took longer than allowed
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorEvent:
-    """Payload of an ERROR record. ``detail`` is for operators: never audio or text of
-    the conversation."""
-
-    code: ErrorCode
-    stage: StageId
-    detail: str = ""
-
-    _FORMAT = struct.Struct("<HH")
-
-    def pack(self) -> bytes:
-        return self._FORMAT.pack(self.code, self.stage) + self.detail.encode()
-
-    @classmethod
-    def unpack(cls, payload: Buffer) -> ErrorEvent:
-        view = memoryview(payload).cast("B")
-        code, stage = _unpack(cls._FORMAT, view[: cls._FORMAT.size], "ERROR")
-        try:
-            detail = bytes(view[cls._FORMAT.size :]).decode()
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"ERROR payload: detail is not UTF-8 ({exc})") from None
-        return cls(
-            _enum(ErrorCode, code, "ERROR", "code"), _enum(StageId, stage, "ERROR", "stage"), detail
-        )
-
-
-class RestartReason(IntEnum):
-    EXITED = 1  # the process ended (crash, kill -9, exit)
-    UNRESPONSIVE = 2  # its heartbeat stopped; the supervisor killed it
-    NOT_READY = 3  # it did not report ready in time; the supervisor killed it
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRestarted:
-    """Payload of WORKER_RESTARTED, sent by the supervisor to every gateway as soon as a
-    worker is found dead. Every session with a turn in flight fails that turn (an ERROR
-    with ``ErrorCode.WORKER_RESTARTED``) and re-sends SESSION_OPEN with ``Flag.REOPEN`` and
-    its next turn, which also re-introduces the session to the replacement worker."""
-
-    stage: StageId
-    generation: int  # starts of this worker so far; the replacement will be generation + 1
-    pid: int  # the process that died
-    reason: RestartReason
-    exit_code: int  # the exit status, negative for a signal (as multiprocessing reports it)
-
-    _FORMAT = struct.Struct("<HHIIi")
-
-    def pack(self) -> bytes:
-        return self._FORMAT.pack(self.stage, self.reason, self.generation, self.pid, self.exit_code)
-
-    @classmethod
-    def unpack(cls, payload: Buffer) -> WorkerRestarted:
-        stage, reason, generation, pid, exit_code = _unpack(
-            cls._FORMAT, payload, "WORKER_RESTARTED"
-        )
-        return cls(
-            _enum(StageId, stage, "WORKER_RESTARTED", "stage"),
-            generation,
-            pid,
-            _enum(RestartReason, reason, "WORKER_RESTARTED", "reason"),
-            exit_code,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DrainEvent:
-    """Payload of DRAIN: admit no new sessions, let turns in flight finish until
-    ``deadline_ns`` (CLOCK_MONOTONIC), then close the remaining sessions with 1001."""
-
-    deadline_ns: int
-
-    _FORMAT = struct.Struct("<q")
-
-    def pack(self) -> bytes:
-        return self._FORMAT.pack(self.deadline_ns)
-
-    @classmethod
-    def unpack(cls, payload: Buffer) -> DrainEvent:
-        (deadline_ns,) = _unpack(cls._FORMAT, payload, "DRAIN")
-        return cls(deadline_ns)
-
-
-def _unpack(fmt: struct.Struct, payload: Buffer, kind: str) -> tuple[int, ...]:
-    view = memoryview(payload).cast("B")
-    if len(view) != fmt.size:
-        raise ValueError(f"{kind} payload is {len(view)} bytes, expected {fmt.size}")
-    return tuple(int(v) for v in fmt.unpack(view))
-
-
-def _enum(cls: type[_E], value: int, kind: str, field: str) -> _E:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"{kind} payload: {field} {value} is not a {cls.__name__}") from None
+            return getattr(payloads, _MOVED[name])
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,22 +32,17 @@ Options ([workers.llm.options]) override the bundle's sampling:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import SessionParams, TurnTiming, decode_text, encode_text
 from voicegate.models.llm import LlmEngine, Sampling
 from voicegate.models.llm import Message as ChatMessage
 from voicegate.workers.stage import Message, Output, Stage, StageContext
-from voicegate.workers.stage_support import (
-    SessionParams,
-    StageOptions,
-    bundle_table,
-    execution_config,
-)
+from voicegate.workers.stage_support import StageOptions, bundle_table, execution_config
 
 _OPTIONS = ("max_tokens", "temperature", "top_p", "step_budget_ms")
 
@@ -115,7 +110,7 @@ class LlmStage(Stage[LlmSession]):
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, session: int, turn: int, params: memoryview) -> LlmSession:
-        instructions = SessionParams.parse_or_default(params)[0].instructions
+        instructions = SessionParams.unpack_or_default(params)[0].instructions
         self._engine().open_session(session)
         return LlmSession(turn, instructions)
 
@@ -137,9 +132,9 @@ class LlmStage(Stage[LlmSession]):
             out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
             state = states[m.session]
             if m.kind == Kind.TRANSCRIPT_PARTIAL and m.flags & Flag.PROVISIONAL:
-                self._start(m, state, bytes(m.payload).decode(), out)
+                self._start(m, state, decode_text(Kind.TRANSCRIPT_PARTIAL, m.payload), out)
             elif m.kind == Kind.TRANSCRIPT_FINAL:
-                text = bytes(m.payload).decode()
+                text = decode_text(Kind.TRANSCRIPT_FINAL, m.payload)
                 same = state.gen_turn == m.turn and state.user_text == text
                 if not same and not (state.gen_turn == m.turn and state.emitted):
                     self._start(m, state, text, out)
@@ -171,16 +166,13 @@ class LlmStage(Stage[LlmSession]):
     def _token(self, sid: int, state: LlmSession, text: str, last: bool, out: Output) -> None:
         assert state.gen_turn is not None
         if not state.emitted:
-            timing = {"transcript_ns": state.transcript_ns, "first_token_ns": monotonic_ns()}
-            out.emit(
-                Kind.TURN_TIMING, sid, state.gen_turn, 0, state.origin_ns,
-                json.dumps(timing).encode(),
-            )
+            timing = TurnTiming(state.transcript_ns, first_token_ns=monotonic_ns())
+            out.emit(Kind.TURN_TIMING, sid, state.gen_turn, 0, state.origin_ns, timing.pack())
             state.emitted = True
         state.seq += 1
         state.answer += text
         out.emit(
-            Kind.LLM_TOKEN, sid, state.gen_turn, state.seq, state.origin_ns, text.encode(),
+            Kind.LLM_TOKEN, sid, state.gen_turn, state.seq, state.origin_ns, encode_text(text),
             Flag.LAST if last else 0,
         )
         if last:

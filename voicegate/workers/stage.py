@@ -16,7 +16,7 @@ writes it after the call returns.
 
 One session's failure is that session's alone: an exception from ``open_session``,
 ``new_turn`` or ``on_records`` fails the turn of the session whose record (or hook) the
-stage was handling, with an ERROR record to its gateway (``ErrorCode.INTERNAL``), and the
+stage was handling, with an ERROR record to its gateway (``TurnErrorCode.INTERNAL``), and the
 worker goes on serving every other session; what the stage emitted before it raised
 stays. The runtime then calls ``new_turn`` with the same turn, for the stage to drop the
 turn's work, and drops the turn's later records. A stage that batches several sessions

@@ -33,7 +33,9 @@ import numpy.typing as npt
 
 from voicegate.core.audio import pcm16_to_float32
 from voicegate.core.clock import monotonic_ns
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.codec import Encoding
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType, decode_audio, encode_text
 from voicegate.models import melspec
 from voicegate.models.stt import SAMPLE_RATE, WhisperModel, load_model, read_params
 from voicegate.workers.partial_shedding import PartialGovernor
@@ -133,7 +135,7 @@ class SttStage(Stage[SttSession]):
         for m in batch:
             state = states[m.session]
             if m.kind == Kind.AUDIO_IN:
-                audio = pcm16_to_float32(m.payload)
+                audio = pcm16_to_float32(decode_audio(Kind.AUDIO_IN, m.payload, Encoding.PCM16))
                 state.chunks.append(audio)
                 state.samples += audio.size
                 continue
@@ -163,7 +165,7 @@ class SttStage(Stage[SttSession]):
             state.speaking = False
             cut = event.at_sample - state.start
             if state.provisional is not None and state.provisional[0] == cut:
-                text = state.provisional[1].encode()
+                text = encode_text(state.provisional[1])
                 out.emit(Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, text)
                 return None
             return _Request(m.session, m.turn, cut, True, m.origin_ns)
@@ -184,7 +186,7 @@ class SttStage(Stage[SttSession]):
                     kind, flags = Kind.TRANSCRIPT_PARTIAL, Flag.PROVISIONAL
                     state.provisional = (request.cut, text)
                 out.emit(
-                    kind, request.sid, request.turn, 0, request.origin_ns, text.encode(), flags
+                    kind, request.sid, request.turn, 0, request.origin_ns, encode_text(text), flags
                 )
 
     def _transcribe(self, model: WhisperModel, audios: list[FloatAudio]) -> list[str]:
@@ -222,4 +224,4 @@ class SttStage(Stage[SttSession]):
             state.decoded_at = state.samples
             if text and text != state.last_partial:
                 state.last_partial = text
-                out.emit(Kind.TRANSCRIPT_PARTIAL, sid, state.turn, 0, now_ns, text.encode())
+                out.emit(Kind.TRANSCRIPT_PARTIAL, sid, state.turn, 0, now_ns, encode_text(text))

@@ -63,7 +63,8 @@ import posix_ipc
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import DrainEvent, Kind, RestartReason, StageId, WorkerRestarted
+from voicegate.core.kinds import Kind
+from voicegate.core.payloads import DrainEvent, RestartReason, StageId, WorkerRestarted
 from voicegate.ext.errors import RingError
 from voicegate.ext.procinfo import process_state
 from voicegate.workers import janitor

@@ -22,7 +22,7 @@ Options ([workers.tts.options]):
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -35,15 +35,16 @@ from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import AudioFormat
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import (
+    SessionParams,
+    TurnTiming,
+    decode_output_format,
+    decode_text,
+    encode_audio,
+)
 from voicegate.models.tts import TtsEngine
 from voicegate.workers.stage import Message, Output, Stage, StageContext
-from voicegate.workers.stage_support import (
-    SessionParams,
-    StageOptions,
-    bundle_table,
-    execution_config,
-    parse_output_format,
-)
+from voicegate.workers.stage_support import StageOptions, bundle_table, execution_config
 
 _OPTIONS = ("frame_ms", "max_batch", "step_budget_ms")
 FloatAudio = npt.NDArray[np.float32]
@@ -57,7 +58,7 @@ class TtsSession:
     held: FloatAudio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     seq: int = 0
     origin_ns: int = 0
-    timing: dict[str, int] = field(default_factory=dict)
+    timing: TurnTiming = field(default_factory=TurnTiming)
     timing_sent: bool = False
 
 
@@ -93,7 +94,7 @@ class TtsStage(Stage[TtsSession]):
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, session: int, turn: int, params: memoryview) -> TtsSession:
-        output = SessionParams.parse_or_default(params)[0].output
+        output = SessionParams.unpack_or_default(params)[0].output
         engine = self._engine()
         engine.open_session(session, engine.sample_rate)
         return TtsSession(output, StreamResampler(engine.sample_rate, output.sample_rate), turn)
@@ -106,7 +107,7 @@ class TtsStage(Stage[TtsSession]):
         state.resampler.reset()
         state.held = np.zeros(0, dtype=np.float32)
         state.turn = turn
-        state.timing = {}
+        state.timing = TurnTiming()
         state.timing_sent = False
 
     # -- records --------------------------------------------------------------------
@@ -120,16 +121,16 @@ class TtsStage(Stage[TtsSession]):
             if m.kind == Kind.VAD_EVENT:
                 continue
             if m.kind == Kind.TURN_TIMING:
-                state.timing = {k: int(v) for k, v in json.loads(bytes(m.payload)).items()}
+                state.timing = TurnTiming.unpack(m.payload)
                 continue
             out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
             if m.kind == Kind.LLM_TOKEN:
                 state.origin_ns = m.origin_ns
-                engine.push_text(m.session, bytes(m.payload).decode())
+                engine.push_text(m.session, decode_text(Kind.LLM_TOKEN, m.payload))
                 if m.flags & Flag.LAST:
                     engine.end_reply(m.session)
             elif m.kind == Kind.OUTPUT_FORMAT:
-                fmt = parse_output_format(m.payload)
+                fmt = decode_output_format(m.payload)
                 if fmt.sample_rate != state.output.sample_rate:
                     state.resampler = StreamResampler(engine.sample_rate, fmt.sample_rate)
                     state.held = np.zeros(0, dtype=np.float32)
@@ -166,19 +167,13 @@ class TtsStage(Stage[TtsSession]):
     def _frame(
         self, sid: int, state: TtsSession, audio: FloatAudio, last: bool, out: Output
     ) -> None:
-        payload = codec.encode(float32_to_pcm16(audio), state.output.encoding)
+        payload = encode_audio(float32_to_pcm16(audio), state.output.encoding)
         state.seq += 1
         out.emit(
             Kind.AUDIO_OUT, sid, state.turn, state.seq, state.origin_ns, payload,
             Flag.LAST if last else 0,
         )
         if not state.timing_sent:
-            timing = {
-                "transcript_ns": state.timing.get("transcript_ns", 0),
-                "first_token_ns": state.timing.get("first_token_ns", 0),
-                "first_audio_ns": monotonic_ns(),
-            }
-            out.emit(
-                Kind.TURN_TIMING, sid, state.turn, 0, state.origin_ns, json.dumps(timing).encode()
-            )
+            timing = dataclasses.replace(state.timing, first_audio_ns=monotonic_ns())
+            out.emit(Kind.TURN_TIMING, sid, state.turn, 0, state.origin_ns, timing.pack())
             state.timing_sent = True

@@ -37,24 +37,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from voicegate.core import codec
 from voicegate.core.audio import Pcm16, StreamResampler, float32_to_pcm16
-from voicegate.core.codec import AudioFormat
-from voicegate.core.config import ConfigError
-from voicegate.core.kinds import (
-    ErrorCode,
-    ErrorEvent,
-    Flag,
-    Kind,
+from voicegate.core.codec import AudioFormat, Encoding
+from voicegate.core.config import ConfigError, end_of_turn_silence_ms
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import (
+    SessionParams,
     StageId,
+    TurnError,
+    TurnErrorCode,
     VadEvent,
     VadEventType,
+    decode_audio,
+    decode_playback,
+    encode_audio,
 )
 from voicegate.models.vad import CHUNK, SAMPLE_RATE, ChunkProbability, SileroVad
 from voicegate.workers.audio_history import PcmHistory
 from voicegate.workers.stage import Message, Output, Stage, StageContext
 from voicegate.workers.stage_support import (
-    SessionParams,
     StageOptions,
     bundle_table,
     execution_config,
@@ -74,6 +75,7 @@ _PER_MS = SAMPLE_RATE // 1000
 _PCM16_SCALE = np.float32(32768.0)
 
 FloatAudio = npt.NDArray[np.float32]
+
 
 
 @dataclass
@@ -127,7 +129,7 @@ class VadStage(Stage[VadSession]):
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)
         options = StageOptions(context, _OPTIONS)
-        self.end_of_turn_ms = options.number("end_of_turn_silence_ms", 300.0)
+        self.end_of_turn_ms = end_of_turn_silence_ms(context.options)
         self.pause_ms = options.number("pause_ms", 64.0)
         if self.pause_ms > self.end_of_turn_ms:
             raise ConfigError(
@@ -169,7 +171,7 @@ class VadStage(Stage[VadSession]):
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, session: int, turn: int, params: memoryview) -> VadSession:
-        parsed, problem = SessionParams.parse_or_default(params)
+        parsed, problem = SessionParams.unpack_or_default(params)
         fmt = parsed.input
         self._engine().open_session(session)
         return VadSession(
@@ -200,7 +202,7 @@ class VadStage(Stage[VadSession]):
                 self._report(m.session, state, out)
             if m.kind == Kind.AUDIO_IN:
                 try:
-                    pcm = codec.decode(m.payload, state.input.encoding)
+                    pcm = decode_audio(Kind.AUDIO_IN, m.payload, state.input.encoding)
                 except ValueError as exc:
                     state.problem = f"AUDIO_IN frame {m.seq}: {exc}"
                     self._report(m.session, state, out)
@@ -221,7 +223,7 @@ class VadStage(Stage[VadSession]):
                 self._run_model(fed, states, out)
                 fed = set()
             if m.kind == Kind.PLAYBACK:
-                state.taker.playing = bytes(m.payload[:1]) == b"\x01"
+                state.taker.playing = decode_playback(m.payload)
                 out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
             elif m.kind == Kind.COMMIT:
                 for committed in state.taker.commit(state.fed):
@@ -284,7 +286,7 @@ class VadStage(Stage[VadSession]):
 
     def _report(self, sid: int, state: VadSession, out: Output) -> None:
         """The session's input could not be used: an ERROR to the gateway, once."""
-        detail = ErrorEvent(ErrorCode.BAD_INPUT, StageId.VAD, state.problem or "").pack()
+        detail = TurnError(TurnErrorCode.BAD_INPUT, StageId.VAD, state.problem or "").pack()
         state.problem = None
         out.emit_event(Kind.ERROR, sid, state.turn, 0, 0, detail)
 
@@ -295,7 +297,9 @@ class VadStage(Stage[VadSession]):
         audio = state.history.since(state.forwarded)
         state.seq += 1
         origin = state.frames[-1][1] if state.frames else 0
-        out.emit(Kind.AUDIO_IN, sid, state.turn, state.seq, origin, audio.data)
+        out.emit(
+            Kind.AUDIO_IN, sid, state.turn, state.seq, origin, encode_audio(audio, Encoding.PCM16)
+        )
         state.forwarded = state.fed
 
     def _event(  # noqa: PLR0917 - the record's fields

@@ -46,11 +46,8 @@ from typing_extensions import Buffer
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.kinds import (
     STAMP_SIZE,
-    ErrorCode,
-    ErrorEvent,
     Flag,
     Kind,
-    StageId,
     gateway_of,
     kind_name,
     local_of,
@@ -59,6 +56,7 @@ from voicegate.core.kinds import (
     stamp_buffer,
 )
 from voicegate.core.log_limit import LogLimiter
+from voicegate.core.payloads import StageId, TurnError, TurnErrorCode
 from voicegate.ext.errors import PeerDied, RingClosed
 from voicegate.workers.stage import Message, SessionFailed, Stage
 from voicegate.workers.status import Field, Histogram, StatusBlock
@@ -465,7 +463,7 @@ class Worker(Generic[S]):
             turn,
             reason,
         )
-        payload = ErrorEvent(ErrorCode.INTERNAL, self._stage_id, reason[:200]).pack()
+        payload = TurnError(TurnErrorCode.INTERNAL, self._stage_id, reason[:200]).pack()
         self.outbox.emit(Kind.ERROR, session, turn, 0, 0, payload)
 
     def _close(self, session: int) -> None:
