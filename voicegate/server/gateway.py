@@ -40,7 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import PCM16_16K
-from voicegate.core.config import NodeConfig
+from voicegate.core.config import GatewayOptions, NodeConfig
 from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
 from voicegate.core.logs import current_session
 from voicegate.ext.aio import AsyncRingReader, wait_any
@@ -64,7 +64,7 @@ from voicegate.server.limits import (
     audio_bucket,
     fair_share_refuses,
 )
-from voicegate.server.protocol import DEFAULT_LIMITS, CloseCode, ErrorCode, ProtocolLimits
+from voicegate.server.protocol import CloseCode, ErrorCode
 from voicegate.server.session_state import (
     Action,
     Close,
@@ -88,25 +88,6 @@ log = logging.getLogger("voicegate.gateway")
 
 _WAIT_SLICE_S = 0.25  # the egress task wakes at least this often (drain deadline, beat)
 _LATENCY_WINDOW = 1024  # turns kept for the latency summaries of /metrics
-
-
-@dataclass(frozen=True)
-class GatewayOptions:
-    max_sessions: int = 256  # node-wide
-    send_queue_frames: int = 100  # answer audio records queued per client (~2 s at 20 ms)
-    stall_ms: float = 200.0  # a send blocked this long means the client is not reading
-    lead_ms: float = 300.0  # answer audio is sent at most this far ahead of real time
-    send_buffer_bytes: int = 0  # SO_SNDBUF of client sockets; 0: the kernel's autotuning
-    # Answer audio the client's TCP stack has not acknowledged, in ms of its format, that
-    # makes it a slow client, however large the kernel buffers are (unread_backlog).
-    unread_limit_ms: float = 2000.0
-    limits: ProtocolLimits = DEFAULT_LIMITS
-
-    def __post_init__(self) -> None:
-        if self.max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
-        if self.send_queue_frames < 1:
-            raise ValueError(f"send_queue_frames must be >= 1, got {self.send_queue_frames}")
 
 
 @dataclass
