@@ -85,7 +85,9 @@ def test_without_file_or_flags_the_defaults_hold(tmp_path: Path) -> None:
 
 
 def test_other_sections_keep_their_values_under_gateway_flags(node_file: Path) -> None:
-    config = effective_config(serve_args("--config", str(node_file), "--lead-ms", "0"), {})
+    args = serve_args("--config", str(node_file), "--lead-ms", "0", "--gateways", "3")
+    config = effective_config(args, {"VOICEGATE_NODE_GATEWAYS": "2"})
+    assert config.node.gateways == 3
     assert config.gateway.lead_ms == 0.0
     assert config.limits.idle_timeout_s == 30.0
     assert config.gateway.event_loop == "auto"
@@ -100,6 +102,7 @@ def test_other_sections_keep_their_values_under_gateway_flags(node_file: Path) -
         ("--send-buffer-bytes", "-1", "gateway.send_buffer_bytes"),
         ("--unread-limit-ms", "-3", "gateway.unread_limit_ms"),
         ("--max-sessions", "0", "limits.max_sessions"),
+        ("--gateways", "0", "node.gateways"),
     ],
 )
 def test_a_bad_flag_is_named(node_file: Path, flag: str, value: str, key: str) -> None:

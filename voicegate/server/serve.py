@@ -27,6 +27,7 @@ from voicegate.core.config import (
     GatewaySettings,
     LimitsSettings,
     NodeConfig,
+    NodeSettings,
     load_config,
 )
 from voicegate.core.logs import setup_node_logging
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # The sections whose keys have flags.
-_Settings = TypeVar("_Settings", LimitsSettings, GatewaySettings)
+_Settings = TypeVar("_Settings", NodeSettings, LimitsSettings, GatewaySettings)
 
 
 def effective_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -154,7 +155,7 @@ def effective_config(args: argparse.Namespace, env: Mapping[str, str] | None = N
     return dataclasses.replace(
         config,
         logging=log_settings,
-        node=dataclasses.replace(config.node, gateways=args.gateways or config.node.gateways),
+        node=_with_flags(config.node, args, (("gateways", int, ""),)),
         limits=_with_flags(config.limits, args, _LIMIT_OPTIONS),
         gateway=_with_flags(config.gateway, args, _GATEWAY_OPTIONS),
     )
