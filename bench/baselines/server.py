@@ -31,7 +31,7 @@ from voicegate.core.clock import monotonic_ns
 from voicegate.core.kinds import Kind
 from voicegate.server import event_loop
 from voicegate.server.gateway.connection import Connection
-from voicegate.server.gateway.options import GatewayOptions
+from voicegate.core.config import GatewayOptions
 from voicegate.server.gateway_process import listen_socket
 from voicegate.server.protocols.base import ForwardAudio
 from voicegate.server.protocols.native import StreamConnection

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-# Fixed header carried by every record (DESIGN.md, "Data flow").
+# Fixed header carried by every record (docs/pipeline.md, "Records, by ring").
 # (name, C type, struct code). Order is the byte order in memory; no implicit padding.
 RECORD_FIELDS: Final[tuple[tuple[str, str, str], ...]] = (
     ("length", "uint32_t", "I"),  # payload bytes that follow the header

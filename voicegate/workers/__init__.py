@@ -17,7 +17,7 @@ Run a node: ``python -m voicegate.workers --config node.toml``.
 
 Decisions worth knowing:
 
-- Topology (DESIGN.md): gateway i -> vad, vad -> stt -> llm -> tts, tts -> gateway i, and
+- Topology (docs/pipeline.md): gateway i -> vad, vad -> stt -> llm -> tts, tts -> gateway i, and
   supervisor -> gateway i for control (WORKER_RESTARTED, DRAIN). The supervisor owns every
   ring, so a worker's death never removes one; its replacement attaches to the same rings.
 - Routing back to gateways: a session id's top 8 bits are its gateway's index

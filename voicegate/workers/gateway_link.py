@@ -3,8 +3,8 @@
 Gateway ``i`` is the producer of ``gw<i> -> vad`` and the consumer of ``tts -> gw<i>``,
 of ``vad -> gw<i>`` (turn events)
 and of the supervisor's control ring ``ctl-gw<i>``. Nothing here blocks unless asked to:
-``send`` is the hot path and drops (returning False) when the ring is full, as DESIGN.md
-wants of a gateway. Session ids must come from ``voicegate.core.kinds.session_id`` with
+``send`` is the hot path and drops (returning False) when the ring is full, as docs/gateway.md
+("Ingress") wants of a gateway. Session ids must come from ``voicegate.core.kinds.session_id`` with
 this gateway's index, so answers find their way back.
 
 The gateway's duties towards the runtime (the server implements them):

@@ -3,7 +3,6 @@
 - ``node``: one gateway process's server: the Starlette app that mounts every registered
   wire protocol (``voicegate.server.protocols``) and the ops routes, admission, the
   egress task that reads the pipeline's rings, the ring writes, counters and metrics.
-- ``options``: ``GatewayOptions``, the gateway's tunables.
 - ``connection``: ``Connection``, one client connection whatever its wire protocol: it
   drives the protocol's state machine, carries out its actions, paces answer audio to
   the client and applies the slow-client policy. The benches' baseline servers use it too.
@@ -16,6 +15,6 @@
 """
 
 from voicegate.server.gateway.node import Gateway
-from voicegate.server.gateway.options import GatewayOptions
+from voicegate.core.config import GatewayOptions
 
 __all__ = ["Gateway", "GatewayOptions"]

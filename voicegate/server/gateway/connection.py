@@ -29,7 +29,7 @@ from voicegate.core.codec import PCM16_16K, AudioFormat
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.logs import current_session
 from voicegate.server.gateway.limits import TokenBucket
-from voicegate.server.gateway.options import GatewayOptions
+from voicegate.core.config import GatewayOptions
 from voicegate.server.gateway.send_queue import (
     AudioItem,
     CloseItem,

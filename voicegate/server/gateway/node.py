@@ -54,7 +54,7 @@ from voicegate.server.gateway.limits import (
     audio_bucket,
     fair_share_refuses,
 )
-from voicegate.server.gateway.options import GatewayOptions
+from voicegate.core.config import GatewayOptions
 from voicegate.server.protocols import PROTOCOLS
 from voicegate.server.protocols.base import ForwardAudio, Refusal, WireProtocol
 from voicegate.server.protocols.native_events import ResponseDone
