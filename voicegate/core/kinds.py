@@ -15,10 +15,12 @@ restarted worker needs no routing table.
 
 from __future__ import annotations
 
+import json
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from typing_extensions import Buffer
 
@@ -53,6 +55,13 @@ class Kind(IntEnum):
     # Gateway -> pipeline, forwarded by every stage.
     PLAYBACK = 0x1020  # one byte: 1 the gateway started sending an answer, 0 it finished
     OUTPUT_FORMAT = 0x1021  # the session's output format changed (slow-client degrade); JSON
+    # Session options (the Realtime front end); gateway -> pipeline, forwarded by every stage.
+    SESSION_UPDATE = 0x1022  # SessionOptions JSON: applies from the next turn
+    RESPONSE_CREATE = 0x1023  # answer now from the conversation as it stands (VAD numbers it)
+    TRUNCATE = 0x1024  # Truncation JSON: keep only the heard part of an answer in history
+    # TTS -> gateway: where a clause's audio ends in the answer text (for TRUNCATE);
+    # AudioMark JSON. Control, so that it adds nothing to what stages drop as stale.
+    AUDIO_MARK = 0x1025
 
 
 assert max(Kind) <= MAX_KIND
@@ -88,6 +97,9 @@ class Flag(IntFlag):
     # On CANCEL: the caller's utterance goes on under the new turn (a void speculation),
     # so STT keeps the audio it has; without it a new utterance starts.
     CONTINUE = 0x0010
+    # On TEXT_INPUT (and the TRANSCRIPT_FINAL STT makes of it): add the text to the
+    # conversation without answering it (Realtime's conversation.item.create).
+    ITEM_ONLY = 0x0020
 
 
 @dataclass(slots=True)
@@ -323,3 +335,167 @@ def _enum(cls: type[_E], value: int, kind: str, field: str) -> _E:
         return cls(value)
     except ValueError:
         raise ValueError(f"{kind} payload: {field} {value} is not a {cls.__name__}") from None
+
+
+# -- session options ------------------------------------------------------------------
+# Records of the Realtime front end (docs/pipeline.md, "Session options"). JSON payloads:
+# they are rare (one per client request), and JSON keeps them readable in a capture.
+
+RESPOND_MODES: Final[tuple[str, ...]] = ("audio", "text", "none")
+TURN_DETECTION_MODES: Final[tuple[str, ...]] = ("server", "manual")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """Payload of SESSION_UPDATE: the session's full effective options (a field missing
+    from the payload takes its default, so ``{}`` is today's behaviour).
+
+    ``instructions`` None keeps the instructions SESSION_OPEN gave (or the bundle's
+    system prompt); a string replaces them, "" meaning the bundle's system prompt.
+    ``vad_threshold``, ``prefix_padding_ms`` and ``silence_duration_ms`` None keep the
+    node's VAD settings. ``audio_marks`` asks TTS for AUDIO_MARK records (truncation)."""
+
+    respond: str = "audio"
+    max_output_tokens: int | None = None
+    voice: str | None = None
+    instructions: str | None = None
+    turn_detection: str = "server"
+    vad_threshold: float | None = None
+    prefix_padding_ms: int | None = None
+    silence_duration_ms: int | None = None
+    auto_respond: bool = True
+    audio_marks: bool = False
+
+    def __post_init__(self) -> None:
+        _choice(self.respond, RESPOND_MODES, "respond")
+        _choice(self.turn_detection, TURN_DETECTION_MODES, "turn_detection")
+        _optional_int(self.max_output_tokens, "max_output_tokens", 1)
+        _optional_int(self.prefix_padding_ms, "prefix_padding_ms", 0)
+        _optional_int(self.silence_duration_ms, "silence_duration_ms", 0)
+        for name in ("voice", "instructions"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"SESSION_UPDATE payload: {name} must be a string or null")
+        threshold = self.vad_threshold
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not 0.0 < threshold < 1.0
+        ):
+            raise ValueError(
+                f"SESSION_UPDATE payload: vad_threshold {threshold!r} is not a number in (0, 1)"
+            )
+        for name in ("auto_respond", "audio_marks"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"SESSION_UPDATE payload: {name} must be true or false")
+
+    def to_payload(self) -> bytes:
+        doc = {name: getattr(self, name) for name in _SESSION_OPTION_FIELDS}
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_payload(cls, payload: Buffer) -> SessionOptions:
+        doc = _json_object(payload, "SESSION_UPDATE")
+        unknown = sorted(set(doc) - set(_SESSION_OPTION_FIELDS))
+        if unknown:
+            raise ValueError(f"SESSION_UPDATE payload: unknown field {unknown[0]!r}")
+        return cls(**doc)
+
+
+_SESSION_OPTION_FIELDS: Final[tuple[str, ...]] = (
+    "respond",
+    "max_output_tokens",
+    "voice",
+    "instructions",
+    "turn_detection",
+    "vad_threshold",
+    "prefix_padding_ms",
+    "silence_duration_ms",
+    "auto_respond",
+    "audio_marks",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    """Payload of TRUNCATE: the caller heard only the first ``text_chars`` characters of
+    the answer of turn ``turn`` (the header's turn is the gateway's current one, so the
+    record is never stale). The gateway finds ``text_chars`` from the AUDIO_MARKs of that
+    answer with ``heard_chars``."""
+
+    turn: int
+    text_chars: int
+
+    def __post_init__(self) -> None:
+        _optional_int(self.turn, "turn", 0, "TRUNCATE")
+        _optional_int(self.text_chars, "text_chars", 0, "TRUNCATE")
+
+    def to_payload(self) -> bytes:
+        return json.dumps({"turn": self.turn, "text_chars": self.text_chars}).encode()
+
+    @classmethod
+    def from_payload(cls, payload: Buffer) -> Truncation:
+        doc = _json_object(payload, "TRUNCATE")
+        if set(doc) != {"turn", "text_chars"}:
+            raise ValueError("TRUNCATE payload: needs exactly the fields turn and text_chars")
+        return cls(doc["turn"], doc["text_chars"])
+
+
+@dataclass(frozen=True, slots=True)
+class AudioMark:
+    """Payload of AUDIO_MARK (tts -> gateway, after the frames of each spoken clause when
+    the session asked for ``audio_marks``): the answer's audio up to ``audio_ms`` (from
+    its first frame, in the session's output) speaks its text up to ``text_chars``
+    characters of the LLM_TOKEN text."""
+
+    audio_ms: int
+    text_chars: int
+
+    def __post_init__(self) -> None:
+        _optional_int(self.audio_ms, "audio_ms", 0, "AUDIO_MARK")
+        _optional_int(self.text_chars, "text_chars", 0, "AUDIO_MARK")
+
+    def to_payload(self) -> bytes:
+        return json.dumps({"audio_ms": self.audio_ms, "text_chars": self.text_chars}).encode()
+
+    @classmethod
+    def from_payload(cls, payload: Buffer) -> AudioMark:
+        doc = _json_object(payload, "AUDIO_MARK")
+        if set(doc) != {"audio_ms", "text_chars"}:
+            raise ValueError("AUDIO_MARK payload: needs exactly the fields audio_ms and text_chars")
+        return cls(doc["audio_ms"], doc["text_chars"])
+
+
+def heard_chars(marks: Iterable[AudioMark], audio_end_ms: int) -> int:
+    """How much of an answer's text the caller heard when its audio stopped at
+    ``audio_end_ms``: the text of the clauses whose audio was played to the end."""
+    heard = 0
+    for mark in marks:
+        if mark.audio_ms <= audio_end_ms:
+            heard = max(heard, mark.text_chars)
+    return heard
+
+
+def _json_object(payload: Buffer, kind: str) -> dict[str, Any]:
+    # Any: the dataclasses check every field's type themselves.
+    try:
+        doc = json.loads(bytes(memoryview(payload).cast("B")).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{kind} payload is not UTF-8 JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{kind} payload: must be a JSON object")
+    return doc
+
+
+def _choice(value: object, choices: tuple[str, ...], name: str) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"SESSION_UPDATE payload: {name} {value!r} is not one of {', '.join(choices)}"
+        )
+
+
+def _optional_int(value: object, name: str, minimum: int, kind: str = "SESSION_UPDATE") -> None:
+    if value is None and kind == "SESSION_UPDATE":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{kind} payload: {name} {value!r} is not an integer >= {minimum}")
