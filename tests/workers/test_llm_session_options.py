@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from stage_test_support import REPLY, Harness, context, msg, open_params, scripted_bundle
+from test_llm_stage import answer, run_until_done
 
 from voicegate.core.kinds import (
     ErrorCode,
@@ -48,18 +49,6 @@ def options(h: Harness, turn: int, **fields: Any) -> None:
     h.send(msg(Kind.SESSION_UPDATE, SID, turn, SessionOptions(**fields).to_payload()))
 
 
-def run_until_done(h: Harness, turn: int, limit: int = 500) -> None:
-    for _ in range(limit):
-        if any(r.flags & Flag.LAST for r in h.out.take(Kind.LLM_TOKEN) if r.turn == turn):
-            return
-        h.tick()
-    raise AssertionError(f"turn {turn}: no last token after {limit} ticks")
-
-
-def answer(h: Harness, turn: int) -> str:
-    return "".join(r.payload.decode() for r in h.out.take(Kind.LLM_TOKEN) if r.turn == turn)
-
-
 def test_without_auto_respond_turns_are_items_until_response_create(h: Harness) -> None:
     options(h, 1, auto_respond=False)
     h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do you open?", Flag.PROVISIONAL))
@@ -90,6 +79,7 @@ def test_respond_none_answers_nothing_and_refuses_response_create(h: Harness) ->
     h.send(msg(Kind.RESPONSE_CREATE, SID, 2))
     h.tick(20)
     assert not h.out.take(Kind.LLM_TOKEN)
+    assert state(h).history == []  # a transcription session keeps no conversation
     (error,) = h.out.take(Kind.ERROR)
     assert error.turn == 2
     event = ErrorEvent.unpack(error.payload)

@@ -435,10 +435,8 @@ class Truncation:
 
     @classmethod
     def from_payload(cls, payload: Buffer) -> Truncation:
-        doc = _json_object(payload, "TRUNCATE")
-        if set(doc) != {"turn", "text_chars"}:
-            raise ValueError("TRUNCATE payload: needs exactly the fields turn and text_chars")
-        return cls(doc["turn"], doc["text_chars"])
+        turn, text_chars = _fields(payload, "TRUNCATE", ("turn", "text_chars"))
+        return cls(turn, text_chars)
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,10 +458,8 @@ class AudioMark:
 
     @classmethod
     def from_payload(cls, payload: Buffer) -> AudioMark:
-        doc = _json_object(payload, "AUDIO_MARK")
-        if set(doc) != {"audio_ms", "text_chars"}:
-            raise ValueError("AUDIO_MARK payload: needs exactly the fields audio_ms and text_chars")
-        return cls(doc["audio_ms"], doc["text_chars"])
+        audio_ms, text_chars = _fields(payload, "AUDIO_MARK", ("audio_ms", "text_chars"))
+        return cls(audio_ms, text_chars)
 
 
 def heard_chars(marks: Iterable[AudioMark], audio_end_ms: int) -> int:
@@ -485,6 +481,13 @@ def _json_object(payload: Buffer, kind: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ValueError(f"{kind} payload: must be a JSON object")
     return doc
+
+
+def _fields(payload: Buffer, kind: str, names: tuple[str, ...]) -> list[Any]:
+    doc = _json_object(payload, kind)
+    if set(doc) != set(names):
+        raise ValueError(f"{kind} payload: needs exactly the fields {' and '.join(names)}")
+    return [doc[name] for name in names]
 
 
 def _choice(value: object, choices: tuple[str, ...], name: str) -> None:

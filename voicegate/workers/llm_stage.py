@@ -205,8 +205,9 @@ class LlmStage(Stage[LlmSession]):
                 state.history[index] = ChatMessage("assistant", heard)
 
     def _add_item(self, state: LlmSession, text: str) -> None:
-        """A user turn that gets no answer of its own joins the conversation now."""
-        if text.strip():
+        """A user turn that gets no answer of its own joins the conversation now (not in
+        a transcription-only session, which has no conversation to keep)."""
+        if text.strip() and state.options.respond != "none":
             state.history.append(ChatMessage("user", text))
 
     def _start(self, m: Message, state: LlmSession, text: str | None, out: Output) -> None:

@@ -21,8 +21,8 @@ goes out as it arrives, ``first_audio_ns`` 0); ``voice`` picks the bundle's voic
 (an unknown name is the turn's BAD_INPUT error and leaves the voice as it was);
 ``audio_marks`` adds an AUDIO_MARK after the frames of each spoken clause: the audio up
 to there (ms from the answer's start) speaks the answer's text up to there (characters
-of the LLM_TOKEN text). The mark of a clause completed by a delta that also starts the
-next clause counts that whole delta; a delta rarely holds more than a word.
+of the LLM_TOKEN text; where the clause's text ends, unless one delta completed two
+clauses: the first then gets the second's end).
 
 Options ([workers.tts.options]):
     frame_ms     duration of one AUDIO_OUT record (20; a multiple of 10)
