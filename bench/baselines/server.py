@@ -28,10 +28,10 @@ from starlette.websockets import WebSocket
 
 from bench.baselines.designs import Pipeline, SequentialPipeline, SingleProcessPipeline
 from voicegate.core.clock import monotonic_ns
+from voicegate.core.config import GatewayOptions
 from voicegate.core.kinds import Kind
 from voicegate.server import event_loop
 from voicegate.server.gateway.connection import Connection
-from voicegate.core.config import GatewayOptions
 from voicegate.server.gateway_process import listen_socket
 from voicegate.server.protocols.base import ForwardAudio
 from voicegate.server.protocols.native import StreamConnection

@@ -25,7 +25,8 @@ import numpy as np
 from voicegate.core import codec
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import AudioFormat, Encoding
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.workers.stage import Message, Output, Stage, StageContext
 
 LOUD = 1000

@@ -12,10 +12,10 @@ from typing import Any, cast
 from starlette.websockets import WebSocket
 
 from voicegate.core.codec import PCM16_16K, AudioFormat, Encoding
+from voicegate.core.config import GatewayOptions
 from voicegate.core.kinds import Flag, Kind
 from voicegate.server.gateway.connection import Connection, InputBudget
 from voicegate.server.gateway.limits import TokenBucket
-from voicegate.core.config import GatewayOptions
 from voicegate.server.gateway.send_queue import CloseItem, EventItem, TextItem
 from voicegate.server.protocols.base import CommitTurn, ForwardAudio, ForwardText, Refusal
 from voicegate.server.protocols.native import StreamConnection

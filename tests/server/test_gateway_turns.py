@@ -7,7 +7,8 @@ import json
 import pytest
 
 from voicegate.core.codec import PCM16_16K
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.server.gateway.send_queue import (
     AudioItem,
     DoneItem,

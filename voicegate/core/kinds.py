@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from typing_extensions import Buffer
 
@@ -55,6 +55,13 @@ class Kind(IntEnum):
     # Gateway -> pipeline, forwarded by every stage.
     PLAYBACK = 0x1020  # one byte: 1 the gateway started sending an answer, 0 it finished
     OUTPUT_FORMAT = 0x1021  # the session's output format changed (slow-client degrade); JSON
+    # Session options (the Realtime front end); gateway -> pipeline, forwarded by every stage.
+    SESSION_UPDATE = 0x1022  # payloads.SessionOptions: applies from the next turn
+    RESPONSE_CREATE = 0x1023  # answer now from the conversation as it stands (VAD numbers it)
+    TRUNCATE = 0x1024  # payloads.Truncation: keep only the heard part of an answer in history
+    # TTS -> gateway: where a clause's audio ends in the answer text (for TRUNCATE);
+    # payloads.AudioMark. Control, so that it adds nothing to what stages drop as stale.
+    AUDIO_MARK = 0x1025
 
 
 assert max(Kind) <= MAX_KIND
@@ -90,6 +97,9 @@ class Flag(IntFlag):
     # On CANCEL: the caller's utterance goes on under the new turn (a void speculation),
     # so STT keeps the audio it has; without it a new utterance starts.
     CONTINUE = 0x0010
+    # On TEXT_INPUT (and the TRANSCRIPT_FINAL STT makes of it): add the text to the
+    # conversation without answering it (Realtime's conversation.item.create).
+    ITEM_ONLY = 0x0020
 
 
 @dataclass(slots=True)
@@ -175,36 +185,3 @@ def split_stamp(payload: memoryview, flags: int) -> tuple[memoryview, int]:
     body_len = len(payload) - STAMP_SIZE
     (sent_ns,) = STAMP.unpack_from(payload, body_len)
     return payload[:body_len], int(sent_ns)
-
-
-# -- merge shim ------------------------------------------------------------------------
-# The payload codecs moved to ``voicegate.core.payloads``. server/gateway*.py (being split
-# on another branch) still import these names from here; the lead points those imports
-# at ``payloads`` at merge and deletes this block.
-
-_MOVED: Final[dict[str, str]] = {
-    "VadEvent": "VadEvent",
-    "VadEventType": "VadEventType",
-    "ErrorCode": "TurnErrorCode",
-    "ErrorEvent": "TurnError",
-    "WorkerRestarted": "WorkerRestarted",
-    "DrainEvent": "DrainEvent",
-}
-
-if TYPE_CHECKING:
-    from voicegate.core import payloads as _payloads
-
-    VadEvent = _payloads.VadEvent
-    VadEventType = _payloads.VadEventType
-    ErrorCode = _payloads.TurnErrorCode
-    ErrorEvent = _payloads.TurnError
-    WorkerRestarted = _payloads.WorkerRestarted
-    DrainEvent = _payloads.DrainEvent
-else:
-
-    def __getattr__(name: str) -> object:
-        if name in _MOVED:
-            from voicegate.core import payloads  # noqa: PLC0415 - payloads imports kinds
-
-            return getattr(payloads, _MOVED[name])
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

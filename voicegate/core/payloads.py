@@ -16,9 +16,10 @@ Formats, by kind:
 - ``TRANSCRIPT_PARTIAL``, ``TRANSCRIPT_FINAL``, ``LLM_TOKEN``, ``TEXT_INPUT``: UTF-8 text.
 - ``VAD_EVENT``, ``ERROR``, ``WORKER_RESTARTED``, ``DRAIN``: fixed little-endian structs
   (cheap, and read on every turn or by the supervisor's hot path).
-- ``SESSION_OPEN``, ``OUTPUT_FORMAT``, ``TURN_TIMING``: UTF-8 JSON objects, because they are
-  structures that grow fields (session parameters, latency marks) and are sent once per
-  session or turn.
+- ``SESSION_OPEN``, ``OUTPUT_FORMAT``, ``TURN_TIMING``, ``SESSION_UPDATE``, ``TRUNCATE``,
+  ``AUDIO_MARK``: UTF-8 JSON objects, because they are structures that grow fields
+  (session parameters and options, latency marks) and are sent once per session, request
+  or turn.
 - ``PLAYBACK``: one byte, 1 the gateway started sending an answer, 0 it finished.
 
 ``CODECS`` maps every kind with a payload to its codec; ``NO_PAYLOAD`` lists the others.
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final, Generic, TypeVar
@@ -434,6 +435,164 @@ def decode_output_format(payload: Buffer) -> AudioFormat:
     return _format_doc(_json_object(payload, Kind.OUTPUT_FORMAT), "OUTPUT_FORMAT payload")
 
 
+# -- session options ------------------------------------------------------------------
+# Records of the Realtime front end (docs/pipeline.md, "Session options"). JSON payloads:
+# they are rare (one per client request), and JSON keeps them readable in a capture.
+
+RESPOND_MODES: Final[tuple[str, ...]] = ("audio", "text", "none")
+TURN_DETECTION_MODES: Final[tuple[str, ...]] = ("server", "manual")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """Payload of SESSION_UPDATE: the session's full effective options (a field missing
+    from the payload takes its default, so ``{}`` is today's behaviour).
+
+    ``instructions`` None keeps the instructions SESSION_OPEN gave (or the bundle's
+    system prompt); a string replaces them, "" meaning the bundle's system prompt.
+    ``vad_threshold``, ``prefix_padding_ms`` and ``silence_duration_ms`` None keep the
+    node's VAD settings. ``audio_marks`` asks TTS for AUDIO_MARK records (truncation)."""
+
+    respond: str = "audio"
+    max_output_tokens: int | None = None
+    voice: str | None = None
+    instructions: str | None = None
+    turn_detection: str = "server"
+    vad_threshold: float | None = None
+    prefix_padding_ms: int | None = None
+    silence_duration_ms: int | None = None
+    auto_respond: bool = True
+    audio_marks: bool = False
+
+    def __post_init__(self) -> None:
+        _choice(self.respond, RESPOND_MODES, "respond")
+        _choice(self.turn_detection, TURN_DETECTION_MODES, "turn_detection")
+        _optional_int(self.max_output_tokens, "max_output_tokens", 1)
+        _optional_int(self.prefix_padding_ms, "prefix_padding_ms", 0)
+        _optional_int(self.silence_duration_ms, "silence_duration_ms", 0)
+        for name in ("voice", "instructions"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"SESSION_UPDATE payload: {name} must be a string or null")
+        threshold = self.vad_threshold
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not 0.0 < threshold < 1.0
+        ):
+            raise ValueError(
+                f"SESSION_UPDATE payload: vad_threshold {threshold!r} is not a number in (0, 1)"
+            )
+        for name in ("auto_respond", "audio_marks"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"SESSION_UPDATE payload: {name} must be true or false")
+
+    def to_payload(self) -> bytes:
+        doc = {name: getattr(self, name) for name in _SESSION_OPTION_FIELDS}
+        return _json(doc)
+
+    @classmethod
+    def from_payload(cls, payload: Buffer) -> SessionOptions:
+        doc = _json_object(payload, Kind.SESSION_UPDATE)
+        unknown = sorted(set(doc) - set(_SESSION_OPTION_FIELDS))
+        if unknown:
+            raise ValueError(f"SESSION_UPDATE payload: unknown field {unknown[0]!r}")
+        return cls(**doc)
+
+
+_SESSION_OPTION_FIELDS: Final[tuple[str, ...]] = (
+    "respond",
+    "max_output_tokens",
+    "voice",
+    "instructions",
+    "turn_detection",
+    "vad_threshold",
+    "prefix_padding_ms",
+    "silence_duration_ms",
+    "auto_respond",
+    "audio_marks",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    """Payload of TRUNCATE: the caller heard only the first ``text_chars`` characters of
+    the answer of turn ``turn`` (the header's turn is the gateway's current one, so the
+    record is never stale). The gateway finds ``text_chars`` from the AUDIO_MARKs of that
+    answer with ``heard_chars``."""
+
+    turn: int
+    text_chars: int
+
+    def __post_init__(self) -> None:
+        _optional_int(self.turn, "turn", 0, Kind.TRUNCATE)
+        _optional_int(self.text_chars, "text_chars", 0, Kind.TRUNCATE)
+
+    def to_payload(self) -> bytes:
+        return _json({"turn": self.turn, "text_chars": self.text_chars})
+
+    @classmethod
+    def from_payload(cls, payload: Buffer) -> Truncation:
+        turn, text_chars = _fields(payload, Kind.TRUNCATE, ("turn", "text_chars"))
+        return cls(turn, text_chars)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioMark:
+    """Payload of AUDIO_MARK (tts -> gateway, after the frames of each spoken clause when
+    the session asked for ``audio_marks``): the answer's audio up to ``audio_ms`` (from
+    its first frame, in the session's output) speaks its text up to ``text_chars``
+    characters of the LLM_TOKEN text."""
+
+    audio_ms: int
+    text_chars: int
+
+    def __post_init__(self) -> None:
+        _optional_int(self.audio_ms, "audio_ms", 0, Kind.AUDIO_MARK)
+        _optional_int(self.text_chars, "text_chars", 0, Kind.AUDIO_MARK)
+
+    def to_payload(self) -> bytes:
+        return _json({"audio_ms": self.audio_ms, "text_chars": self.text_chars})
+
+    @classmethod
+    def from_payload(cls, payload: Buffer) -> AudioMark:
+        audio_ms, text_chars = _fields(payload, Kind.AUDIO_MARK, ("audio_ms", "text_chars"))
+        return cls(audio_ms, text_chars)
+
+
+def heard_chars(marks: Iterable[AudioMark], audio_end_ms: int) -> int:
+    """How much of an answer's text the caller heard when its audio stopped at
+    ``audio_end_ms``: the text of the clauses whose audio was played to the end."""
+    heard = 0
+    for mark in marks:
+        if mark.audio_ms <= audio_end_ms:
+            heard = max(heard, mark.text_chars)
+    return heard
+
+
+def _fields(payload: Buffer, kind: Kind, names: tuple[str, ...]) -> list[Any]:
+    doc = _json_object(payload, kind)
+    if set(doc) != set(names):
+        raise ValueError(f"{kind.name} payload: needs exactly the fields {' and '.join(names)}")
+    return [doc[name] for name in names]
+
+
+def _choice(value: object, choices: tuple[str, ...], name: str) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"SESSION_UPDATE payload: {name} {value!r} is not one of {', '.join(choices)}"
+        )
+
+
+def _optional_int(
+    value: object, name: str, minimum: int, kind: Kind = Kind.SESSION_UPDATE
+) -> None:
+    if value is None and kind is Kind.SESSION_UPDATE:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{kind.name} payload: {name} {value!r} is not an integer >= {minimum}")
+
+
 # -- the registry ---------------------------------------------------------------------
 
 
@@ -465,7 +624,7 @@ def _text_codec(kind: Kind) -> Codec[str]:
 
 # Control kinds whose meaning is all in the header.
 NO_PAYLOAD: Final[frozenset[Kind]] = frozenset(
-    {Kind.SESSION_CLOSE, Kind.COMMIT, Kind.CANCEL, Kind.BARGE_IN}
+    {Kind.SESSION_CLOSE, Kind.COMMIT, Kind.CANCEL, Kind.BARGE_IN, Kind.RESPONSE_CREATE}
 )
 
 CODECS: Final[Mapping[Kind, Codec[Any] | AudioCodec]] = {
@@ -482,4 +641,9 @@ CODECS: Final[Mapping[Kind, Codec[Any] | AudioCodec]] = {
     Kind.DRAIN: Codec(Kind.DRAIN, DrainEvent.pack, DrainEvent.unpack),
     Kind.PLAYBACK: Codec(Kind.PLAYBACK, encode_playback, decode_playback),
     Kind.OUTPUT_FORMAT: Codec(Kind.OUTPUT_FORMAT, encode_output_format, decode_output_format),
+    Kind.SESSION_UPDATE: Codec(
+        Kind.SESSION_UPDATE, SessionOptions.to_payload, SessionOptions.from_payload
+    ),
+    Kind.TRUNCATE: Codec(Kind.TRUNCATE, Truncation.to_payload, Truncation.from_payload),
+    Kind.AUDIO_MARK: Codec(Kind.AUDIO_MARK, AudioMark.to_payload, AudioMark.from_payload),
 }

@@ -9,8 +9,8 @@ end plus padding; not the silence after it) is decoded at once and goes out as a
 TRANSCRIPT_PARTIAL with ``Flag.PROVISIONAL``: the LLM starts on it. At END_OF_TURN the
 same cut gives the same text, so the provisional text is sent as TRANSCRIPT_FINAL without
 decoding again; only a cut that changed is decoded. TEXT_INPUT becomes the turn's
-TRANSCRIPT_FINAL as is. Utterances longer than Whisper's 30 s window are decoded from
-their last 30 s.
+TRANSCRIPT_FINAL as is (with its ``Flag.ITEM_ONLY``). Utterances longer than Whisper's
+30 s window are decoded from their last 30 s.
 
 Under load the partials give way (``partial_shedding``): their spacing doubles while
 the stage is busy more than half the time, up to ``partial_max_stretch`` times, and
@@ -143,7 +143,10 @@ class SttStage(Stage[SttSession]):
             if m.kind == Kind.TEXT_INPUT:
                 state.restart(0)
                 state.speaking = False
-                out.emit(Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, m.payload)
+                item_only = m.flags & Flag.ITEM_ONLY  # a conversation item: no answer
+                out.emit(
+                    Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, m.payload, item_only
+                )
             elif m.kind == Kind.VAD_EVENT:
                 request = self._on_event(m, state, out)
                 if request is not None:

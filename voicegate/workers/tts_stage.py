@@ -14,6 +14,16 @@ AUDIO_OUT: JSON ``{"transcript_ns", "first_token_ns", "first_audio_ns"}`` (CLOCK
 ns; 0 when unknown), ``origin_ns`` = when the frame in which the speech ended reached
 the gateway. VAD_EVENTs end here: the gateway has them from VAD's event path.
 
+Session options (SESSION_UPDATE; docs/pipeline.md), from the session's next answer (at
+once when its current turn has no answer yet): ``respond`` "text" or "none" synthesizes
+nothing (the LLM_TOKEN text still goes to the gateway, and a text answer's TURN_TIMING
+goes out as it arrives, ``first_audio_ns`` 0); ``voice`` picks the bundle's voice by name
+(an unknown name is the turn's BAD_INPUT error and leaves the voice as it was);
+``audio_marks`` adds an AUDIO_MARK after the frames of each spoken clause: the audio up
+to there (ms from the answer's start) speaks the answer's text up to there (characters
+of the LLM_TOKEN text; where the clause's text ends, unless one delta completed two
+clauses: the first then gets the second's end).
+
 Options ([workers.tts.options]):
     frame_ms     duration of one AUDIO_OUT record (20; a multiple of 10)
     max_batch    clauses synthesized in one call (8)
@@ -23,8 +33,9 @@ Options ([workers.tts.options]):
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +47,12 @@ from voicegate.core.codec import AudioFormat
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import (
+    AudioMark,
+    SessionOptions,
     SessionParams,
+    StageId,
+    TurnError,
+    TurnErrorCode,
     TurnTiming,
     decode_output_format,
     decode_text,
@@ -60,6 +76,16 @@ class TtsSession:
     origin_ns: int = 0
     timing: TurnTiming = field(default_factory=TurnTiming)
     timing_sent: bool = False
+    options: SessionOptions = field(default_factory=SessionOptions)  # of the current answer
+    pending: SessionOptions | None = None  # for the next answer
+    answering: bool = False  # the current turn's answer began here
+    text_chars: int = 0  # answer text received in this turn
+    clause_ends: deque[int] = field(default_factory=deque)  # text end of each queued clause
+    answer_samples: int = 0  # answer audio produced in this turn, at the output rate
+
+    @property
+    def speaks(self) -> bool:
+        return self.options.respond == "audio"
 
 
 class TtsStage(Stage[TtsSession]):
@@ -109,6 +135,11 @@ class TtsStage(Stage[TtsSession]):
         state.turn = turn
         state.timing = TurnTiming()
         state.timing_sent = False
+        state.answering = False
+        state.text_chars = state.answer_samples = 0
+        state.clause_ends.clear()
+        if state.pending is not None:
+            self._apply(session, state, state.pending)
 
     # -- records --------------------------------------------------------------------
 
@@ -121,14 +152,20 @@ class TtsStage(Stage[TtsSession]):
             if m.kind == Kind.VAD_EVENT:
                 continue
             if m.kind == Kind.TURN_TIMING:
+                state.answering = True
                 state.timing = TurnTiming.unpack(m.payload)
+                if not state.speaks:
+                    self._timing(m.session, state, 0, out)
                 continue
             out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
             if m.kind == Kind.LLM_TOKEN:
-                state.origin_ns = m.origin_ns
-                engine.push_text(m.session, decode_text(Kind.LLM_TOKEN, m.payload))
-                if m.flags & Flag.LAST:
-                    engine.end_reply(m.session)
+                state.answering = True
+                if state.speaks:
+                    state.origin_ns = m.origin_ns
+                    text = decode_text(Kind.LLM_TOKEN, m.payload)
+                    self._push(m.session, state, text, m.flags & Flag.LAST)
+            elif m.kind == Kind.SESSION_UPDATE:
+                self._update(m, state, out)
             elif m.kind == Kind.OUTPUT_FORMAT:
                 fmt = decode_output_format(m.payload)
                 if fmt.sample_rate != state.output.sample_rate:
@@ -137,6 +174,33 @@ class TtsStage(Stage[TtsSession]):
                 state.output = fmt
         if engine.pending():
             self._synthesize(states, out)
+
+    def _push(self, sid: int, state: TtsSession, text: str, last: int) -> None:
+        engine = self._engine()
+        state.text_chars += len(text)
+        clauses = engine.push_text(sid, text)
+        end = state.text_chars - engine.unclaused_chars(sid)
+        state.clause_ends.extend([end] * clauses)
+        if last:
+            state.clause_ends.extend([state.text_chars] * engine.end_reply(sid))
+
+    def _update(self, m: Message, state: TtsSession, out: Output) -> None:
+        options = SessionOptions.from_payload(m.payload)
+        voices = self._engine().voice.voice_names
+        if options.voice is not None and options.voice not in voices:
+            detail = f"unknown voice {options.voice!r}; voices: {', '.join(voices)}"
+            payload = TurnError(TurnErrorCode.BAD_INPUT, StageId.TTS, detail).pack()
+            out.emit(Kind.ERROR, m.session, m.turn, 0, m.origin_ns, payload)
+            options = replace(options, voice=(state.pending or state.options).voice)
+        if state.answering:
+            state.pending = options  # this turn's answer keeps the voice it began with
+        else:
+            self._apply(m.session, state, options)
+
+    def _apply(self, sid: int, state: TtsSession, options: SessionOptions) -> None:
+        state.pending = None
+        self._engine().set_speaker(sid, options.voice)
+        state.options = options
 
     def tick(self, now_ns: int, states: Mapping[int, TtsSession], out: Output) -> None:
         engine = self._engine()
@@ -160,9 +224,19 @@ class TtsStage(Stage[TtsSession]):
             for start in range(0, whole, size):
                 self._frame(chunk.session, state, state.held[start : start + size], False, out)
             state.held = state.held[whole:]
+            state.answer_samples += audio.size
+            if chunk.clause >= 0 and state.clause_ends:
+                self._mark(chunk.session, state, state.clause_ends.popleft(), out)
             if chunk.last:
                 self._frame(chunk.session, state, state.held, True, out)
                 state.held = np.zeros(0, dtype=np.float32)
+
+    def _mark(self, sid: int, state: TtsSession, text_chars: int, out: Output) -> None:
+        if not state.options.audio_marks:
+            return
+        audio_ms = state.answer_samples * 1000 // state.output.sample_rate
+        mark = AudioMark(audio_ms, text_chars).to_payload()
+        out.emit(Kind.AUDIO_MARK, sid, state.turn, 0, state.origin_ns, mark)
 
     def _frame(
         self, sid: int, state: TtsSession, audio: FloatAudio, last: bool, out: Output
@@ -174,6 +248,9 @@ class TtsStage(Stage[TtsSession]):
             Flag.LAST if last else 0,
         )
         if not state.timing_sent:
-            timing = dataclasses.replace(state.timing, first_audio_ns=monotonic_ns())
-            out.emit(Kind.TURN_TIMING, sid, state.turn, 0, state.origin_ns, timing.pack())
-            state.timing_sent = True
+            self._timing(sid, state, monotonic_ns(), out)
+
+    def _timing(self, sid: int, state: TtsSession, first_audio_ns: int, out: Output) -> None:
+        timing = dataclasses.replace(state.timing, first_audio_ns=first_audio_ns)
+        out.emit(Kind.TURN_TIMING, sid, state.turn, 0, state.origin_ns, timing.pack())
+        state.timing_sent = True

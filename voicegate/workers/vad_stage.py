@@ -14,6 +14,12 @@ before the detected start until the end of the turn. SPEECH_START's ``at_sample`
 the first sample forwarded, so STT can cut the utterance at the sample a later event
 names. COMMIT ends an utterance in progress at once (at the audio received so far).
 
+Session options (SESSION_UPDATE, ``SessionOptions``; docs/pipeline.md) act here at once:
+the session's speech threshold, pre-roll and end-of-turn silence, and ``manual`` turn
+detection (silence never ends the turn, COMMIT does). A bad SESSION_UPDATE is the
+session's BAD_INPUT error and goes no further. RESPONSE_CREATE, like a typed turn, takes
+the next turn number and goes down under it.
+
 Options ([workers.vad.options]):
     end_of_turn_silence_ms   silence that ends a turn (300)
     pause_ms                 silence that starts speculation (64: two chunks)
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +48,7 @@ from voicegate.core.codec import AudioFormat, Encoding
 from voicegate.core.config import ConfigError, end_of_turn_silence_ms
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import (
+    SessionOptions,
     SessionParams,
     StageId,
     TurnError,
@@ -92,6 +99,7 @@ class VadSession:
     decided: int = 0  # stream position up to which the model has run
     seq: int = 0
     problem: str | None = None  # bad input not yet reported to the gateway
+    pre_roll: int = 0  # samples forwarded before the padded start
 
     @property
     def fed(self) -> int:
@@ -181,6 +189,7 @@ class VadStage(Stage[VadSession]):
             taker=TurnTaker(self.turn_params),
             turn=turn - 1,  # the first utterance takes the turn the session opened with
             gateway_turn=turn,
+            pre_roll=self.pre_roll,
         )
 
     def close_session(self, session: int, state: VadSession, out: Output) -> None:
@@ -229,13 +238,16 @@ class VadStage(Stage[VadSession]):
                 for committed in state.taker.commit(state.fed):
                     self._decide(m.session, state, committed, out)
                 out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
-            elif m.kind == Kind.TEXT_INPUT:
+            elif m.kind in (Kind.TEXT_INPUT, Kind.RESPONSE_CREATE):
                 state.taker.reset()
                 state.forwarding = False
                 turn = state.next_turn()
-                out.emit(Kind.TEXT_INPUT, m.session, turn, m.seq, m.origin_ns, m.payload, m.flags)
-            else:
-                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.kind, m.session, turn, m.seq, m.origin_ns, m.payload, m.flags)
+            elif m.kind != Kind.SESSION_UPDATE or self._update(m.session, state, m.payload, out):
+                # Before the first utterance (or after a reopen) the stage's own turn is
+                # behind the gateway's, and the next stages would drop it as stale.
+                turn = max(state.turn, m.turn)
+                out.emit(m.kind, m.session, turn, m.seq, m.origin_ns, m.payload, m.flags)
         if fed:
             self._run_model(fed, states, out)
 
@@ -265,7 +277,7 @@ class VadStage(Stage[VadSession]):
             turn = state.next_turn()
             if decided.decision is Decision.BARGE_IN:
                 self._both(out, Kind.BARGE_IN, sid, turn, latest, b"")
-            first = max(decided.sample - self.pre_roll, state.base)
+            first = max(decided.sample - state.pre_roll, state.base)
             self._event(out, VadEventType.SPEECH_START, sid, turn, first, latest)
             state.forwarding = True
             state.forwarded = first
@@ -283,6 +295,39 @@ class VadStage(Stage[VadSession]):
         else:
             self._event(out, VadEventType.END_OF_TURN, sid, state.turn, decided.sample, origin)
             state.forwarding = False
+
+    def _update(self, sid: int, state: VadSession, payload: memoryview, out: Output) -> bool:
+        """Apply a SESSION_UPDATE's turn detection; False (and the session's BAD_INPUT
+        error) when the payload is bad."""
+        try:
+            options = SessionOptions.from_payload(payload)
+        except ValueError as exc:
+            state.problem = str(exc)
+            self._report(sid, state, out)
+            return False
+        state.taker.params = self.session_turn_params(options)
+        state.taker.manual = options.turn_detection == "manual"
+        padding = options.prefix_padding_ms
+        state.pre_roll = self.pre_roll if padding is None else padding * _PER_MS
+        return True
+
+    def session_turn_params(self, options: SessionOptions) -> TurnParams:
+        """The node's turn parameters with a session's overrides. The speech/silence
+        hysteresis keeps the bundle's width; an end-of-turn silence shorter than the pause
+        that starts speculation is raised to it."""
+        params = self.turn_params
+        if options.vad_threshold is not None:
+            gap = params.threshold - params.low_threshold
+            params = replace(
+                params,
+                threshold=options.vad_threshold,
+                low_threshold=max(0.0, options.vad_threshold - gap),
+            )
+        if options.silence_duration_ms is not None:
+            params = replace(
+                params, end_of_turn=max(options.silence_duration_ms * _PER_MS, params.pause)
+            )
+        return params
 
     def _report(self, sid: int, state: VadSession, out: Output) -> None:
         """The session's input could not be used: an ERROR to the gateway, once."""

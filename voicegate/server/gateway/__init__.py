@@ -14,7 +14,7 @@
 - ``arrivals``: when each input frame arrived, to date VAD's events.
 """
 
-from voicegate.server.gateway.node import Gateway
 from voicegate.core.config import GatewayOptions
+from voicegate.server.gateway.node import Gateway
 
 __all__ = ["Gateway", "GatewayOptions"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +24,17 @@ from typing import Protocol
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegate.core.clock import monotonic_ns
-from voicegate.core.codec import PCM16_16K, AudioFormat
+from voicegate.core.codec import PCM16_16K
+from voicegate.core.config import GatewayOptions
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.logs import current_session
+from voicegate.core.payloads import (
+    SessionParams,
+    encode_output_format,
+    encode_playback,
+    encode_text,
+)
 from voicegate.server.gateway.limits import TokenBucket
-from voicegate.core.config import GatewayOptions
 from voicegate.server.gateway.send_queue import (
     AudioItem,
     CloseItem,
@@ -52,7 +57,6 @@ from voicegate.server.protocols.base import (
     OpenSession,
     Refusal,
     SendText,
-    SessionOptions,
     SwitchOutput,
     WireSession,
 )
@@ -64,27 +68,6 @@ log = logging.getLogger("voicegate.gateway")
 
 _CLOSE_GRACE_S = 5.0  # how long the close may wait behind what the client should still get
 _TURN_COUNTERS = ("turns_committed", "turns_cancelled", "turns_failed")
-
-# The ad hoc payloads the gateway writes, each built in one place.
-PLAYBACK_STARTED = b"\x01"
-PLAYBACK_ENDED = b"\x00"
-
-
-def session_open_payload(start: SessionOptions) -> bytes:
-    """The SESSION_OPEN payload: what the stages need to know of the session."""
-    return json.dumps(
-        {
-            "input": start.input.to_dict(),
-            "output": start.output.to_dict(),
-            "instructions": start.instructions,
-        }
-    ).encode()
-
-
-def output_format_payload(fmt: AudioFormat) -> bytes:
-    """The OUTPUT_FORMAT payload: the session's new output format."""
-    return json.dumps(fmt.to_dict()).encode()
-
 
 class ConnectionHost(Protocol):
     """What a connection needs from the server that holds it."""
@@ -235,15 +218,18 @@ class Connection:
                     raise RuntimeError("a session opens once (protocols/__init__.py)")
                 self.host.session_opened(self)
                 turns.output = action.start.output
-                self.open_payload = session_open_payload(action.start)
+                start = action.start
+                self.open_payload = SessionParams(
+                    start.input, start.output, start.instructions
+                ).pack()
                 self.write(Kind.SESSION_OPEN, self.open_payload)
             elif isinstance(action, ForwardText):
-                self.write(Kind.TEXT_INPUT, action.text.encode())
+                self.write(Kind.TEXT_INPUT, encode_text(action.text))
             elif isinstance(action, CommitTurn):
                 self.write(Kind.COMMIT, b"")
             elif isinstance(action, SwitchOutput):
                 turns.switch_output(action.format)
-                self.write(Kind.OUTPUT_FORMAT, output_format_payload(action.format))
+                self.write(Kind.OUTPUT_FORMAT, encode_output_format(action.format))
             elif isinstance(action, CloseSession):
                 self.write(Kind.SESSION_CLOSE, b"")
             elif isinstance(action, Close):
@@ -375,7 +361,7 @@ class Connection:
         if turns.playing != item.turn:
             turns.start_playing(item.turn, now)
             self.play_start_ns, self.play_sent_ms = now, 0.0
-            self.write(Kind.PLAYBACK, PLAYBACK_STARTED)
+            self.write(Kind.PLAYBACK, encode_playback(True))
         # Paced at real time plus a lead: the client's buffer stays short, so a barge-in
         # silences the answer within the lead, and a client that cannot take real time
         # shows as stalled sends.
@@ -414,7 +400,7 @@ class Connection:
 
     def _playback_ended(self, turn: int) -> None:
         if self.host.holds(self) and self.turns.stop_playing(turn):
-            self.write(Kind.PLAYBACK, PLAYBACK_ENDED)
+            self.write(Kind.PLAYBACK, encode_playback(False))
 
     async def _deliver(self, actions: Sequence[Action]) -> None:
         """Actions raised while sending: their text goes out now, in place, not behind

@@ -40,9 +40,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voicegate.core.clock import monotonic_ns
-from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import DrainEvent, Kind, WorkerRestarted, session_id
+from voicegate.core.config import GatewayOptions, NodeConfig, end_of_turn_silence_ms
+from voicegate.core.kinds import Kind, session_id
 from voicegate.core.logs import current_session
+from voicegate.core.payloads import DrainEvent, WorkerRestarted
 from voicegate.ext.aio import AsyncRingReader, wait_any
 from voicegate.ext.errors import RingClosed, RingError
 from voicegate.server import prometheus
@@ -54,7 +55,6 @@ from voicegate.server.gateway.limits import (
     audio_bucket,
     fair_share_refuses,
 )
-from voicegate.core.config import GatewayOptions
 from voicegate.server.protocols import PROTOCOLS
 from voicegate.server.protocols.base import ForwardAudio, Refusal, WireProtocol
 from voicegate.server.protocols.native_events import ResponseDone
@@ -95,7 +95,7 @@ class Gateway:
         self.started: set[int] = set()  # the sessions that count against capacity
         self.limits = config.limits
         self.addresses = AddressLimiter(config.limits.max_connections_per_address)
-        self.end_of_turn_ms = vad_end_of_turn_ms(config)
+        self.end_of_turn_ms = end_of_turn_silence_ms(config.workers["vad"].options)
         self._locals = itertools.count(1)
         self.counters: dict[str, int] = dict.fromkeys(
             (
@@ -454,13 +454,6 @@ class Gateway:
             )
             for live in list(self.sessions.values()):
                 live.reopen()
-
-
-def vad_end_of_turn_ms(config: NodeConfig) -> float:
-    """The first stage's end-of-turn silence (its option, default 300 ms), to date the
-    audio that completed the silence in the latency breakdown."""
-    eot = config.workers["vad"].options.get("end_of_turn_silence_ms", 300.0)
-    return float(eot) if isinstance(eot, int | float) else 300.0
 
 
 def _occupancy(ring: Any) -> int:

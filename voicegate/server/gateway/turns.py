@@ -17,15 +17,20 @@ a bounded ``SendQueue``; the connection's wire protocol renders them.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Final
 
 from voicegate.core.codec import AudioFormat
-from voicegate.core.kinds import ErrorCode as ErrorPayloadCode
-from voicegate.core.kinds import ErrorEvent as ErrorPayload
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import (
+    TurnError,
+    TurnErrorCode,
+    TurnTiming,
+    VadEvent,
+    VadEventType,
+    decode_text,
+)
 from voicegate.server.gateway.arrivals import ArrivalLog
 from voicegate.server.gateway.send_queue import (
     AudioItem,
@@ -176,14 +181,14 @@ class SessionTurns:
         elif r.turn < self.stale_below and kind != Kind.OUTPUT_FORMAT:
             self.counters.dropped_stale += 1
         elif kind == Kind.TRANSCRIPT_PARTIAL:
-            text = r.payload.decode()
+            text = decode_text(Kind.TRANSCRIPT_PARTIAL, r.payload)
             if r.flags & Flag.PROVISIONAL:
                 self._answer(r.turn).provisional = text
             self._emit(r.turn, TranscriptPartial(r.turn, text), hold=False)
         elif kind == Kind.TRANSCRIPT_FINAL:
             answer = self._answer(r.turn)
             answer.turn_end_ns = answer.turn_end_ns or read_ns
-            text = r.payload.decode()
+            text = decode_text(Kind.TRANSCRIPT_FINAL, r.payload)
             if answer.final_sent != text:
                 answer.final_sent = text
                 self._emit(r.turn, TranscriptFinal(r.turn, text), hold=False)
@@ -229,7 +234,7 @@ class SessionTurns:
     def _on_token(self, r: Received) -> None:
         answer = self._answer(r.turn)
         self._start_response(answer)
-        delta = r.payload.decode()
+        delta = decode_text(Kind.LLM_TOKEN, r.payload)
         if delta:
             answer.text.append(delta)
             self._emit(r.turn, ResponseTextDelta(r.turn, delta), hold=True)
@@ -257,22 +262,22 @@ class SessionTurns:
     def _on_timing(self, r: Received) -> None:
         answer = self._answer(r.turn)
         try:
-            timing = json.loads(r.payload)
-            answer.transcript_ns = int(timing.get("transcript_ns", 0))
-            answer.first_token_ns = int(timing.get("first_token_ns", 0))
-            answer.first_audio_ns = int(timing.get("first_audio_ns", 0))
-        except (ValueError, TypeError, AttributeError) as exc:
+            timing = TurnTiming.unpack(r.payload)
+        except ValueError as exc:
             log.warning("TURN_TIMING of turn %d is malformed (%s): ignored", r.turn, exc)
             return
+        answer.transcript_ns = timing.transcript_ns
+        answer.first_token_ns = timing.first_token_ns
+        answer.first_audio_ns = timing.first_audio_ns
         if r.origin_ns and not answer.speech_end_ns:
             answer.speech_end_ns = r.origin_ns
 
     def _on_error(self, r: Received) -> None:
         code = ErrorCode.INTERNAL_ERROR
         try:
-            detail = ErrorPayload.unpack(r.payload)
+            detail = TurnError.unpack(r.payload)
             what = f"{detail.stage.name.lower()} failed ({detail.code.name.lower()})"
-            if detail.code is ErrorPayloadCode.BAD_INPUT:
+            if detail.code is TurnErrorCode.BAD_INPUT:
                 code = ErrorCode.BAD_INPUT
         except ValueError:
             what = "a pipeline stage failed"

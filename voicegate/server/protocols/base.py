@@ -53,7 +53,7 @@ class Refusal(enum.Enum):
     RATE_LIMITED = "rate_limited"  # audio ahead of real time, or text too often
 
 
-class SessionOptions(Protocol):
+class StartRequest(Protocol):
     """What the pipeline is told when a session opens (the SESSION_OPEN payload)."""
 
     @property
@@ -74,7 +74,7 @@ class OpenSession:
     """Open the session in the pipeline (before the client hears it started)."""
 
     session: str
-    start: SessionOptions
+    start: StartRequest
 
 
 @dataclass(frozen=True, slots=True)
