@@ -15,7 +15,7 @@ import pytest
 
 from voicegate.core.layout import CONTROL_OFFSETS, KIND_PAD, RECORD_HEADER_SIZE, record_size
 from voicegate.ext.errors import RingClosed, RingError
-from voicegate.ext.protocol import PARKED_ON_SEMAPHORE, SHM_DIR
+from voicegate.ext.ring_format import PARKED_ON_SEMAPHORE, SHM_DIR
 
 CAP = 4096
 
@@ -32,6 +32,26 @@ def trio(impl: Any, ring_name: str) -> Iterator[tuple[Any, Any, Any]]:
         gc.collect()  # payload views held by failed assertions' frames
         for handle in (consumer, producer, owner):
             handle.close()
+
+
+def test_publish_time_is_written_into_every_header(trio: tuple[Any, Any, Any]) -> None:
+    """sent_ns is the publish time, written by the ring: staged records get the time of
+    the publish that makes them visible, and the payload carries no stamp. Records of
+    ~1 KiB wrap the ring, so a padding record lies among those stamped."""
+    _, producer, consumer = trio
+    body = b"w" * 1000
+    for seq in range(12):
+        assert producer.stage(1, 2, 3, seq, 4, body)
+        staged = time.monotonic_ns()
+        if seq % 3 == 2:
+            producer.publish()
+            published = time.monotonic_ns()
+            batch = consumer.read_batch(3)
+            assert [r.seq for r in batch] == [seq - 2, seq - 1, seq]
+            assert all(staged <= r.sent_ns <= published for r in batch)
+            assert len({r.sent_ns for r in batch}) == 1  # one publish, one time
+            assert all(bytes(r.payload) == body for r in batch)
+            consumer.release()
 
 
 def test_roundtrip_fields_and_payload(trio: tuple[Any, Any, Any]) -> None:

@@ -18,7 +18,7 @@ import pytest
 from voicegate.core.layout import CONTROL_OFFSETS, DATA_OFFSET
 from voicegate.ext.errors import RingClosed, RingError, RingLayoutError
 from voicegate.ext.procinfo import process_alive, process_state, self_start_time
-from voicegate.ext.protocol import PARKED_ON_SEMAPHORE, SHM_DIR
+from voicegate.ext.ring_format import PARKED_ON_SEMAPHORE, SHM_DIR
 from voicegate.ext.segment import STALE_UNINITIALISED_AGE_S, cleanup_stale
 
 CAP = 4096
@@ -48,7 +48,7 @@ def _poke(name: str, offset: int, fmt: str, value: int) -> int:
     [
         ("magic", "=Q", 0x1234, "bad magic"),
         ("version", "=I", 99, "layout version 99"),
-        ("record_header_size", "=I", 40, "record header of 40 bytes"),
+        ("record_header_size", "=I", 32, "record header of 32 bytes"),  # the version 1 header
         ("capacity", "=Q", 8192, "capacity 8192 needs"),
         ("capacity", "=Q", 3000, "power of two"),
         ("data_offset", "=Q", 8192, "data offset"),
@@ -93,8 +93,8 @@ def test_corrupt_padding_record_is_rejected(impl: Any, ring_name: str) -> None:
             assert producer.try_write(1, 0, 0, seq, 0, body)
         assert len(consumer.read_batch()) == 3
         consumer.release()
-        assert producer.try_write(1, 0, 0, 3, 0, body)  # pad at 3 * 1232, record at 0
-        _poke(ring_name, DATA_OFFSET + 3 * 1232, "=I", 8)
+        assert producer.try_write(1, 0, 0, 3, 0, body)  # pad at 3 * 1240, record at 0
+        _poke(ring_name, DATA_OFFSET + 3 * 1240, "=I", 8)
         with pytest.raises(RingLayoutError, match="pad"):
             consumer.try_read()
         producer.close()

@@ -23,7 +23,7 @@ from hypothesis.stateful import (
 from ring_impls import IMPLEMENTATIONS
 
 CAP = 4096
-HEADER = 32
+HEADER = 40  # the record header, sent_ns included
 MAX_PAYLOAD = CAP // 2 - HEADER
 _PATTERN = bytes(range(256)) * 10
 _names = itertools.count()

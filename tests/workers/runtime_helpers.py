@@ -21,7 +21,7 @@ from voicegate.core import toml_text
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import PASSTHROUGH_STAGE, STAGES, NodeConfig, load_config
 from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
-from voicegate.ext.protocol import SHM_DIR
+from voicegate.ext.ring_format import SHM_DIR
 from voicegate.workers.gateway_link import GatewayLink, Received
 from voicegate.workers.metrics import read_node_status
 from voicegate.workers.stage import Message, Output, Stage, StageContext

@@ -13,15 +13,7 @@ from runtime_helpers import RING_IMPL, EchoCountStage, shm_leftovers, unique_nod
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import (
-    Flag,
-    Kind,
-    gateway_of,
-    session_id,
-    set_stamp,
-    split_stamp,
-    stamp_buffer,
-)
+from voicegate.core.kinds import Flag, Kind, gateway_of, session_id
 from voicegate.workers.passthrough import PassThroughStage
 from voicegate.workers.rings import ring_class
 from voicegate.workers.stage import Message, Output, Stage, StageContext
@@ -120,12 +112,7 @@ class Harness:
         flags: int = 0,
         *,
         ring: int = 0,
-        stamped: bool = True,
     ) -> None:
-        if stamped:
-            buf = stamp_buffer(payload)
-            set_stamp(buf, monotonic_ns())
-            payload, flags = bytes(buf), flags | Flag.STAMPED
         assert self.feeds[ring].try_write(kind, session, turn, seq, monotonic_ns(), payload, flags)
 
     def pump(self) -> int:
@@ -137,10 +124,8 @@ class Harness:
     def received(self, ring: int = 0) -> list[Out]:
         out: list[Out] = []
         for r in self.sinks[ring].read_batch(10_000, timeout=0):
-            assert r.flags & Flag.STAMPED, "the runtime stamps every record it writes"
-            payload, sent_ns = split_stamp(r.payload, r.flags)
-            assert 0 < sent_ns <= monotonic_ns()
-            out.append((r.kind, r.session, r.turn, r.seq, bytes(payload), r.flags & ~Flag.STAMPED))
+            assert 0 < r.sent_ns <= monotonic_ns(), "the ring stamps every record it publishes"
+            out.append((r.kind, r.session, r.turn, r.seq, bytes(r.payload), r.flags))
         self.sinks[ring].release()
         return out
 
@@ -269,16 +254,15 @@ def test_timing_counters(make: Callable[..., Harness]) -> None:
     h.send(Kind.SESSION_OPEN, S1, 1)
     for seq in range(1, 11):
         h.send(Kind.AUDIO_IN, S1, 1, seq, b"f")
-    h.send(Kind.AUDIO_IN, S1, 1, 11, b"unstamped", stamped=False)
     h.pump()
-    assert len(h.received()) == 12
+    assert len(h.received()) == 11
     snap = h.status.snapshot()
     wait = snap.histograms["ring_wait"]
     compute = snap.histograms["compute"]
-    assert wait.count == 11  # the stamped ones
-    assert snap.counters["unstamped"] == 1
+    assert wait.count == 11  # every record: the ring stamps each one it publishes
+    assert snap.counters["unstamped"] == 0
     assert wait.sum_ns > 0
-    assert compute.count == 12  # the open (its hook) and the 11 frames
+    assert compute.count == 11  # the open (its hook) and the 10 frames
     assert snap.counters["batches"] >= 1
     assert snap.counters["heartbeat_ns"] > 0
     assert snap.heartbeat_age_s < 60

@@ -11,8 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from voicegate.ext.errors import PeerDied, RingClosed, RingError, RingLayoutError
-from voicegate.ext.protocol import Role
 from voicegate.ext.reference import ReferenceRecord, ReferenceRing
+from voicegate.ext.ring_format import Role
 from voicegate.ext.segment import cleanup_stale
 
 if TYPE_CHECKING:

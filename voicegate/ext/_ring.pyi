@@ -19,7 +19,7 @@ from voicegate.ext.errors import (
 from voicegate.ext.errors import (
     RingLayoutError as RingLayoutError,
 )
-from voicegate.ext.protocol import Role as Role
+from voicegate.ext.ring_format import Role as Role
 
 # (kind, flags, session, turn, seq, origin_ns, payload)
 RecordTuple = tuple[int, int, int, int, int, int, Buffer]
@@ -40,6 +40,9 @@ class Record:
     def seq(self) -> int: ...
     @property
     def origin_ns(self) -> int: ...
+    @property
+    def sent_ns(self) -> int:
+        """CLOCK_MONOTONIC ns when the producer published it (written by the ring)."""
     @property
     def payload(self) -> memoryview: ...
 

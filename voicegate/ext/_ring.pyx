@@ -4,11 +4,14 @@ records in POSIX shared memory.
 Layout (voicegate/core/layout.py, the one definition): a 4 KiB control block whose
 producer and consumer fields sit on separate 128-byte blocks, then a power-of-two data
 area. Positions are 64-bit and only grow; ``pos & (capacity - 1)`` is the offset. Each
-record is a 32-byte header and its payload, 8-byte aligned; a record that does not fit
+record is a 40-byte header and its payload, 8-byte aligned (docs/ring.md); a record that does not fit
 before the end of the area is preceded by a padding record and placed at offset 0. Each
 side caches the other's position and reloads it (acquire) only when the cache says the
 ring is empty or full; publishing is one release store of ``write_pos`` (or
-``read_pos``).
+``read_pos``). Just before that store the producer writes the publish time into the
+``sent_ns`` header field of every record it publishes, so the consumer can tell how long
+each record waited without a stamp in the payload (the payload is copied once, by the
+ring).
 
 Waiting: spin for ``spin_us`` (a pause instruction per probe, the GIL released), then park
 on a POSIX semaphore in slices of ``park_slice_s``, the GIL released. The handshake that
@@ -86,7 +89,7 @@ from voicegate.ext.includes.semaphore cimport (
 import math
 import os
 
-from voicegate.ext import protocol
+from voicegate.ext import ring_format
 from voicegate.ext.doorbell import DoorbellReader, DoorbellWriter
 from voicegate.ext.errors import (
     STATUS_CLOSED,
@@ -118,12 +121,12 @@ cdef extern from "<unistd.h>" nogil:
 cdef extern from "<sys/mman.h>" nogil:
     int shm_unlink(const char *name)
 
-cdef uint32_t AWAKE = protocol.AWAKE
-cdef uint32_t PARKED_ON_SEMAPHORE = protocol.PARKED_ON_SEMAPHORE
-cdef uint32_t PARKED_ON_DOORBELL = protocol.PARKED_ON_DOORBELL
-cdef uint64_t U32_MAX = protocol.U32_MAX
-cdef long long U16_MAX = protocol.U16_MAX
-cdef long long MAX_KIND = protocol.MAX_KIND
+cdef uint32_t AWAKE = ring_format.AWAKE
+cdef uint32_t PARKED_ON_SEMAPHORE = ring_format.PARKED_ON_SEMAPHORE
+cdef uint32_t PARKED_ON_DOORBELL = ring_format.PARKED_ON_DOORBELL
+cdef uint64_t U32_MAX = ring_format.U32_MAX
+cdef long long U16_MAX = ring_format.U16_MAX
+cdef long long MAX_KIND = ring_format.MAX_KIND
 
 cdef enum:
     SIDE_NONE = 0
@@ -140,6 +143,20 @@ cdef enum:
 
 cdef inline uint64_t _record_size(uint64_t length) noexcept nogil:
     return (VG_RECORD_HEADER_SIZE + length + 7) & ~(<uint64_t>7)
+
+
+cdef void _stamp_sent(char *data, uint64_t mask, uint64_t start, uint64_t end,
+                      int64_t now) noexcept nogil:
+    """Write ``now`` as the send time of every record staged in [start, end)."""
+    cdef vg_record_header *header
+    cdef uint64_t pos = start
+    while pos < end:
+        header = <vg_record_header *>(data + (pos & mask))
+        if header.kind == VG_KIND_PAD:
+            pos += header.length  # a pad's header may not fit whole: skip it untouched
+        else:
+            header.sent_ns = now
+            pos += _record_size(header.length)
 
 
 cdef bint _spin_until_ge(char *ctrl, size_t off, uint64_t target,
@@ -227,7 +244,7 @@ cdef class Record:
         return (
             f"Record(kind={self.kind}, flags={self.flags}, session={self.session}, "
             f"turn={self.turn}, seq={self.seq}, origin_ns={self.origin_ns}, "
-            f"payload=<{self._length} bytes>)"
+            f"sent_ns={self.sent_ns}, payload=<{self._length} bytes>)"
         )
 
 
@@ -246,10 +263,10 @@ cdef class Ring:
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def create(cls, name, capacity, *, role="owner", spin_us=protocol.DEFAULT_SPIN_US,
-               park_slice_s=protocol.DEFAULT_PARK_SLICE_S):
-        role = protocol.check_role(role, ("owner", "producer", "consumer"))
-        protocol.check_timing(spin_us, park_slice_s)
+    def create(cls, name, capacity, *, role="owner", spin_us=ring_format.DEFAULT_SPIN_US,
+               park_slice_s=ring_format.DEFAULT_PARK_SLICE_S):
+        role = ring_format.check_role(role, ("owner", "producer", "consumer"))
+        ring_format.check_timing(spin_us, park_slice_s)
         seg = Segment.create(name, capacity)
         cdef Ring ring = Ring.__new__(Ring)
         try:
@@ -265,10 +282,10 @@ cdef class Ring:
         return ring
 
     @classmethod
-    def attach(cls, name, role, *, spin_us=protocol.DEFAULT_SPIN_US,
-               park_slice_s=protocol.DEFAULT_PARK_SLICE_S):
-        role = protocol.check_role(role, ("producer", "consumer", "observer"))
-        protocol.check_timing(spin_us, park_slice_s)
+    def attach(cls, name, role, *, spin_us=ring_format.DEFAULT_SPIN_US,
+               park_slice_s=ring_format.DEFAULT_PARK_SLICE_S):
+        role = ring_format.check_role(role, ("producer", "consumer", "observer"))
+        ring_format.check_timing(spin_us, park_slice_s)
         seg = Segment.open(name)
         cdef Ring ring = Ring.__new__(Ring)
         try:
@@ -295,9 +312,10 @@ cdef class Ring:
         self._slice_ns = <int64_t>(park_slice_s * 1e9)
         self._creator_pid = seg.get("creator_pid")
         names = seg.names
-        self._unlink_names = b"\0".join(
-            os.fsencode(n) for n in (names.shm, names.data_sem, names.space_sem, names.doorbell)
-        )
+        self._shm_name = os.fsencode(names.shm)
+        self._data_sem_name = os.fsencode(names.data_sem)
+        self._space_sem_name = os.fsencode(names.space_sem)
+        self._bell_path = os.fsencode(names.doorbell)
         PyObject_GetBuffer(seg.ctrl, &self._ctrl_buf, PyBUF_WRITABLE)
         self._have_ctrl_buf = True
         self._ctrl = <char *>self._ctrl_buf.buf
@@ -407,7 +425,7 @@ cdef class Ring:
                 or session < 0 or <uint64_t>session > U32_MAX
                 or turn < 0 or <uint64_t>turn > U32_MAX
                 or seq < 0 or <uint64_t>seq > U32_MAX):
-            raise protocol.record_field_error(
+            raise ring_format.record_field_error(
                 kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns
             )
         if PyBytes_CheckExact(payload):  # the common case, without a buffer export
@@ -429,7 +447,7 @@ cdef class Ring:
         cdef uint64_t size, w, idx, pad, end
         cdef vg_record_header *header
         if length > self._max_payload:
-            raise protocol.payload_too_large(length, self._max_payload, self._name)
+            raise ring_format.payload_too_large(length, self._max_payload, self._name)
         size = _record_size(length)
         w = self._wpos
         idx = w & self._mask
@@ -458,6 +476,7 @@ cdef class Ring:
         header.seq = <uint32_t>seq
         header.reserved = 0
         header.origin_ns = origin_ns
+        header.sent_ns = 0  # the publish time, written by _publish
         if length:
             memcpy(self._data + idx + VG_RECORD_HEADER_SIZE, body, length)
         self._wpos = end
@@ -476,6 +495,7 @@ cdef class Ring:
             raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
         cdef int count = <int>self._staged
         if self._wpos != self._pub:
+            _stamp_sent(self._data, self._mask, self._pub, self._wpos, vg_now_ns())
             vg_store_release_u64(ctrl, VG_CTRL_WRITE_POS, self._wpos)
             self._pub = self._wpos
             self._staged = 0
@@ -564,49 +584,63 @@ cdef class Ring:
         cdef uint64_t size = _record_size(length)
         cdef uint64_t idx = self._wpos & self._mask
         cdef uint64_t pad = self._cap - idx if idx + size > self._cap else 0
-        cdef uint64_t target = self._wpos + pad + size - self._cap  # read_pos needed
+        if timeout == 0:
+            return 0
+        # read_pos the consumer must reach for the record to fit
+        return self._wait_until(True, self._wpos + pad + size - self._cap, timeout)
+
+    cdef int _wait_until(self, bint for_space, uint64_t target, double timeout) except -1:
+        """Wait until the peer's position reaches ``target``: 1, or 0 at the timeout
+        (negative: wait forever). The producer waits for ``read_pos`` (room), the consumer
+        for ``write_pos`` (a record): spin, then park in slices, checking between slices
+        that the ring is open and the peer alive."""
         cdef char *ctrl = self._ctrl
+        cdef size_t pos_off = VG_CTRL_READ_POS if for_space else VG_CTRL_WRITE_POS
+        cdef size_t flag_off = VG_CTRL_PRODUCER_SLEEPING if for_space else VG_CTRL_CONSUMER_SLEEPING
+        cdef sem_t *sem = self._sem_space if for_space else self._sem_data
         cdef int64_t now, deadline, spin_end, slice_end
         cdef int outcome, err = 0
         cdef bint ready
-        if timeout == 0:
-            return 0
         now = vg_now_ns()
         deadline = _deadline(now, timeout)
         spin_end = min(now + self._spin_ns, deadline)
         if self._spin_ns > 0:
             self._waiting += 1
             with nogil:
-                ready = _spin_until_ge(ctrl, VG_CTRL_READ_POS, target, spin_end)
+                ready = _spin_until_ge(ctrl, pos_off, target, spin_end)
             self._waiting -= 1
             if ready:
                 return 1
         while True:
-            if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED):
+            if (vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED)
+                    and vg_load_acquire_u64(ctrl, pos_off) < target):
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
             slice_end = min(vg_now_ns() + self._slice_ns, deadline)
             self._waiting += 1
             with nogil:
-                outcome = _park_slice(ctrl, VG_CTRL_PRODUCER_SLEEPING, VG_CTRL_READ_POS,
-                                      target, self._sem_space, slice_end, &err)
+                outcome = _park_slice(ctrl, flag_off, pos_off, target, sem, slice_end, &err)
             self._waiting -= 1
             if outcome == PARK_READY:
                 return 1
             if outcome == PARK_ERROR:
                 raise_for_status(STATUS_OS_ERROR, self._name, "sem_clockwait", err)
-            self._pparks += 1
-            vg_store_relaxed_u64(ctrl, VG_CTRL_PRODUCER_PARKS, self._pparks)
+            if for_space:
+                self._pparks += 1
+                vg_store_relaxed_u64(ctrl, VG_CTRL_PRODUCER_PARKS, self._pparks)
+            else:
+                self._cparks += 1
+                vg_store_relaxed_u64(ctrl, VG_CTRL_CONSUMER_PARKS, self._cparks)
             if outcome == PARK_TIMED_OUT:
                 self._slice_timeouts += 1
             elif outcome == PARK_INTERRUPTED:
                 PyErr_CheckSignals()
             self._beat()
-            if vg_load_acquire_u64(ctrl, VG_CTRL_READ_POS) >= target:
+            if vg_load_acquire_u64(ctrl, pos_off) >= target:
                 return 1
             if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED):
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
-            if self._seg.holder_died("consumer"):
-                raise_for_status(STATUS_PEER_DIED, self._name, "consumer gone while waiting")
+            if self._seg.holder_died(self._peer):
+                raise_for_status(STATUS_PEER_DIED, self._name, f"{self._peer} gone while waiting")
             if vg_now_ns() >= deadline:
                 return 0
 
@@ -653,6 +687,7 @@ cdef class Ring:
         record.turn = header.turn
         record.seq = header.seq
         record.origin_ns = header.origin_ns
+        record.sent_ns = header.sent_ns
         record._ring = self
         record._offset = <Py_ssize_t>(idx + VG_RECORD_HEADER_SIZE)
         record._length = <Py_ssize_t>length
@@ -681,56 +716,13 @@ cdef class Ring:
 
     cdef int _wait_readable(self, double timeout) except -1:
         """1 when a record is available, 0 at the timeout (negative: wait forever)."""
-        cdef char *ctrl = self._ctrl
-        cdef int64_t now, deadline, spin_end, slice_end
-        cdef uint64_t target
-        cdef int outcome, err = 0
-        cdef bint ready
         if self._has_record():
             return 1
         if timeout == 0:
-            if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED):
+            if vg_load_relaxed_u32(self._ctrl, VG_CTRL_CLOSED):
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
             return 0
-        target = self._rpos + 1
-        now = vg_now_ns()
-        deadline = _deadline(now, timeout)
-        spin_end = min(now + self._spin_ns, deadline)
-        if self._spin_ns > 0:
-            self._waiting += 1
-            with nogil:
-                ready = _spin_until_ge(ctrl, VG_CTRL_WRITE_POS, target, spin_end)
-            self._waiting -= 1
-            if ready:
-                return 1
-        while True:
-            if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED) and not self._has_record():
-                raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
-            slice_end = min(vg_now_ns() + self._slice_ns, deadline)
-            self._waiting += 1
-            with nogil:
-                outcome = _park_slice(ctrl, VG_CTRL_CONSUMER_SLEEPING, VG_CTRL_WRITE_POS,
-                                      target, self._sem_data, slice_end, &err)
-            self._waiting -= 1
-            if outcome == PARK_READY:
-                return 1
-            if outcome == PARK_ERROR:
-                raise_for_status(STATUS_OS_ERROR, self._name, "sem_clockwait", err)
-            self._cparks += 1
-            vg_store_relaxed_u64(ctrl, VG_CTRL_CONSUMER_PARKS, self._cparks)
-            if outcome == PARK_TIMED_OUT:
-                self._slice_timeouts += 1
-            elif outcome == PARK_INTERRUPTED:
-                PyErr_CheckSignals()
-            self._beat()
-            if self._has_record():
-                return 1
-            if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED):
-                raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
-            if self._seg.holder_died("producer"):
-                raise_for_status(STATUS_PEER_DIED, self._name, "producer gone while waiting")
-            if vg_now_ns() >= deadline:
-                return 0
+        return self._wait_until(False, self._rpos + 1, timeout)
 
     def try_read(self):
         """The next record, or None when none is published; never blocks."""
@@ -947,20 +939,20 @@ cdef class Ring:
 
     def __dealloc__(self):
         # A handle dropped without close(): give the role back and, for the owner in its
-        # own process (not a forked copy), remove the names. Plain C only: this may run
-        # during interpreter shutdown. The mappings are freed by their own finalisers.
-        cdef list names
+        # own process (not a forked copy), remove the names. C calls on this handle's own
+        # fields only (the names were encoded to bytes at setup; the one Python-level read
+        # is the segment's ``unlinked`` flag): this may run during interpreter shutdown.
+        # The mappings are freed by their own finalisers.
         if not self._closed and self._ctrl != NULL:
             if self._side != SIDE_NONE and vg_load_relaxed_u32(self._ctrl, self._pid_off) == <uint32_t>getpid():
                 vg_store_release_u32(self._ctrl, self._pid_off, 0)
-            if (self._owner and self._creator_pid == getpid() and self._unlink_names is not None
+            if (self._owner and self._creator_pid == getpid() and self._bell_path is not None
                     and not self._seg.unlinked):
                 vg_store_release_u32(self._ctrl, VG_CTRL_CLOSED, 1)
-                names = self._unlink_names.split(b"\0")
-                shm_unlink(names[0])
-                sem_unlink(names[1])
-                sem_unlink(names[2])
-                unlink(names[3])
+                shm_unlink(self._shm_name)
+                sem_unlink(self._data_sem_name)
+                sem_unlink(self._space_sem_name)
+                unlink(self._bell_path)
         if self._sem_data != NULL:
             sem_close(self._sem_data)
         if self._sem_space != NULL:

@@ -37,6 +37,7 @@ from voicegate.core.layout import (
     KIND_PAD,
     RECORD_FORMAT,
     RECORD_HEADER_SIZE,
+    record_offsets,
     record_size,
 )
 from voicegate.ext.doorbell import DoorbellReader, DoorbellWriter
@@ -48,7 +49,7 @@ from voicegate.ext.errors import (
     RingError,
     raise_for_status,
 )
-from voicegate.ext.protocol import (
+from voicegate.ext.ring_format import (
     AWAKE,
     DEFAULT_PARK_SLICE_S,
     DEFAULT_SPIN_US,
@@ -64,6 +65,8 @@ from voicegate.ext.segment import PEER_ROLE, ROLE_FIELDS, Segment
 
 _RECORD = struct.Struct(RECORD_FORMAT)
 _PAD_HEAD = struct.Struct("<IHH")  # length, kind, flags: all of a pad that must fit
+_SENT = struct.Struct("<q")
+_SENT_OFFSET: Final[int] = record_offsets()["sent_ns"]
 
 _Q: Final[dict[str, int]] = {name: off >> 3 for name, off in CONTROL_OFFSETS.items()}
 _I: Final[dict[str, int]] = {name: off >> 2 for name, off in CONTROL_OFFSETS.items()}
@@ -98,6 +101,7 @@ class ReferenceRecord:
     turn: int
     seq: int
     origin_ns: int
+    sent_ns: int  # when the producer published it (CLOCK_MONOTONIC ns)
     payload: memoryview
 
     def __repr__(self) -> str:
@@ -105,7 +109,7 @@ class ReferenceRecord:
         return (
             f"ReferenceRecord(kind={self.kind}, flags={self.flags}, session={self.session}, "
             f"turn={self.turn}, seq={self.seq}, origin_ns={self.origin_ns}, "
-            f"payload=<{self.payload.nbytes} bytes>)"
+            f"sent_ns={self.sent_ns}, payload=<{self.payload.nbytes} bytes>)"
         )
 
 
@@ -287,7 +291,8 @@ class ReferenceRing:
             if pad:
                 _PAD_HEAD.pack_into(data, idx, pad, KIND_PAD, 0)
                 idx = 0
-            _RECORD.pack_into(data, idx, length, kind, flags, session, turn, seq, 0, origin_ns)
+            # sent_ns stays 0 until publish writes the publish time.
+            _RECORD.pack_into(data, idx, length, kind, flags, session, turn, seq, 0, origin_ns, 0)
             start = idx + RECORD_HEADER_SIZE
             data[start : start + length] = body
         self._wpos = end
@@ -348,6 +353,7 @@ class ReferenceRing:
             raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
         count = self._staged
         if self._wpos != self._pub:
+            self._stamp_sent(time.monotonic_ns())
             self._q[_Q["write_pos"]] = self._wpos
             self._pub = self._wpos
             self._staged = 0
@@ -356,6 +362,18 @@ class ReferenceRing:
             self._wake_consumer()
         self._beat()
         return count
+
+    def _stamp_sent(self, now: int) -> None:
+        """Write ``now`` as the send time of every staged record (pads are skipped)."""
+        pos, data = self._pub, self._data
+        while pos < self._wpos:
+            idx = pos & self._mask
+            length, kind, _ = _PAD_HEAD.unpack_from(data, idx)
+            if kind == KIND_PAD:
+                pos += length
+                continue
+            _SENT.pack_into(data, idx + _SENT_OFFSET, now)
+            pos += record_size(length)
 
     def write_batch(self, records: Iterable[RecordTuple]) -> int:
         """Stage records until one does not fit, then publish them all at once. A record
@@ -461,13 +479,15 @@ class ReferenceRing:
             idx = 0
             if r >= self._cached_wpos:
                 self._corrupt(f"pad at position {r - length} not followed by a record")
-        length, kind, flags, session, turn, seq, _, origin_ns = _RECORD.unpack_from(data, idx)
+        length, kind, flags, session, turn, seq, _, origin_ns, sent_ns = _RECORD.unpack_from(
+            data, idx
+        )
         size = record_size(length)
         if length > self._max_payload or idx + size > self._cap or r + size > self._cached_wpos:
             self._corrupt(f"record of {length} bytes at position {r} overruns the ring")
         start = idx + RECORD_HEADER_SIZE
         record = ReferenceRecord(
-            kind, flags, session, turn, seq, origin_ns, self._ro[start : start + length]
+            kind, flags, session, turn, seq, origin_ns, sent_ns, self._ro[start : start + length]
         )
         self._rpos = r + size
         self._read += 1

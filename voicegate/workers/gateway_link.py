@@ -29,16 +29,15 @@ from typing_extensions import Buffer
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import STAMP, STAMP_SIZE, Flag, kind_name, set_stamp, stamp_buffer
+from voicegate.core.kinds import kind_name
 from voicegate.workers.rings import ring_class
 from voicegate.workers.status import Field, Histogram, State, StatusBlock
 from voicegate.workers.topology import RingSpec, Topology, gateway_name
 
 if TYPE_CHECKING:
     from voicegate.ext._ring import Record, Ring
-    from voicegate.ext.protocol import Role
+    from voicegate.ext.ring_format import Role
 
-_UNSTAMPED = ~int(Flag.STAMPED)
 _VECTOR_MIN = 16  # ring-wait samples from one read above which numpy is the cheaper way
 
 
@@ -53,8 +52,8 @@ class Received(NamedTuple):
     turn: int
     seq: int
     origin_ns: int
-    payload: bytes  # without the send stamp
-    sent_ns: int  # when the last stage wrote it; 0 when not stamped
+    payload: bytes
+    sent_ns: int  # when the last stage published it (the ring's header)
 
     def __repr__(self) -> str:
         return (
@@ -108,16 +107,15 @@ class GatewayLink:
         *,
         publish: bool = True,
     ) -> bool:
-        """Write one stamped record; never blocks. False (and counted) when full.
+        """Write one record; never blocks. False (and counted) when full.
 
         ``publish=False`` leaves it staged, invisible to the first stage until ``publish``
         (or any later publishing write): a caller that writes many records in one go
         makes the consumer see them, and wakes it, once."""
-        # The stamp ends the payload: one join copies both (the ring takes one buffer).
-        buf = b"".join((payload, STAMP.pack(monotonic_ns())))
+        # The ring stamps the publish time in the header: the payload is copied once.
         ring = self.to_pipeline
         written = (ring.try_write if publish else ring.stage)(
-            kind, session, turn, seq, origin_ns, buf, flags | Flag.STAMPED
+            kind, session, turn, seq, origin_ns, payload, flags
         )
         if written:
             self.status.add(Field.RECORDS_OUT, 1)
@@ -142,10 +140,8 @@ class GatewayLink:
     ) -> bool:
         """Like ``send`` but waits up to ``timeout`` seconds for room (for control records
         that must not be lost). Blocks: call it off the event loop."""
-        buf = stamp_buffer(payload)
-        set_stamp(buf, monotonic_ns())
         ok = self.to_pipeline.write(
-            kind, session, turn, seq, origin_ns, buf, flags | Flag.STAMPED, timeout=timeout
+            kind, session, turn, seq, origin_ns, payload, flags, timeout=timeout
         )
         self.status.add(Field.RECORDS_OUT if ok else Field.DROPPED_OUTPUT, 1)
         return ok
@@ -215,20 +211,7 @@ class GatewayLink:
 
 
 def _copy(record: Record) -> Received:
-    payload = record.payload
-    flags = record.flags
-    sent_ns = 0
-    if flags & Flag.STAMPED:
-        body = len(payload) - STAMP_SIZE
-        if body < 0:
-            raise ValueError(
-                f"record flagged STAMPED has a {len(payload)}-byte payload, "
-                f"shorter than the {STAMP_SIZE}-byte stamp"
-            )
-        (sent_ns,) = STAMP.unpack_from(payload, body)
-        payload = payload[:body]
-        flags &= _UNSTAMPED
     return Received(
-        record.kind, flags, record.session, record.turn, record.seq, record.origin_ns,
-        bytes(payload), sent_ns,
+        record.kind, record.flags, record.session, record.turn, record.seq, record.origin_ns,
+        bytes(record.payload), record.sent_ns,
     )  # fmt: skip

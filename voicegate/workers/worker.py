@@ -2,7 +2,7 @@
 
 Per batch read from an input ring it
 
-1. strips the send stamp and records how long each record waited in the ring;
+1. records how long each record waited in the ring (publish time, in its header);
 2. handles session lifecycle control itself (SESSION_OPEN, SESSION_CLOSE, CANCEL,
    BARGE_IN, ERROR): updates the session table, calls the stage's hooks and forwards the
    record downstream, so every later stage learns of it in order;
@@ -25,9 +25,9 @@ the gateways send on WORKER_RESTARTED: a replacement starts with an empty table 
 records of sessions it has not seen opened (counted in DROPPED_UNKNOWN). A stage that
 already knows a re-opened session only moves it to the new turn.
 
-Ring wait is measured per record from the send stamp the producer writes just before it
-publishes (``Flag.STAMPED``); the gateway's frames carry one too. The stamp is the last
-8 payload bytes so the shared header layout stays as it is.
+Ring wait is measured per record from ``sent_ns``, the publish time the ring writes into
+each record's header (docs/ring.md): payloads carry no stamp, so a hop copies a payload
+once into the ring, and not at all when a stage emits ``bytes``.
 """
 
 from __future__ import annotations
@@ -45,18 +45,13 @@ from typing_extensions import Buffer
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.kinds import (
-    STAMP_SIZE,
     ErrorCode,
     ErrorEvent,
-    Flag,
     Kind,
     StageId,
     gateway_of,
     kind_name,
     local_of,
-    set_stamp,
-    split_stamp,
-    stamp_buffer,
 )
 from voicegate.core.log_limit import LogLimiter
 from voicegate.ext.errors import PeerDied, RingClosed
@@ -69,14 +64,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("voicegate.worker")
 
 S = TypeVar("S")
-# A queued record, in the ring's record-tuple order; the payload has room for the stamp.
-_Pending = tuple[int, int, int, int, int, int, bytearray]
+# A queued record, in the ring's record-tuple order; the payload is the stage's bytes or
+# a copy of what it emitted (views into an input ring die when the batch is released).
+_Pending = tuple[int, int, int, int, int, int, bytes]
 
 # Control the runtime handles and forwards itself. COMMIT goes to the stage like data.
 _LIFECYCLE = frozenset(
     {Kind.SESSION_OPEN, Kind.SESSION_CLOSE, Kind.CANCEL, Kind.BARGE_IN, Kind.ERROR}
 )
-_NOT_STAMPED = ~int(Flag.STAMPED) & 0xFFFF
 
 
 class Outbox:
@@ -107,7 +102,7 @@ class Outbox:
         self._rings += event_rings
         self._lossy += [True] * len(event_rings)
         self._pending: list[list[_Pending]] = [[] for _ in self._rings]
-        self._max_payload = [ring.max_payload - STAMP_SIZE for ring in self._rings]
+        self._max_payload = [ring.max_payload for ring in self._rings]
 
     def emit(  # noqa: PLR0917 - the ring's record fields, in the ring's order
         self,
@@ -151,15 +146,14 @@ class Outbox:
         if not 0 <= index < len(self._rings):
             self._status.add(Field.DROPPED_UNROUTABLE, 1)
             return
-        buf = stamp_buffer(payload)
-        if len(buf) - STAMP_SIZE > self._max_payload[index]:
+        # bytes are immutable: kept as they are, the ring's write is their only copy.
+        buf = payload if type(payload) is bytes else bytes(payload)
+        if len(buf) > self._max_payload[index]:
             raise ValueError(
-                f"{kind_name(kind)} record of {len(buf) - STAMP_SIZE} bytes does not fit ring "
+                f"{kind_name(kind)} record of {len(buf)} bytes does not fit ring "
                 f"{self._rings[index].name!r} (at most {self._max_payload[index]} bytes)"
             )
-        self._pending[index].append(
-            (kind, flags | Flag.STAMPED, session, turn, seq, origin_ns, buf)
-        )
+        self._pending[index].append((kind, flags, session, turn, seq, origin_ns, buf))
 
     def pending(self) -> int:
         return sum(len(p) for p in self._pending)
@@ -175,8 +169,6 @@ class Outbox:
             blocked_ns = 0
             while done < len(pending):
                 now = monotonic_ns()
-                for record in islice(pending, done, None):
-                    set_stamp(record[6], now)
                 done += ring.write_batch(islice(pending, done, None))
                 if done == len(pending):
                     break
@@ -187,7 +179,6 @@ class Outbox:
                 if give_up():
                     break
                 kind, flags, session, turn, seq, origin_ns, payload = pending[done]
-                set_stamp(payload, monotonic_ns())
                 try:
                     if ring.write(
                         kind, session, turn, seq, origin_ns, payload, flags, timeout=wait_s
@@ -359,7 +350,8 @@ class Worker(Generic[S]):
         unstamped = stale = unknown = 0
         for record in records:
             flags = record.flags
-            payload, sent_ns = split_stamp(record.payload, flags)
+            payload = record.payload
+            sent_ns = record.sent_ns
             if sent_ns:
                 waits.append(read_ns - sent_ns)
             else:
@@ -369,7 +361,7 @@ class Worker(Generic[S]):
                 if run:
                     self._run_stage(run)
                     run = []
-                self._control(record, flags & _NOT_STAMPED, payload)
+                self._control(record, flags, payload)
                 continue
             current = turns.get(session)
             if current is None:
@@ -389,7 +381,7 @@ class Worker(Generic[S]):
             run.append(
                 Message(
                     kind,
-                    flags & _NOT_STAMPED,
+                    flags,
                     session,
                     turn,
                     record.seq,
