@@ -30,6 +30,7 @@ from bench.baselines.designs import Pipeline, SequentialPipeline, SingleProcessP
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import PCM16_16K
 from voicegate.core.kinds import Kind
+from voicegate.ext import Record
 from voicegate.server import event_loop
 from voicegate.server.gateway_process import listen_socket
 from voicegate.server.gateway_session import (
@@ -102,9 +103,11 @@ class BaselineServer:
     def _send(self, live: _Connection, kind: Kind, payload: bytes, origin_ns: int = 0) -> None:
         live.seq += 1
         now = monotonic_ns()
-        self.pipeline.submit(
-            Received(kind, 0, live.sid, live.turns.turn, live.seq, origin_ns or now, payload, now)
-        )
+        record = Record(
+            kind=kind, session=live.sid, turn=live.turns.turn, seq=live.seq,
+            origin_ns=origin_ns or now, payload=payload, sent_ns=now,
+        )  # fmt: skip
+        self.pipeline.submit(record)
 
     # -- one connection -------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from hypothesis.stateful import (
 )
 from ring_impls import IMPLEMENTATIONS
 
+from voicegate.ext import Record
+
 CAP = 4096
 HEADER = 40  # the record header, sent_ns included
 MAX_PAYLOAD = CAP // 2 - HEADER
@@ -121,8 +123,15 @@ class RingModel(RuleBasedStateMachine):
         if not expected:
             self.dropped += 1
         got = self.producer.try_write(
-            fields[0], fields[2], fields[3], fields[4], fields[5],
-            _payload(fields[4], length), flags=fields[1],
+            Record(
+                kind=fields[0],
+                session=fields[2],
+                turn=fields[3],
+                seq=fields[4],
+                origin_ns=fields[5],
+                payload=_payload(fields[4], length),
+                flags=fields[1],
+            ),
         )  # fmt: skip
         assert got == expected
         if got:
@@ -135,8 +144,15 @@ class RingModel(RuleBasedStateMachine):
         if not expected:
             self.dropped += 1
         got = self.producer.stage(
-            fields[0], fields[2], fields[3], fields[4], fields[5],
-            _payload(fields[4], length), fields[1],
+            Record(
+                kind=fields[0],
+                session=fields[2],
+                turn=fields[3],
+                seq=fields[4],
+                origin_ns=fields[5],
+                payload=_payload(fields[4], length),
+                flags=fields[1],
+            ),
         )  # fmt: skip
         assert got == expected
 
@@ -152,7 +168,12 @@ class RingModel(RuleBasedStateMachine):
         expected = 0
         for length in lengths:
             fields = self._next_fields(2, 7)
-            batch.append((*fields, _payload(fields[4], length)))
+            kind, flags, session, turn, seq, origin_ns = fields
+            record = Record(
+                kind=kind, session=session, turn=turn, seq=seq, origin_ns=origin_ns,
+                payload=_payload(seq, length), flags=flags,
+            )  # fmt: skip
+            batch.append(record)
             if expected == len(batch) - 1 and self._stage(fields, length):
                 expected += 1
         if expected < len(batch):

@@ -88,30 +88,6 @@ class Flag(IntFlag):
     CONTINUE = 0x0010
 
 
-@dataclass(slots=True)
-class Message:
-    """A typed view of one record, as a stage sees it.
-
-    ``payload`` points into the ring's shared memory and is only valid during the call
-    that received it: copy what you keep."""
-
-    kind: int
-    flags: int
-    session: int
-    turn: int
-    seq: int
-    origin_ns: int  # when the originating audio entered the gateway (CLOCK_MONOTONIC)
-    payload: memoryview
-    sent_ns: int  # when the upstream process published it (the ring's header)
-
-    def __repr__(self) -> str:
-        # Never the payload: it may be audio or conversation text.
-        return (
-            f"Message({kind_name(self.kind)}, session={self.session}, turn={self.turn}, "
-            f"seq={self.seq}, flags={self.flags:#x}, {len(self.payload)} bytes)"
-        )
-
-
 # -- session ids ----------------------------------------------------------------------
 
 GATEWAY_BITS: Final[int] = 8

@@ -15,7 +15,8 @@ cdef class Record:
     cdef readonly uint32_t seq
     cdef readonly int64_t origin_ns
     cdef readonly int64_t sent_ns       # when the producer published it (CLOCK_MONOTONIC)
-    cdef Ring _ring
+    cdef object _payload          # the payload of a record not read from a ring
+    cdef Ring _ring               # the ring it was read from, or None
     cdef Py_ssize_t _offset       # payload offset in the data area
     cdef Py_ssize_t _length
     cdef uint64_t _generation     # the ring's release count when this record was read
@@ -83,6 +84,7 @@ cdef class Ring:
     cdef int _stage_bytes(self, long long kind, long long session, long long turn,
                           long long seq, long long origin_ns, const char *body,
                           Py_ssize_t body_len, long long flags, bint count_drop) except -1
+    cdef inline int _stage_record(self, Record record, bint count_drop) except -1
     cdef int _publish(self) except -1
     cdef int _wake_consumer(self) except -1
     cdef int _drop(self) except -1

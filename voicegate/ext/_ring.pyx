@@ -220,16 +220,43 @@ def monotonic_ns():
 
 
 cdef class Record:
-    """One record read from a ring. ``payload`` is a zero-copy read-only view into shared
-    memory, valid until the consumer's next read, ``wait`` or ``release`` call; it is made
-    on first access, which must come before that call."""
+    """One record: the header's fields (in the header's order: kind, flags, session, turn,
+    seq, origin_ns, sent_ns) and its payload. The one record type of the node: rings
+    return it, stages receive and emit it, the gateway link hands it to the gateway.
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("records are created by Ring reads")
+    Built by keyword only, so two swapped ids cannot type-check:
+    ``Record(kind=Kind.AUDIO_IN, session=sid, turn=1, payload=frame)``. ``sent_ns`` is
+    written by the ring when it publishes the record; a value given here is not sent.
+
+    A record read from a ring holds a zero-copy read-only view into shared memory as its
+    payload, valid until the consumer's next read, ``wait`` or ``release`` call; the view
+    is made on first access, which must come before that call; ``detach`` makes a record
+    that outlives it."""
+
+    def __init__(self, *, long long kind, long long session, long long turn,
+                 long long seq=0, long long origin_ns=0, payload=b"", long long flags=0,
+                 long long sent_ns=0):
+        if (kind < 0 or kind > MAX_KIND or flags < 0 or flags > U16_MAX
+                or session < 0 or <uint64_t>session > U32_MAX
+                or turn < 0 or <uint64_t>turn > U32_MAX
+                or seq < 0 or <uint64_t>seq > U32_MAX):
+            raise ring_format.record_field_error(
+                kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns
+            )
+        self.kind = <uint32_t>kind
+        self.flags = <uint32_t>flags
+        self.session = <uint32_t>session
+        self.turn = <uint32_t>turn
+        self.seq = <uint32_t>seq
+        self.origin_ns = origin_ns
+        self.sent_ns = sent_ns
+        self._payload = payload
 
     @property
     def payload(self):
         ring = self._ring
+        if ring is None:
+            return self._payload
         if ring._closed:
             raise RingClosed(f"ring {ring._name!r}: this handle is closed")
         if ring._generation != self._generation:
@@ -239,12 +266,63 @@ cdef class Record:
             )
         return ring._ro[self._offset:self._offset + self._length]
 
+    def replace(self, *, kind=None, session=None, turn=None, seq=None, origin_ns=None,
+                payload=None, flags=None):
+        """A copy with the given fields changed. Without a new payload it shares this
+        record's: a record read from a ring stays a view into it (``detach`` copies)."""
+        cdef Record copy = Record.__new__(Record)
+        copy.kind = self.kind if kind is None else Record._u16(kind, "kind", MAX_KIND)
+        copy.flags = self.flags if flags is None else Record._u16(flags, "flags", U16_MAX)
+        copy.session = self.session if session is None else Record._u32(session, "session")
+        copy.turn = self.turn if turn is None else Record._u32(turn, "turn")
+        copy.seq = self.seq if seq is None else Record._u32(seq, "seq")
+        copy.origin_ns = self.origin_ns if origin_ns is None else origin_ns
+        copy.sent_ns = self.sent_ns
+        if payload is not None:
+            copy._payload = payload
+        elif self._ring is None:
+            copy._payload = self._payload
+        else:
+            copy._ring = self._ring
+            copy._offset = self._offset
+            copy._length = self._length
+            copy._generation = self._generation
+        return copy
+
+    @property
+    def borrowed(self):
+        """True for a record whose payload is a view into the ring it was read from."""
+        return self._ring is not None
+
+    @classmethod
+    def __class_getitem__(cls, item):
+        return cls  # Record[bytes] in annotations and aliases: the type is generic in stubs
+
+    def detach(self):
+        """This record, or a copy with its payload as bytes when it is a view into a ring."""
+        return self if self._ring is None else self.replace(payload=bytes(self.payload))
+
+    @staticmethod
+    def _u16(object value, str field, long long high):
+        cdef long long v = value
+        if v < 0 or v > high:
+            raise ValueError(f"record field {field}={v} out of range [0, {high}]")
+        return v
+
+    @staticmethod
+    def _u32(object value, str field):
+        cdef long long v = value
+        if v < 0 or <uint64_t>v > U32_MAX:
+            raise ValueError(f"record field {field}={v} out of range [0, {U32_MAX}]")
+        return v
+
     def __repr__(self):
         # Never the payload itself: it may be audio or a transcript.
+        cdef Py_ssize_t length = self._length if self._ring is not None else memoryview(self._payload).nbytes
         return (
-            f"Record(kind={self.kind}, flags={self.flags}, session={self.session}, "
+            f"Record(kind={self.kind}, flags={self.flags:#x}, session={self.session}, "
             f"turn={self.turn}, seq={self.seq}, origin_ns={self.origin_ns}, "
-            f"sent_ns={self.sent_ns}, payload=<{self._length} bytes>)"
+            f"sent_ns={self.sent_ns}, payload=<{length} bytes>)"
         )
 
 
@@ -418,16 +496,10 @@ cdef class Ring:
     cdef int _stage(self, long long kind, long long session, long long turn, long long seq,
                     long long origin_ns, object payload, long long flags,
                     bint count_drop) except -1:
-        """Stage one record: 1 when written, 0 when the ring is full."""
+        """Stage one record: 1 when written, 0 when the ring is full. The fields come
+        from a Record, which checked their ranges when it was built."""
         cdef Py_buffer view
         cdef int staged
-        if (kind < 0 or kind > MAX_KIND or flags < 0 or flags > U16_MAX
-                or session < 0 or <uint64_t>session > U32_MAX
-                or turn < 0 or <uint64_t>turn > U32_MAX
-                or seq < 0 or <uint64_t>seq > U32_MAX):
-            raise ring_format.record_field_error(
-                kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns
-            )
         if PyBytes_CheckExact(payload):  # the common case, without a buffer export
             return self._stage_bytes(kind, session, turn, seq, origin_ns,
                                      PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
@@ -520,20 +592,22 @@ cdef class Ring:
         vg_store_relaxed_u64(self._ctrl, VG_CTRL_WAKEUPS_SENT, self._wakeups)
         return 0
 
-    def try_write(self, long long kind, long long session, long long turn, long long seq,
-                  long long origin_ns, payload=b"", long long flags=0):
+    cdef inline int _stage_record(self, Record record, bint count_drop) except -1:
+        return self._stage(record.kind, record.session, record.turn, record.seq,
+                           record.origin_ns, record.payload, record.flags, count_drop)
+
+    def try_write(self, Record record not None):
         """Write and publish one record; never blocks. False (and counted) when full."""
         self._check(SIDE_PRODUCER, "try_write")
-        if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+        if not self._stage_record(record, True):
             return False
         self._publish()
         return True
 
-    def stage(self, long long kind, long long session, long long turn, long long seq,
-              long long origin_ns, payload=b"", long long flags=0):
+    def stage(self, Record record not None):
         """Write one record without publishing it. False (and counted) when full."""
         self._check(SIDE_PRODUCER, "stage")
-        return self._stage(kind, session, turn, seq, origin_ns, payload, flags, True) == 1
+        return self._stage_record(record, True) == 1
 
     def publish(self):
         """Publish staged records and wake a parked consumer; returns how many."""
@@ -542,15 +616,16 @@ cdef class Ring:
 
     def write_batch(self, records):
         """Stage records until one does not fit, then publish them all at once. A record
-        that is invalid (bad field, payload too large) raises and the batch writes nothing."""
+        that is invalid (not a Record, payload too large) raises and the batch writes
+        nothing."""
         self._check(SIDE_PRODUCER, "write_batch")
-        cdef long long kind, flags, session, turn, seq, origin_ns
         cdef int count = 0
         cdef uint64_t wpos = self._wpos, written = self._written, staged = self._staged
+        cdef Record record
         try:
             for item in records:
-                kind, flags, session, turn, seq, origin_ns, payload = item
-                if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+                record = <Record?>item
+                if not self._stage_record(record, True):
                     break
                 count += 1
         except BaseException:
@@ -560,19 +635,18 @@ cdef class Ring:
         self._publish()
         return count
 
-    def write(self, long long kind, long long session, long long turn, long long seq,
-              long long origin_ns, payload=b"", long long flags=0, timeout=None):
+    def write(self, Record record not None, timeout=None):
         """Write one record, waiting (spin, then park) up to ``timeout`` s for space."""
         self._check(SIDE_PRODUCER, "write")
         cdef double wait_s = _timeout_arg(timeout)
         cdef Py_buffer view
         cdef uint64_t length
         while True:
-            if self._stage(kind, session, turn, seq, origin_ns, payload, flags, False):
+            if self._stage_record(record, False):
                 self._publish()
                 return True
             self._publish()  # what was staged before must be visible before we wait
-            PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+            PyObject_GetBuffer(record.payload, &view, PyBUF_SIMPLE)
             length = <uint64_t>view.len
             PyBuffer_Release(&view)
             if not self._wait_space(length, wait_s):

@@ -27,7 +27,6 @@ import struct
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import posix_ipc
@@ -73,11 +72,10 @@ _I: Final[dict[str, int]] = {name: off >> 2 for name, off in CONTROL_OFFSETS.ite
 
 _FENCE_LOCK = threading.Lock()
 
-if TYPE_CHECKING:  # typing_extensions is a type-checking dependency only
+if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-    # (kind, flags, session, turn, seq, origin_ns, payload)
-    RecordTuple = tuple[int, int, int, int, int, int, Buffer]
+    from voicegate.ext._ring import Record
 
 
 def _full_fence() -> None:
@@ -90,27 +88,24 @@ def monotonic_ns() -> int:
     return time.monotonic_ns()
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class ReferenceRecord:
-    """One record read from a reference ring; ``payload`` is a read-only view into shared
-    memory, valid until the consumer's next read, ``wait`` or ``release`` call."""
+def _record_class() -> type[Record[Buffer]]:
+    """The one record type, from the compiled extension (imported on first use, so this
+    module loads before the extension is built)."""
+    from voicegate.ext import _ring  # noqa: PLC0415 (see the docstring)
 
-    kind: int
-    flags: int
-    session: int
-    turn: int
-    seq: int
-    origin_ns: int
-    sent_ns: int  # when the producer published it (CLOCK_MONOTONIC ns)
-    payload: memoryview
+    return _ring.Record
 
-    def __repr__(self) -> str:
-        # Never the payload itself: it may be audio or a transcript.
-        return (
-            f"ReferenceRecord(kind={self.kind}, flags={self.flags}, session={self.session}, "
-            f"turn={self.turn}, seq={self.seq}, origin_ns={self.origin_ns}, "
-            f"sent_ns={self.sent_ns}, payload=<{self.payload.nbytes} bytes>)"
-        )
+
+def _view_record(
+    *, kind: int, flags: int, session: int, turn: int, seq: int, origin_ns: int, sent_ns: int,
+    payload: memoryview,
+) -> Record[memoryview]:
+    from voicegate.ext import _ring  # noqa: PLC0415 (see _record_class)
+
+    return _ring.Record(
+        kind=kind, session=session, turn=turn, seq=seq, origin_ns=origin_ns, payload=payload,
+        flags=flags, sent_ns=sent_ns,
+    )
 
 
 class ReferenceRing:
@@ -255,17 +250,11 @@ class ReferenceRing:
 
     # -- producer -----------------------------------------------------------------------
 
-    def _stage(  # noqa: PLR0917 (the ring API's argument order)
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer,
-        flags: int,
-        count_drop: bool,
-    ) -> bool:
+    def _stage(self, record: Record[Buffer], count_drop: bool) -> bool:
+        if not isinstance(record, _record_class()):
+            raise TypeError(f"a ring takes a Record, not {type(record).__name__}")
+        kind, flags, session, turn = record.kind, record.flags, record.session, record.turn
+        seq, origin_ns, payload = record.seq, record.origin_ns, record.payload
         error = record_field_error(
             kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns
         )
@@ -315,36 +304,18 @@ class ReferenceRing:
         self._wakeups += 1
         self._q[_Q["wakeups_sent"]] = self._wakeups
 
-    def try_write(  # noqa: PLR0917 (the ring API's argument order)
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> bool:
+    def try_write(self, record: Record[Buffer]) -> bool:
         """Write and publish one record; never blocks. False (and counted) when full."""
         self._check("producer", "try_write")
-        if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+        if not self._stage(record, True):
             return False
         self.publish()
         return True
 
-    def stage(  # noqa: PLR0917 (the ring API's argument order)
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> bool:
+    def stage(self, record: Record[Buffer]) -> bool:
         """Write one record without publishing it. False (and counted) when full."""
         self._check("producer", "stage")
-        return self._stage(kind, session, turn, seq, origin_ns, payload, flags, True)
+        return self._stage(record, True)
 
     def publish(self) -> int:
         """Publish staged records and wake a parked consumer; returns how many."""
@@ -375,15 +346,15 @@ class ReferenceRing:
             _SENT.pack_into(data, idx + _SENT_OFFSET, now)
             pos += record_size(length)
 
-    def write_batch(self, records: Iterable[RecordTuple]) -> int:
+    def write_batch(self, records: Iterable[Record[Buffer]]) -> int:
         """Stage records until one does not fit, then publish them all at once. A record
         that is invalid (bad field, payload too large) raises and the batch writes nothing."""
         self._check("producer", "write_batch")
         count = 0
         saved = (self._wpos, self._written, self._staged)
         try:
-            for kind, flags, session, turn, seq, origin_ns, payload in records:
-                if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+            for record in records:
+                if not self._stage(record, True):
                     break
                 count += 1
         except BaseException:
@@ -393,21 +364,10 @@ class ReferenceRing:
         self.publish()
         return count
 
-    def write(  # noqa: PLR0917 (the ring API's argument order)
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-        timeout: float | None = None,
-    ) -> bool:
+    def write(self, record: Record[Buffer], timeout: float | None = None) -> bool:
         """Write one record, waiting (spin, then park) up to ``timeout`` s for space."""
         self._check("producer", "write")
-        args = (kind, session, turn, seq, origin_ns, payload, flags)
-        if self._stage(*args, False):
+        if self._stage(record, False):
             self.publish()
             return True
         self.publish()  # what was staged before must be visible before we wait
@@ -417,7 +377,7 @@ class ReferenceRing:
         deadline = math.inf if timeout is None else now + timeout
         spin_end = min(now + self._spin_s, deadline)
         while time.monotonic() < spin_end:
-            if self._stage(*args, False):
+            if self._stage(record, False):
                 self.publish()
                 return True
         sleeping = _I["producer_sleeping"]
@@ -426,7 +386,7 @@ class ReferenceRing:
             _drain(self._space_sem)
             self._i[sleeping] = PARKED_ON_SEMAPHORE
             _full_fence()
-            if self._stage(*args, False):
+            if self._stage(record, False):
                 self._i[sleeping] = AWAKE
                 self.publish()
                 return True
@@ -439,7 +399,7 @@ class ReferenceRing:
             self._pparks += 1
             self._q[_Q["producer_parks"]] = self._pparks
             self._beat()
-            if self._stage(*args, False):
+            if self._stage(record, False):
                 self.publish()
                 return True
             if self._owner_closed():
@@ -465,7 +425,7 @@ class ReferenceRing:
     def _corrupt(self, detail: str) -> None:
         raise_for_status(STATUS_CORRUPT, self._name, detail)
 
-    def _next(self) -> ReferenceRecord | None:
+    def _next(self) -> Record[memoryview] | None:
         if not self._has_record():
             return None
         r = self._rpos
@@ -486,9 +446,10 @@ class ReferenceRing:
         if length > self._max_payload or idx + size > self._cap or r + size > self._cached_wpos:
             self._corrupt(f"record of {length} bytes at position {r} overruns the ring")
         start = idx + RECORD_HEADER_SIZE
-        record = ReferenceRecord(
-            kind, flags, session, turn, seq, origin_ns, sent_ns, self._ro[start : start + length]
-        )
+        record = _view_record(
+            kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns,
+            sent_ns=sent_ns, payload=self._ro[start : start + length],
+        )  # fmt: skip
         self._rpos = r + size
         self._read += 1
         return record
@@ -549,7 +510,7 @@ class ReferenceRing:
             if time.monotonic() >= deadline:
                 return False
 
-    def try_read(self) -> ReferenceRecord | None:
+    def try_read(self) -> Record[memoryview] | None:
         self._check("consumer", "try_read")
         self._release()
         record = self._next()
@@ -559,7 +520,7 @@ class ReferenceRing:
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
         return record
 
-    def read(self, timeout: float | None = None) -> ReferenceRecord | None:
+    def read(self, timeout: float | None = None) -> Record[memoryview] | None:
         """Next record, waiting up to ``timeout`` seconds (None: forever)."""
         self._check("consumer", "read")
         self._release()
@@ -569,7 +530,7 @@ class ReferenceRing:
 
     def read_batch(
         self, max_records: int = 256, timeout: float | None = 0.0
-    ) -> list[ReferenceRecord]:
+    ) -> list[Record[memoryview]]:
         """Up to ``max_records`` records; waits up to ``timeout`` for the first one."""
         self._check("consumer", "read_batch")
         if max_records < 1:
@@ -577,7 +538,7 @@ class ReferenceRing:
         self._release()
         if not self._wait_readable(timeout):
             return []
-        records: list[ReferenceRecord] = []
+        records: list[Record[memoryview]] = []
         while len(records) < max_records:
             record = self._next()
             if record is None:

@@ -43,6 +43,7 @@ from voicegate.core.codec import PCM16_16K
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
 from voicegate.core.logs import current_session
+from voicegate.ext import Record
 from voicegate.ext.aio import AsyncRingReader, wait_any
 from voicegate.ext.errors import RingClosed, RingError
 from voicegate.server import prometheus
@@ -192,7 +193,7 @@ class Gateway:
         self.drain_deadline_ns = 0
         self.drained = asyncio.Event()
         self._egress: asyncio.Task[None] | None = None
-        self._pending: deque[tuple[int, int, int, int, int, bytes, int]] = deque()
+        self._pending: deque[Record[bytes]] = deque()
         self._publish_due = False  # a call to _publish_staged is scheduled
 
     # -- lifecycle ------------------------------------------------------------------
@@ -201,9 +202,11 @@ class Gateway:
         # Local session 0 is never a session: its SESSION_CLOSE tells every stage to close
         # what it still holds of this gateway index (a predecessor that died with its
         # sessions open), before any session of this process opens.
-        self._pending.append(
-            (Kind.SESSION_CLOSE, session_id(self.index, 0), 0, 0, monotonic_ns(), b"", 0)
-        )
+        close_predecessors = Record(
+            kind=Kind.SESSION_CLOSE, session=session_id(self.index, 0), turn=0,
+            origin_ns=monotonic_ns(),
+        )  # fmt: skip
+        self._pending.append(close_predecessors)
         self._egress = asyncio.create_task(self._egress_loop(), name="gateway-egress")
 
     async def stop(self) -> None:
@@ -490,7 +493,14 @@ class Gateway:
         live.seq += 1
         live.turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)
         if self.link.send(
-            Kind.AUDIO_IN, live.sid, live.turns.turn, live.seq, now, action.audio.data,
+            Record(
+                kind=Kind.AUDIO_IN,
+                session=live.sid,
+                turn=live.turns.turn,
+                seq=live.seq,
+                origin_ns=now,
+                payload=action.audio.data,
+            ),
             publish=False,
         ):  # fmt: skip
             self.counters["frames_in"] += 1
@@ -509,14 +519,17 @@ class Gateway:
 
     def _control(self, live: LiveSession, kind: Kind, payload: bytes, flags: int = 0) -> None:
         live.seq += 1
-        record = (kind, live.sid, live.turns.turn, live.seq, monotonic_ns(), payload, flags)
+        record = Record(
+            kind=kind, session=live.sid, turn=live.turns.turn, seq=live.seq,
+            origin_ns=monotonic_ns(), payload=payload, flags=flags,
+        )  # fmt: skip
         # Control must not be lost, and the ring has one producer (this loop): what does
         # not fit waits in order in ``_pending`` and the egress task retries it.
-        if self._pending or not self.link.send(*record):
+        if self._pending or not self.link.send(record):
             self._pending.append(record)
 
     def _flush_pending(self) -> None:
-        while self._pending and self.link.send(*self._pending[0]):
+        while self._pending and self.link.send(self._pending[0]):
             self._pending.popleft()
 
     # -- sending to one client -------------------------------------------------------

@@ -1,7 +1,7 @@
 """voicegate.workers: the pinned worker processes of a node and their supervisor.
 
 Modules:
-    stage         the Stage base class a pipeline stage implements, and Message/Output
+    stage         the Stage base class a pipeline stage implements, and Record/Output
     worker        the runtime loop that drives a Stage between its rings
     process       the body of a spawned worker process
     supervisor    builds the node's shared memory, starts, watches and replaces workers

@@ -22,44 +22,27 @@ whole pipeline has processed it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 from typing_extensions import Buffer
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import kind_name
+from voicegate.ext import Record
 from voicegate.workers.rings import ring_class
 from voicegate.workers.status import Field, Histogram, State, StatusBlock
 from voicegate.workers.topology import RingSpec, Topology, gateway_name
 
 if TYPE_CHECKING:
-    from voicegate.ext._ring import Record, Ring
+    from voicegate.ext._ring import Ring
     from voicegate.ext.ring_format import Role
 
 _VECTOR_MIN = 16  # ring-wait samples from one read above which numpy is the cheaper way
 
 
-class Received(NamedTuple):
-    """A record copied out of a ring: it outlives the read. A named tuple, not a frozen
-    dataclass: one is built per record on the gateway's hot path, and a tuple is built
-    several times faster than a frozen dataclass sets its fields."""
-
-    kind: int
-    flags: int
-    session: int
-    turn: int
-    seq: int
-    origin_ns: int
-    payload: bytes
-    sent_ns: int  # when the last stage published it (the ring's header)
-
-    def __repr__(self) -> str:
-        return (
-            f"Received({kind_name(self.kind)}, session={self.session}, turn={self.turn}, "
-            f"seq={self.seq}, flags={self.flags:#x}, {len(self.payload)} bytes)"
-        )
+# A record copied out of a ring, its payload as bytes: it outlives the read.
+Received: TypeAlias = Record[bytes]
 
 
 class GatewayLink:
@@ -95,28 +78,15 @@ class GatewayLink:
 
     # -- towards the pipeline -------------------------------------------------------
 
-    def send(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-        *,
-        publish: bool = True,
-    ) -> bool:
+    def send(self, record: Record[Buffer], *, publish: bool = True) -> bool:
         """Write one record; never blocks. False (and counted) when full.
 
         ``publish=False`` leaves it staged, invisible to the first stage until ``publish``
         (or any later publishing write): a caller that writes many records in one go
-        makes the consumer see them, and wakes it, once."""
-        # The ring stamps the publish time in the header: the payload is copied once.
+        makes the consumer see them, and wakes it, once. The ring writes the publish time
+        into the header: the payload is copied once, into the ring."""
         ring = self.to_pipeline
-        written = (ring.try_write if publish else ring.stage)(
-            kind, session, turn, seq, origin_ns, payload, flags
-        )
+        written = ring.try_write(record) if publish else ring.stage(record)
         if written:
             self.status.add(Field.RECORDS_OUT, 1)
             return True
@@ -127,22 +97,10 @@ class GatewayLink:
         """Make the records staged by ``send(publish=False)`` visible."""
         self.to_pipeline.publish()
 
-    def send_wait(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-        timeout: float | None = None,
-    ) -> bool:
+    def send_wait(self, record: Record[Buffer], timeout: float | None = None) -> bool:
         """Like ``send`` but waits up to ``timeout`` seconds for room (for control records
         that must not be lost). Blocks: call it off the event loop."""
-        ok = self.to_pipeline.write(
-            kind, session, turn, seq, origin_ns, payload, flags, timeout=timeout
-        )
+        ok = self.to_pipeline.write(record, timeout=timeout)
         self.status.add(Field.RECORDS_OUT if ok else Field.DROPPED_OUTPUT, 1)
         return ok
 
@@ -210,8 +168,9 @@ class GatewayLink:
         self.close()
 
 
-def _copy(record: Record) -> Received:
-    return Received(
-        record.kind, record.flags, record.session, record.turn, record.seq, record.origin_ns,
-        bytes(record.payload), record.sent_ns,
+def _copy(record: Record[memoryview]) -> Received:
+    return Record(
+        kind=record.kind, session=record.session, turn=record.turn, seq=record.seq,
+        origin_ns=record.origin_ns, payload=bytes(record.payload), flags=record.flags,
+        sent_ns=record.sent_ns,
     )  # fmt: skip

@@ -33,7 +33,7 @@ Options ([workers.llm.options]) override the bundle's sampling:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from voicegate.core.clock import monotonic_ns
@@ -41,7 +41,7 @@ from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind
 from voicegate.models.llm import LlmEngine, Sampling
 from voicegate.models.llm import Message as ChatMessage
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.stage_support import (
     SessionParams,
     StageOptions,
@@ -131,10 +131,10 @@ class LlmStage(Stage[LlmSession]):
     # -- records --------------------------------------------------------------------
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, LlmSession], out: Output
+        self, batch: Batch, states: Mapping[int, LlmSession], out: Output
     ) -> None:
         for m in batch:
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            out.emit(m)
             state = states[m.session]
             if m.kind == Kind.TRANSCRIPT_PARTIAL and m.flags & Flag.PROVISIONAL:
                 self._start(m, state, bytes(m.payload).decode(), out)
@@ -150,7 +150,7 @@ class LlmStage(Stage[LlmSession]):
                 if state.finished:
                     self._commit(state)
 
-    def _start(self, m: Message, state: LlmSession, text: str, out: Output) -> None:
+    def _start(self, m: Record[memoryview], state: LlmSession, text: str, out: Output) -> None:
         engine = self._engine()
         engine.cancel(m.session)
         state.gen_turn, state.user_text, state.answer = m.turn, text, ""
@@ -173,15 +173,27 @@ class LlmStage(Stage[LlmSession]):
         if not state.emitted:
             timing = {"transcript_ns": state.transcript_ns, "first_token_ns": monotonic_ns()}
             out.emit(
-                Kind.TURN_TIMING, sid, state.gen_turn, 0, state.origin_ns,
-                json.dumps(timing).encode(),
+                Record(
+                    kind=Kind.TURN_TIMING,
+                    session=sid,
+                    turn=state.gen_turn,
+                    origin_ns=state.origin_ns,
+                    payload=json.dumps(timing).encode(),
+                ),
             )
             state.emitted = True
         state.seq += 1
         state.answer += text
         out.emit(
-            Kind.LLM_TOKEN, sid, state.gen_turn, state.seq, state.origin_ns, text.encode(),
-            Flag.LAST if last else 0,
+            Record(
+                kind=Kind.LLM_TOKEN,
+                session=sid,
+                turn=state.gen_turn,
+                seq=state.seq,
+                origin_ns=state.origin_ns,
+                payload=text.encode(),
+                flags=Flag.LAST if last else 0,
+            ),
         )
         if last:
             state.finished = True

@@ -23,7 +23,7 @@ Options ([workers.tts.options]):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +36,7 @@ from voicegate.core.codec import AudioFormat
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind
 from voicegate.models.tts import TtsEngine
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.stage_support import (
     SessionParams,
     StageOptions,
@@ -112,7 +112,7 @@ class TtsStage(Stage[TtsSession]):
     # -- records --------------------------------------------------------------------
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, TtsSession], out: Output
+        self, batch: Batch, states: Mapping[int, TtsSession], out: Output
     ) -> None:
         engine = self._engine()
         for m in batch:
@@ -122,7 +122,7 @@ class TtsStage(Stage[TtsSession]):
             if m.kind == Kind.TURN_TIMING:
                 state.timing = {k: int(v) for k, v in json.loads(bytes(m.payload)).items()}
                 continue
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            out.emit(m)
             if m.kind == Kind.LLM_TOKEN:
                 state.origin_ns = m.origin_ns
                 engine.push_text(m.session, bytes(m.payload).decode())
@@ -169,8 +169,15 @@ class TtsStage(Stage[TtsSession]):
         payload = codec.encode(float32_to_pcm16(audio), state.output.encoding)
         state.seq += 1
         out.emit(
-            Kind.AUDIO_OUT, sid, state.turn, state.seq, state.origin_ns, payload,
-            Flag.LAST if last else 0,
+            Record(
+                kind=Kind.AUDIO_OUT,
+                session=sid,
+                turn=state.turn,
+                seq=state.seq,
+                origin_ns=state.origin_ns,
+                payload=payload,
+                flags=Flag.LAST if last else 0,
+            ),
         )
         if not state.timing_sent:
             timing = {
@@ -179,6 +186,12 @@ class TtsStage(Stage[TtsSession]):
                 "first_audio_ns": monotonic_ns(),
             }
             out.emit(
-                Kind.TURN_TIMING, sid, state.turn, 0, state.origin_ns, json.dumps(timing).encode()
+                Record(
+                    kind=Kind.TURN_TIMING,
+                    session=sid,
+                    turn=state.turn,
+                    origin_ns=state.origin_ns,
+                    payload=json.dumps(timing).encode(),
+                ),
             )
             state.timing_sent = True

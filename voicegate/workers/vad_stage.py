@@ -52,7 +52,7 @@ from voicegate.core.kinds import (
 )
 from voicegate.models.vad import CHUNK, SAMPLE_RATE, ChunkProbability, SileroVad
 from voicegate.workers.audio_history import PcmHistory
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.stage_support import (
     SessionParams,
     StageOptions,
@@ -190,7 +190,7 @@ class VadStage(Stage[VadSession]):
     # -- records --------------------------------------------------------------------
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, VadSession], out: Output
+        self, batch: Batch, states: Mapping[int, VadSession], out: Output
     ) -> None:
         engine = self._engine()
         fed: set[int] = set()
@@ -222,18 +222,18 @@ class VadStage(Stage[VadSession]):
                 fed = set()
             if m.kind == Kind.PLAYBACK:
                 state.taker.playing = bytes(m.payload[:1]) == b"\x01"
-                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=state.turn))
             elif m.kind == Kind.COMMIT:
                 for committed in state.taker.commit(state.fed):
                     self._decide(m.session, state, committed, out)
-                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=state.turn))
             elif m.kind == Kind.TEXT_INPUT:
                 state.taker.reset()
                 state.forwarding = False
                 turn = state.next_turn()
-                out.emit(Kind.TEXT_INPUT, m.session, turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(kind=Kind.TEXT_INPUT, turn=turn))
             else:
-                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=state.turn))
         if fed:
             self._run_model(fed, states, out)
 
@@ -262,31 +262,35 @@ class VadStage(Stage[VadSession]):
         if decided.decision in (Decision.START, Decision.BARGE_IN):
             turn = state.next_turn()
             if decided.decision is Decision.BARGE_IN:
-                self._both(out, Kind.BARGE_IN, sid, turn, latest, b"")
+                barge_in = Record(kind=Kind.BARGE_IN, session=sid, turn=turn, origin_ns=latest)
+                self._both(out, barge_in)
             first = max(decided.sample - self.pre_roll, state.base)
-            self._event(out, VadEventType.SPEECH_START, sid, turn, first, latest)
+            self._event(out, VadEventType.SPEECH_START, first, _head(sid, turn, latest))
             state.forwarding = True
             state.forwarded = first
             return
         if decided.decision is Decision.RESUME:
             turn = state.next_turn()
-            self._both(out, Kind.CANCEL, sid, turn, latest, b"", Flag.CONTINUE)
-            self._event(out, VadEventType.SPEECH_RESUME, sid, turn, decided.sample, latest)
+            cancel = Record(
+                kind=Kind.CANCEL, session=sid, turn=turn, origin_ns=latest, flags=Flag.CONTINUE
+            )
+            self._both(out, cancel)
+            self._event(out, VadEventType.SPEECH_RESUME, decided.sample, _head(sid, turn, latest))
             return
         # PAUSE or END_OF_TURN: the audio up to now goes first, so STT has all of it.
         self._flush(sid, state, out)
-        origin = state.origin_at(decided.speech_end)
+        head = _head(sid, state.turn, state.origin_at(decided.speech_end))
         if decided.decision is Decision.PAUSE:
-            self._event(out, VadEventType.SPEECH_PAUSE, sid, state.turn, decided.sample, origin)
+            self._event(out, VadEventType.SPEECH_PAUSE, decided.sample, head)
         else:
-            self._event(out, VadEventType.END_OF_TURN, sid, state.turn, decided.sample, origin)
+            self._event(out, VadEventType.END_OF_TURN, decided.sample, head)
             state.forwarding = False
 
     def _report(self, sid: int, state: VadSession, out: Output) -> None:
         """The session's input could not be used: an ERROR to the gateway, once."""
         detail = ErrorEvent(ErrorCode.BAD_INPUT, StageId.VAD, state.problem or "").pack()
         state.problem = None
-        out.emit_event(Kind.ERROR, sid, state.turn, 0, 0, detail)
+        out.emit_event(Record(kind=Kind.ERROR, session=sid, turn=state.turn, payload=detail))
 
     def _flush(self, sid: int, state: VadSession, out: Output) -> None:
         """Send the utterance's audio that has not gone downstream yet."""
@@ -295,35 +299,28 @@ class VadStage(Stage[VadSession]):
         audio = state.history.since(state.forwarded)
         state.seq += 1
         origin = state.frames[-1][1] if state.frames else 0
-        out.emit(Kind.AUDIO_IN, sid, state.turn, state.seq, origin, audio.data)
+        out.emit(
+            Record(
+                kind=Kind.AUDIO_IN,
+                session=sid,
+                turn=state.turn,
+                seq=state.seq,
+                origin_ns=origin,
+                payload=audio.data,
+            ),
+        )
         state.forwarded = state.fed
 
-    def _event(  # noqa: PLR0917 - the record's fields
-        self,
-        out: Output,
-        event: VadEventType,
-        sid: int,
-        turn: int,
-        at_sample: int,
-        origin_ns: int,
+    def _event(
+        self, out: Output, event: VadEventType, at_sample: int, head: Record[bytes]
     ) -> None:
-        self._both(out, Kind.VAD_EVENT, sid, turn, origin_ns, VadEvent(event, at_sample).pack())
+        """A VAD_EVENT with the header fields of ``head`` (session, turn, origin), both ways."""
+        self._both(out, head.replace(payload=VadEvent(event, at_sample).pack()))
 
-    def _both(  # noqa: PLR0917 - the record's fields
-        self,
-        out: Output,
-        kind: int,
-        sid: int,
-        turn: int,
-        origin_ns: int,
-        payload: bytes,
-        flags: int = 0,
-    ) -> None:
+    def _both(self, out: Output, record: Record[bytes]) -> None:
         """To the gateway at once, and down the pipeline in order with the audio."""
-        out.emit_event(kind, sid, turn, 0, origin_ns, payload, flags)
-        out.emit(kind, sid, turn, 0, origin_ns, payload, flags)
-
-
+        out.emit_event(record)
+        out.emit(record)
 def _model_calls(probabilities: Sequence[ChunkProbability]) -> list[int]:
     """Rows of each batched model call behind one ``step``: a call holds one chunk of
     each session ready, so a session seen again starts the next call."""
@@ -336,3 +333,8 @@ def _model_calls(probabilities: Sequence[ChunkProbability]) -> list[int]:
         seen.add(chunk.sid)
         calls[-1] += 1
     return calls
+
+
+def _head(session: int, turn: int, origin_ns: int) -> Record[bytes]:
+    """The header fields an event record takes from its session and the audio it is about."""
+    return Record(kind=Kind.VAD_EVENT, session=session, turn=turn, origin_ns=origin_ns)
