@@ -37,6 +37,14 @@ def _size(length: int) -> int:
     return (HEADER + length + 7) & ~7
 
 
+def _record(fields: Fields, length: int) -> Record[bytes]:
+    kind, flags, session, turn, seq, origin_ns = fields
+    return Record(
+        kind=kind, session=session, turn=turn, seq=seq, origin_ns=origin_ns,
+        payload=_payload(seq, length), flags=flags,
+    )  # fmt: skip
+
+
 def _payload(seq: int, length: int) -> bytes:
     return _PATTERN[seq % 256 : seq % 256 + length]
 
@@ -122,17 +130,7 @@ class RingModel(RuleBasedStateMachine):
         expected = self._stage(fields, length)
         if not expected:
             self.dropped += 1
-        got = self.producer.try_write(
-            Record(
-                kind=fields[0],
-                session=fields[2],
-                turn=fields[3],
-                seq=fields[4],
-                origin_ns=fields[5],
-                payload=_payload(fields[4], length),
-                flags=fields[1],
-            ),
-        )  # fmt: skip
+        got = self.producer.try_write(_record(fields, length))
         assert got == expected
         if got:
             self._publish()
@@ -143,17 +141,7 @@ class RingModel(RuleBasedStateMachine):
         expected = self._stage(fields, length)
         if not expected:
             self.dropped += 1
-        got = self.producer.stage(
-            Record(
-                kind=fields[0],
-                session=fields[2],
-                turn=fields[3],
-                seq=fields[4],
-                origin_ns=fields[5],
-                payload=_payload(fields[4], length),
-                flags=fields[1],
-            ),
-        )  # fmt: skip
+        got = self.producer.stage(_record(fields, length))
         assert got == expected
 
     @rule()
@@ -168,12 +156,7 @@ class RingModel(RuleBasedStateMachine):
         expected = 0
         for length in lengths:
             fields = self._next_fields(2, 7)
-            kind, flags, session, turn, seq, origin_ns = fields
-            record = Record(
-                kind=kind, session=session, turn=turn, seq=seq, origin_ns=origin_ns,
-                payload=_payload(seq, length), flags=flags,
-            )  # fmt: skip
-            batch.append(record)
+            batch.append(_record(fields, length))
             if expected == len(batch) - 1 and self._stage(fields, length):
                 expected += 1
         if expected < len(batch):

@@ -141,15 +141,7 @@ class SttStage(Stage[SttSession]):
             if m.kind == Kind.TEXT_INPUT:
                 state.restart(0)
                 state.speaking = False
-                out.emit(
-                    Record(
-                        kind=Kind.TRANSCRIPT_FINAL,
-                        session=m.session,
-                        turn=m.turn,
-                        origin_ns=m.origin_ns,
-                        payload=m.payload,
-                    ),
-                )
+                out.emit(m.replace(kind=Kind.TRANSCRIPT_FINAL, seq=0, flags=0))  # the text as is
             elif m.kind == Kind.VAD_EVENT:
                 request = self._on_event(m, state, out)
                 if request is not None:
@@ -173,13 +165,7 @@ class SttStage(Stage[SttSession]):
             if state.provisional is not None and state.provisional[0] == cut:
                 text = state.provisional[1].encode()
                 out.emit(
-                    Record(
-                        kind=Kind.TRANSCRIPT_FINAL,
-                        session=m.session,
-                        turn=m.turn,
-                        origin_ns=m.origin_ns,
-                        payload=text,
-                    ),
+                    m.replace(kind=Kind.TRANSCRIPT_FINAL, seq=0, flags=0, payload=text),
                 )
                 return None
             return _Request(m.session, m.turn, cut, True, m.origin_ns)
