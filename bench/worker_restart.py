@@ -42,6 +42,7 @@ from voicegate.core.codec import PCM16_16K
 from voicegate.core.config import PASSTHROUGH_STAGE, STAGES, NodeConfig, load_config
 from voicegate.core.kinds import Flag, Kind, session_id
 from voicegate.core.payloads import SessionParams
+from voicegate.ext import Record
 from voicegate.workers.gateway_link import GatewayLink
 from voicegate.workers.status import Field, State, StatusBlock
 from voicegate.workers.topology import Topology
@@ -71,7 +72,16 @@ class Probe:
     def _send(self, kind: int, seq: int, payload: bytes, flags: int = 0) -> None:
         now = monotonic_ns()
         if not self.link.send_wait(
-            kind, self.session, self.turn, seq, now, payload, flags, timeout=TIMEOUT_S
+            Record(
+                kind=kind,
+                session=self.session,
+                turn=self.turn,
+                seq=seq,
+                origin_ns=now,
+                payload=payload,
+                flags=flags,
+            ),
+            timeout=TIMEOUT_S,
         ):
             raise RuntimeError("the ring to vad stayed full")
 

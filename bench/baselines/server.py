@@ -30,6 +30,7 @@ from bench.baselines.designs import Pipeline, SequentialPipeline, SingleProcessP
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import GatewayOptions
 from voicegate.core.kinds import Kind
+from voicegate.ext import Record
 from voicegate.server import event_loop
 from voicegate.server.gateway.connection import Connection
 from voicegate.server.gateway_process import listen_socket
@@ -75,18 +76,23 @@ class BaselineServer:
 
     # -- what a connection asks of its host --------------------------------------------
 
-    def write(  # noqa: PLR0917 (the record's fields; one Record type will replace them)
-        self, kind: Kind, session: int, turn: int, seq: int, payload: bytes, flags: int
-    ) -> None:
-        now = monotonic_ns()
-        self.pipeline.submit(Received(kind, flags, session, turn, seq, now, payload, now))
+    def write(self, record: Record[bytes]) -> None:
+        self.pipeline.submit(record)
 
     def forward_audio(self, connection: Connection, action: ForwardAudio) -> None:
         now = monotonic_ns()
         turns = connection.turns
         turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)
-        self.write(Kind.AUDIO_IN, connection.sid, turns.turn, connection.next_seq(),
-                   action.audio.data, 0)  # fmt: skip
+        self.write(
+            Record(
+                kind=Kind.AUDIO_IN,
+                session=connection.sid,
+                turn=turns.turn,
+                seq=connection.next_seq(),
+                origin_ns=now,
+                payload=action.audio.data,
+            )
+        )
 
     def session_opened(self, connection: Connection) -> None:
         self.counters["sessions"] += 1

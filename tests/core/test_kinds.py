@@ -1,4 +1,4 @@
-"""Message kinds, flags, session ids and send stamps (payloads: test_payloads.py)."""
+"""Message kinds, flags and session ids (payloads: test_payloads.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from voicegate.core.kinds import (
     CONTROL_BASE,
     MAX_GATEWAYS,
     MAX_LOCAL_SESSION,
-    STAMP_SIZE,
     Flag,
     Kind,
     gateway_of,
@@ -18,9 +17,6 @@ from voicegate.core.kinds import (
     kind_name,
     local_of,
     session_id,
-    set_stamp,
-    split_stamp,
-    stamp_buffer,
 )
 from voicegate.core.layout import MAX_KIND
 
@@ -67,18 +63,3 @@ def test_session_id_bounds() -> None:
         session_id(0, MAX_LOCAL_SESSION + 1)
 
 
-@given(st.binary(max_size=300), st.integers(0, 2**63 - 1))
-def test_stamp_round_trip(payload: bytes, sent_ns: int) -> None:
-    buf = stamp_buffer(payload)
-    assert len(buf) == len(payload) + STAMP_SIZE
-    set_stamp(buf, sent_ns)
-    body, stamp = split_stamp(memoryview(buf), Flag.STAMPED)
-    assert bytes(body) == payload
-    assert stamp == sent_ns
-    body, stamp = split_stamp(memoryview(payload), 0)
-    assert (bytes(body), stamp) == (payload, 0)
-
-
-def test_short_stamped_payload_is_rejected() -> None:
-    with pytest.raises(ValueError, match="STAMPED"):
-        split_stamp(memoryview(b"abc"), Flag.STAMPED | Flag.LAST)

@@ -28,7 +28,7 @@ MS = 1_000_000
 
 
 def rec(kind: int, turn: int, payload: bytes = b"", flags: int = 0, origin: int = 0) -> Received:
-    return Received(kind, flags, 7, turn, 0, origin, payload, 0)
+    return Received(kind=kind, session=7, turn=turn, origin_ns=origin, payload=payload, flags=flags)
 
 
 def vad(event: VadEventType, turn: int, at_sample: int, origin: int = 0) -> Received:

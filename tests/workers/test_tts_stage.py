@@ -34,7 +34,7 @@ def reply(h: Harness, turn: int, text: str = REPLY, *, last: bool = True) -> Non
     for i, word in enumerate(words):
         final = last and i == len(words) - 1
         piece = word if i == len(words) - 1 else word + " "
-        h.send(msg(Kind.LLM_TOKEN, SID, turn, piece.encode(), Flag.LAST if final else 0,
+        h.send(msg(Kind.LLM_TOKEN, SID, turn, piece.encode(), flags=Flag.LAST if final else 0,
                    origin_ns=99))
 
 

@@ -123,7 +123,7 @@ def test_turns_follow_the_gateway_and_typed_turns_take_the_next(
     h.send(msg(Kind.TEXT_INPUT, 3, 5, b"hello"))
     (typed,) = h.out.take(Kind.TEXT_INPUT)
     assert (typed.turn, typed.payload) == (6, b"hello")
-    h.out.records.clear()
+    h.out.clear()
     play(h, 3, store_hours, 320, turn=9)  # a gateway that has seen turn 9
     assert events(h.out.take(event_path=True))[0][::2] == (VadEventType.SPEECH_START, 9)
 

@@ -16,12 +16,8 @@ restarted worker needs no routing table.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Final
-
-from typing_extensions import Buffer
 
 from voicegate.core.layout import MAX_KIND
 
@@ -83,10 +79,8 @@ def kind_name(kind: int) -> str:
 class Flag(IntFlag):
     """Bits of the header's ``flags`` field."""
 
-    # The last 8 payload bytes are the producer's send time (little-endian int64,
-    # CLOCK_MONOTONIC ns), so the consumer measures how long the record waited in the
-    # ring. The worker runtime adds and strips the stamp; stages never see it.
-    STAMPED = 0x0001
+    # 0x0001 was STAMPED (a send stamp ending the payload); the send time is now the
+    # header's ``sent_ns``, written by the ring. The bit stays unused.
     # The last record of its kind in this turn (final token, last chunk of answer audio).
     LAST = 0x0002
     # Speculative content that a later record of the same turn may replace.
@@ -100,30 +94,6 @@ class Flag(IntFlag):
     # On TEXT_INPUT (and the TRANSCRIPT_FINAL STT makes of it): add the text to the
     # conversation without answering it (Realtime's conversation.item.create).
     ITEM_ONLY = 0x0020
-
-
-@dataclass(slots=True)
-class Message:
-    """A typed view of one record, as a stage sees it.
-
-    ``payload`` points into the ring's shared memory and is only valid during the call
-    that received it: copy what you keep."""
-
-    kind: int
-    flags: int
-    session: int
-    turn: int
-    seq: int
-    origin_ns: int  # when the originating audio entered the gateway (CLOCK_MONOTONIC)
-    payload: memoryview  # without the send stamp
-    sent_ns: int  # when the upstream process wrote it; 0 when it carried no stamp
-
-    def __repr__(self) -> str:
-        # Never the payload: it may be audio or conversation text.
-        return (
-            f"Message({kind_name(self.kind)}, session={self.session}, turn={self.turn}, "
-            f"seq={self.seq}, flags={self.flags:#x}, {len(self.payload)} bytes)"
-        )
 
 
 # -- session ids ----------------------------------------------------------------------
@@ -153,35 +123,3 @@ def local_of(session: int) -> int:
     return session & MAX_LOCAL_SESSION
 
 
-# -- send stamps ----------------------------------------------------------------------
-
-STAMP: Final[struct.Struct] = struct.Struct("<q")
-STAMP_SIZE: Final[int] = STAMP.size
-
-
-def stamp_buffer(payload: Buffer) -> bytearray:
-    """A copy of ``payload`` with room for the send stamp at the end; fill it with
-    ``set_stamp`` just before the record is written."""
-    view = memoryview(payload).cast("B")
-    buf = bytearray(len(view) + STAMP_SIZE)
-    buf[: len(view)] = view
-    return buf
-
-
-def set_stamp(buf: bytearray, sent_ns: int) -> None:
-    """Write the send time into a buffer made by ``stamp_buffer``."""
-    STAMP.pack_into(buf, len(buf) - STAMP_SIZE, sent_ns)
-
-
-def split_stamp(payload: memoryview, flags: int) -> tuple[memoryview, int]:
-    """The stage-visible payload and the send time (0 when the record is not stamped)."""
-    if not flags & Flag.STAMPED:
-        return payload, 0
-    if len(payload) < STAMP_SIZE:
-        raise ValueError(
-            f"record flagged STAMPED has a {len(payload)}-byte payload, "
-            f"shorter than the {STAMP_SIZE}-byte stamp"
-        )
-    body_len = len(payload) - STAMP_SIZE
-    (sent_ns,) = STAMP.unpack_from(payload, body_len)
-    return payload[:body_len], int(sent_ns)

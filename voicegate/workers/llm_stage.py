@@ -40,7 +40,7 @@ Options ([workers.llm.options]) override the bundle's sampling:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from voicegate.core.clock import monotonic_ns
@@ -59,7 +59,7 @@ from voicegate.core.payloads import (
 )
 from voicegate.models.llm import LlmEngine, Sampling
 from voicegate.models.llm import Message as ChatMessage
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.stage_support import StageOptions, bundle_table, execution_config
 
 _OPTIONS = ("max_tokens", "temperature", "top_p", "step_budget_ms")
@@ -153,10 +153,10 @@ class LlmStage(Stage[LlmSession]):
     # -- records --------------------------------------------------------------------
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, LlmSession], out: Output
+        self, batch: Batch, states: Mapping[int, LlmSession], out: Output
     ) -> None:
         for m in batch:
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            out.emit(m)
             state = states[m.session]
             if m.kind == Kind.TRANSCRIPT_PARTIAL and m.flags & Flag.PROVISIONAL:
                 if state.answering():
@@ -180,7 +180,7 @@ class LlmStage(Stage[LlmSession]):
             elif m.kind in (Kind.SESSION_UPDATE, Kind.RESPONSE_CREATE, Kind.TRUNCATE):
                 self._on_session_control(m, state, out)
 
-    def _on_session_control(self, m: Message, state: LlmSession, out: Output) -> None:
+    def _on_session_control(self, m: Record[memoryview], state: LlmSession, out: Output) -> None:
         if m.kind == Kind.SESSION_UPDATE:
             state.options = SessionOptions.from_payload(m.payload)
             given = state.options.instructions
@@ -189,7 +189,15 @@ class LlmStage(Stage[LlmSession]):
             if state.options.respond == "none":
                 why = "RESPONSE_CREATE in a session with respond none"
                 detail = TurnError(TurnErrorCode.BAD_INPUT, StageId.LLM, why).pack()
-                out.emit(Kind.ERROR, m.session, m.turn, 0, m.origin_ns, detail)
+                out.emit(
+                    Record(
+                        kind=Kind.ERROR,
+                        session=m.session,
+                        turn=m.turn,
+                        origin_ns=m.origin_ns,
+                        payload=detail,
+                    )
+                )
                 return
             self._start(m, state, None, out)
             state.response = state.confirmed = True
@@ -207,7 +215,9 @@ class LlmStage(Stage[LlmSession]):
         if text.strip() and state.options.respond != "none":
             state.history.append(ChatMessage("user", text))
 
-    def _start(self, m: Message, state: LlmSession, text: str | None, out: Output) -> None:
+    def _start(
+        self, m: Record[memoryview], state: LlmSession, text: str | None, out: Output
+    ) -> None:
         """Answer ``text`` (None: answer the conversation as it stands)."""
         engine = self._engine()
         engine.cancel(m.session)
@@ -238,13 +248,28 @@ class LlmStage(Stage[LlmSession]):
         assert state.gen_turn is not None
         if not state.emitted:
             timing = TurnTiming(state.transcript_ns, first_token_ns=monotonic_ns())
-            out.emit(Kind.TURN_TIMING, sid, state.gen_turn, 0, state.origin_ns, timing.pack())
+            out.emit(
+                Record(
+                    kind=Kind.TURN_TIMING,
+                    session=sid,
+                    turn=state.gen_turn,
+                    origin_ns=state.origin_ns,
+                    payload=timing.pack(),
+                ),
+            )
             state.emitted = True
         state.seq += 1
         state.answer += text
         out.emit(
-            Kind.LLM_TOKEN, sid, state.gen_turn, state.seq, state.origin_ns, encode_text(text),
-            Flag.LAST if last else 0,
+            Record(
+                kind=Kind.LLM_TOKEN,
+                session=sid,
+                turn=state.gen_turn,
+                seq=state.seq,
+                origin_ns=state.origin_ns,
+                payload=encode_text(text),
+                flags=Flag.LAST if last else 0,
+            ),
         )
         if last:
             state.finished = True

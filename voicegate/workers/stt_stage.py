@@ -25,7 +25,7 @@ Options ([workers.stt.options]):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +39,7 @@ from voicegate.core.payloads import VadEvent, VadEventType, decode_audio, encode
 from voicegate.models import melspec
 from voicegate.models.stt import SAMPLE_RATE, WhisperModel, load_model, read_params
 from voicegate.workers.partial_shedding import PartialGovernor
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.stage_support import StageOptions, bundle_table, execution_config
 
 log = logging.getLogger("voicegate.stt")
@@ -114,7 +114,7 @@ class SttStage(Stage[SttSession]):
         state.provisional = None
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, SttSession], out: Output
+        self, batch: Batch, states: Mapping[int, SttSession], out: Output
     ) -> None:
         start = monotonic_ns()
         try:
@@ -129,7 +129,7 @@ class SttStage(Stage[SttSession]):
                      spacing_ms, self.partials.stretch)  # fmt: skip
 
     def _on_records(
-        self, batch: Sequence[Message], states: Mapping[int, SttSession], out: Output
+        self, batch: Batch, states: Mapping[int, SttSession], out: Output
     ) -> None:
         requests: list[_Request] = []
         for m in batch:
@@ -139,21 +139,19 @@ class SttStage(Stage[SttSession]):
                 state.chunks.append(audio)
                 state.samples += audio.size
                 continue
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            out.emit(m)
             if m.kind == Kind.TEXT_INPUT:
                 state.restart(0)
                 state.speaking = False
                 item_only = m.flags & Flag.ITEM_ONLY  # a conversation item: no answer
-                out.emit(
-                    Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, m.payload, item_only
-                )
+                out.emit(m.replace(kind=Kind.TRANSCRIPT_FINAL, seq=0, flags=item_only))
             elif m.kind == Kind.VAD_EVENT:
                 request = self._on_event(m, state, out)
                 if request is not None:
                     requests.append(request)
         self._decode(requests, states, out)
 
-    def _on_event(self, m: Message, state: SttSession, out: Output) -> _Request | None:
+    def _on_event(self, m: Record[memoryview], state: SttSession, out: Output) -> _Request | None:
         event = VadEvent.unpack(m.payload)
         if event.event is VadEventType.SPEECH_START:
             state.restart(event.at_sample)
@@ -169,7 +167,9 @@ class SttStage(Stage[SttSession]):
             cut = event.at_sample - state.start
             if state.provisional is not None and state.provisional[0] == cut:
                 text = encode_text(state.provisional[1])
-                out.emit(Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, text)
+                out.emit(
+                    m.replace(kind=Kind.TRANSCRIPT_FINAL, seq=0, flags=0, payload=text),
+                )
                 return None
             return _Request(m.session, m.turn, cut, True, m.origin_ns)
         return None
@@ -189,7 +189,14 @@ class SttStage(Stage[SttSession]):
                     kind, flags = Kind.TRANSCRIPT_PARTIAL, Flag.PROVISIONAL
                     state.provisional = (request.cut, text)
                 out.emit(
-                    kind, request.sid, request.turn, 0, request.origin_ns, encode_text(text), flags
+                    Record(
+                        kind=kind,
+                        session=request.sid,
+                        turn=request.turn,
+                        origin_ns=request.origin_ns,
+                        payload=encode_text(text),
+                        flags=flags,
+                    ),
                 )
 
     def _transcribe(self, model: WhisperModel, audios: list[FloatAudio]) -> list[str]:
@@ -227,4 +234,12 @@ class SttStage(Stage[SttSession]):
             state.decoded_at = state.samples
             if text and text != state.last_partial:
                 state.last_partial = text
-                out.emit(Kind.TRANSCRIPT_PARTIAL, sid, state.turn, 0, now_ns, encode_text(text))
+                out.emit(
+                    Record(
+                        kind=Kind.TRANSCRIPT_PARTIAL,
+                        session=sid,
+                        turn=state.turn,
+                        origin_ns=now_ns,
+                        payload=encode_text(text),
+                    ),
+                )

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -59,7 +59,7 @@ from voicegate.core.payloads import (
     encode_audio,
 )
 from voicegate.models.tts import TtsEngine
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.stage_support import StageOptions, bundle_table, execution_config
 
 _OPTIONS = ("frame_ms", "max_batch", "step_budget_ms")
@@ -144,7 +144,7 @@ class TtsStage(Stage[TtsSession]):
     # -- records --------------------------------------------------------------------
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, TtsSession], out: Output
+        self, batch: Batch, states: Mapping[int, TtsSession], out: Output
     ) -> None:
         engine = self._engine()
         for m in batch:
@@ -157,7 +157,7 @@ class TtsStage(Stage[TtsSession]):
                 if not state.speaks:
                     self._timing(m.session, state, 0, out)
                 continue
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            out.emit(m)
             if m.kind == Kind.LLM_TOKEN:
                 state.answering = True
                 if state.speaks:
@@ -184,13 +184,21 @@ class TtsStage(Stage[TtsSession]):
         if last:
             state.clause_ends.extend([state.text_chars] * engine.end_reply(sid))
 
-    def _update(self, m: Message, state: TtsSession, out: Output) -> None:
+    def _update(self, m: Record[memoryview], state: TtsSession, out: Output) -> None:
         options = SessionOptions.from_payload(m.payload)
         voices = self._engine().voice.voice_names
         if options.voice is not None and options.voice not in voices:
             detail = f"unknown voice {options.voice!r}; voices: {', '.join(voices)}"
             payload = TurnError(TurnErrorCode.BAD_INPUT, StageId.TTS, detail).pack()
-            out.emit(Kind.ERROR, m.session, m.turn, 0, m.origin_ns, payload)
+            out.emit(
+                Record(
+                    kind=Kind.ERROR,
+                    session=m.session,
+                    turn=m.turn,
+                    origin_ns=m.origin_ns,
+                    payload=payload,
+                )
+            )
             options = replace(options, voice=(state.pending or state.options).voice)
         if state.answering:
             state.pending = options  # this turn's answer keeps the voice it began with
@@ -236,7 +244,15 @@ class TtsStage(Stage[TtsSession]):
             return
         audio_ms = state.answer_samples * 1000 // state.output.sample_rate
         mark = AudioMark(audio_ms, text_chars).to_payload()
-        out.emit(Kind.AUDIO_MARK, sid, state.turn, 0, state.origin_ns, mark)
+        out.emit(
+            Record(
+                kind=Kind.AUDIO_MARK,
+                session=sid,
+                turn=state.turn,
+                origin_ns=state.origin_ns,
+                payload=mark,
+            )
+        )
 
     def _frame(
         self, sid: int, state: TtsSession, audio: FloatAudio, last: bool, out: Output
@@ -244,13 +260,28 @@ class TtsStage(Stage[TtsSession]):
         payload = encode_audio(float32_to_pcm16(audio), state.output.encoding)
         state.seq += 1
         out.emit(
-            Kind.AUDIO_OUT, sid, state.turn, state.seq, state.origin_ns, payload,
-            Flag.LAST if last else 0,
+            Record(
+                kind=Kind.AUDIO_OUT,
+                session=sid,
+                turn=state.turn,
+                seq=state.seq,
+                origin_ns=state.origin_ns,
+                payload=payload,
+                flags=Flag.LAST if last else 0,
+            ),
         )
         if not state.timing_sent:
             self._timing(sid, state, monotonic_ns(), out)
 
     def _timing(self, sid: int, state: TtsSession, first_audio_ns: int, out: Output) -> None:
         timing = dataclasses.replace(state.timing, first_audio_ns=first_audio_ns)
-        out.emit(Kind.TURN_TIMING, sid, state.turn, 0, state.origin_ns, timing.pack())
+        out.emit(
+            Record(
+                kind=Kind.TURN_TIMING,
+                session=sid,
+                turn=state.turn,
+                origin_ns=state.origin_ns,
+                payload=timing.pack(),
+            ),
+        )
         state.timing_sent = True

@@ -61,7 +61,7 @@ from voicegate.core.payloads import (
 )
 from voicegate.models.vad import CHUNK, SAMPLE_RATE, ChunkProbability, SileroVad
 from voicegate.workers.audio_history import PcmHistory
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.stage_support import (
     StageOptions,
     bundle_table,
@@ -201,7 +201,7 @@ class VadStage(Stage[VadSession]):
     # -- records --------------------------------------------------------------------
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, VadSession], out: Output
+        self, batch: Batch, states: Mapping[int, VadSession], out: Output
     ) -> None:
         engine = self._engine()
         fed: set[int] = set()
@@ -233,21 +233,20 @@ class VadStage(Stage[VadSession]):
                 fed = set()
             if m.kind == Kind.PLAYBACK:
                 state.taker.playing = decode_playback(m.payload)
-                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=state.turn))
             elif m.kind == Kind.COMMIT:
                 for committed in state.taker.commit(state.fed):
                     self._decide(m.session, state, committed, out)
-                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=state.turn))
             elif m.kind in (Kind.TEXT_INPUT, Kind.RESPONSE_CREATE):
                 state.taker.reset()
                 state.forwarding = False
                 turn = state.next_turn()
-                out.emit(m.kind, m.session, turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=turn))
             elif m.kind != Kind.SESSION_UPDATE or self._update(m.session, state, m.payload, out):
                 # Before the first utterance (or after a reopen) the stage's own turn is
                 # behind the gateway's, and the next stages would drop it as stale.
-                turn = max(state.turn, m.turn)
-                out.emit(m.kind, m.session, turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=max(state.turn, m.turn)))
         if fed:
             self._run_model(fed, states, out)
 
@@ -276,24 +275,28 @@ class VadStage(Stage[VadSession]):
         if decided.decision in (Decision.START, Decision.BARGE_IN):
             turn = state.next_turn()
             if decided.decision is Decision.BARGE_IN:
-                self._both(out, Kind.BARGE_IN, sid, turn, latest, b"")
+                barge_in = Record(kind=Kind.BARGE_IN, session=sid, turn=turn, origin_ns=latest)
+                self._both(out, barge_in)
             first = max(decided.sample - state.pre_roll, state.base)
-            self._event(out, VadEventType.SPEECH_START, sid, turn, first, latest)
+            self._event(out, VadEventType.SPEECH_START, first, _head(sid, turn, latest))
             state.forwarding = True
             state.forwarded = first
             return
         if decided.decision is Decision.RESUME:
             turn = state.next_turn()
-            self._both(out, Kind.CANCEL, sid, turn, latest, b"", Flag.CONTINUE)
-            self._event(out, VadEventType.SPEECH_RESUME, sid, turn, decided.sample, latest)
+            cancel = Record(
+                kind=Kind.CANCEL, session=sid, turn=turn, origin_ns=latest, flags=Flag.CONTINUE
+            )
+            self._both(out, cancel)
+            self._event(out, VadEventType.SPEECH_RESUME, decided.sample, _head(sid, turn, latest))
             return
         # PAUSE or END_OF_TURN: the audio up to now goes first, so STT has all of it.
         self._flush(sid, state, out)
-        origin = state.origin_at(decided.speech_end)
+        head = _head(sid, state.turn, state.origin_at(decided.speech_end))
         if decided.decision is Decision.PAUSE:
-            self._event(out, VadEventType.SPEECH_PAUSE, sid, state.turn, decided.sample, origin)
+            self._event(out, VadEventType.SPEECH_PAUSE, decided.sample, head)
         else:
-            self._event(out, VadEventType.END_OF_TURN, sid, state.turn, decided.sample, origin)
+            self._event(out, VadEventType.END_OF_TURN, decided.sample, head)
             state.forwarding = False
 
     def _update(self, sid: int, state: VadSession, payload: memoryview, out: Output) -> bool:
@@ -333,7 +336,7 @@ class VadStage(Stage[VadSession]):
         """The session's input could not be used: an ERROR to the gateway, once."""
         detail = TurnError(TurnErrorCode.BAD_INPUT, StageId.VAD, state.problem or "").pack()
         state.problem = None
-        out.emit_event(Kind.ERROR, sid, state.turn, 0, 0, detail)
+        out.emit_event(Record(kind=Kind.ERROR, session=sid, turn=state.turn, payload=detail))
 
     def _flush(self, sid: int, state: VadSession, out: Output) -> None:
         """Send the utterance's audio that has not gone downstream yet."""
@@ -343,36 +346,27 @@ class VadStage(Stage[VadSession]):
         state.seq += 1
         origin = state.frames[-1][1] if state.frames else 0
         out.emit(
-            Kind.AUDIO_IN, sid, state.turn, state.seq, origin, encode_audio(audio, Encoding.PCM16)
+            Record(
+                kind=Kind.AUDIO_IN,
+                session=sid,
+                turn=state.turn,
+                seq=state.seq,
+                origin_ns=origin,
+                payload=encode_audio(audio, Encoding.PCM16),
+            ),
         )
         state.forwarded = state.fed
 
-    def _event(  # noqa: PLR0917 - the record's fields
-        self,
-        out: Output,
-        event: VadEventType,
-        sid: int,
-        turn: int,
-        at_sample: int,
-        origin_ns: int,
+    def _event(
+        self, out: Output, event: VadEventType, at_sample: int, head: Record[bytes]
     ) -> None:
-        self._both(out, Kind.VAD_EVENT, sid, turn, origin_ns, VadEvent(event, at_sample).pack())
+        """A VAD_EVENT with the header fields of ``head`` (session, turn, origin), both ways."""
+        self._both(out, head.replace(payload=VadEvent(event, at_sample).pack()))
 
-    def _both(  # noqa: PLR0917 - the record's fields
-        self,
-        out: Output,
-        kind: int,
-        sid: int,
-        turn: int,
-        origin_ns: int,
-        payload: bytes,
-        flags: int = 0,
-    ) -> None:
+    def _both(self, out: Output, record: Record[bytes]) -> None:
         """To the gateway at once, and down the pipeline in order with the audio."""
-        out.emit_event(kind, sid, turn, 0, origin_ns, payload, flags)
-        out.emit(kind, sid, turn, 0, origin_ns, payload, flags)
-
-
+        out.emit_event(record)
+        out.emit(record)
 def _model_calls(probabilities: Sequence[ChunkProbability]) -> list[int]:
     """Rows of each batched model call behind one ``step``: a call holds one chunk of
     each session ready, so a session seen again starts the next call."""
@@ -385,3 +379,8 @@ def _model_calls(probabilities: Sequence[ChunkProbability]) -> list[int]:
         seen.add(chunk.sid)
         calls[-1] += 1
     return calls
+
+
+def _head(session: int, turn: int, origin_ns: int) -> Record[bytes]:
+    """The header fields an event record takes from its session and the audio it is about."""
+    return Record(kind=Kind.VAD_EVENT, session=session, turn=turn, origin_ns=origin_ns)

@@ -34,6 +34,7 @@ from voicegate.core.payloads import (
     encode_playback,
     encode_text,
 )
+from voicegate.ext import Record
 from voicegate.server.gateway.limits import TokenBucket
 from voicegate.server.gateway.send_queue import (
     AudioItem,
@@ -75,9 +76,7 @@ class ConnectionHost(Protocol):
     options: GatewayOptions
     counters: dict[str, int]  # the names of Gateway.counters; a host may keep fewer
 
-    def write(  # noqa: PLR0917 (the record's fields; one Record type will replace them)
-        self, kind: Kind, session: int, turn: int, seq: int, payload: bytes, flags: int
-    ) -> None:
+    def write(self, record: Record[bytes]) -> None:
         """Write a control record to the pipeline; it must not be lost."""
         ...
 
@@ -145,7 +144,17 @@ class Connection:
 
     def write(self, kind: Kind, payload: bytes, flags: int = 0) -> None:
         """A control record of this session, stamped with its current turn."""
-        self.host.write(kind, self.sid, self.turns.turn, self.next_seq(), payload, flags)
+        self.host.write(
+            Record(
+                kind=kind,
+                session=self.sid,
+                turn=self.turns.turn,
+                seq=self.next_seq(),
+                origin_ns=monotonic_ns(),
+                payload=payload,
+                flags=flags,
+            )
+        )
 
     # -- the connection's life --------------------------------------------------------
 

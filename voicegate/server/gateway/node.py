@@ -44,6 +44,7 @@ from voicegate.core.config import GatewayOptions, NodeConfig, end_of_turn_silenc
 from voicegate.core.kinds import Kind, session_id
 from voicegate.core.logs import current_session
 from voicegate.core.payloads import DrainEvent, WorkerRestarted
+from voicegate.ext import Record
 from voicegate.ext.aio import AsyncRingReader, wait_any
 from voicegate.ext.errors import RingClosed, RingError
 from voicegate.server import prometheus
@@ -127,7 +128,7 @@ class Gateway:
         self.drain_deadline_ns = 0
         self.drained = asyncio.Event()
         self._egress: asyncio.Task[None] | None = None
-        self._pending: deque[tuple[Kind, int, int, int, bytes, int]] = deque()  # _write's
+        self._pending: deque[Record[bytes]] = deque()
         self._publish_due = False  # a call to _publish_staged is scheduled
 
     # -- lifecycle ------------------------------------------------------------------
@@ -136,7 +137,13 @@ class Gateway:
         # Local session 0 is never a session: its SESSION_CLOSE tells every stage to close
         # what it still holds of this gateway index (a predecessor that died with its
         # sessions open), before any session of this process opens.
-        self._pending.append((Kind.SESSION_CLOSE, session_id(self.index, 0), 0, 0, b"", 0))
+        close_predecessors = Record(
+            kind=Kind.SESSION_CLOSE,
+            session=session_id(self.index, 0),
+            turn=0,
+            origin_ns=monotonic_ns(),
+        )
+        self._pending.append(close_predecessors)
         self._egress = asyncio.create_task(self._egress_loop(), name="gateway-egress")
 
     async def stop(self) -> None:
@@ -338,12 +345,15 @@ class Gateway:
             return
         now = monotonic_ns()
         connection.turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)
-        seq = connection.next_seq()
-        turn = connection.turns.turn
-        data = action.audio.data
-        if self._write(
-            Kind.AUDIO_IN, connection.sid, turn, seq, data, 0, origin_ns=now, publish=False
-        ):
+        record = Record(
+            kind=Kind.AUDIO_IN,
+            session=connection.sid,
+            turn=connection.turns.turn,
+            seq=connection.next_seq(),
+            origin_ns=now,
+            payload=action.audio.data,
+        )
+        if self.link.send(record, publish=False):
             self.counters["frames_in"] += 1
             if not self._publish_due:
                 # Every frame that arrives in this turn of the event loop becomes visible
@@ -353,35 +363,14 @@ class Gateway:
         else:
             self.counters["frames_in_dropped"] += 1
 
-    def write(  # noqa: PLR0917 (the record's fields; one Record type will replace them)
-        self, kind: Kind, session: int, turn: int, seq: int, payload: bytes, flags: int
-    ) -> None:
-        record = (kind, session, turn, seq, payload, flags)
+    def write(self, record: Record[bytes]) -> None:
         # Control must not be lost, and the ring has one producer (this loop): what does
         # not fit waits in order in ``_pending`` and the egress task retries it.
-        if self._pending or not self._write(*record):
+        if self._pending or not self.link.send(record):
             self._pending.append(record)
 
-    def _write(  # noqa: PLR0917 (as write)
-        self,
-        kind: Kind,
-        session: int,
-        turn: int,
-        seq: int,
-        payload: bytes,
-        flags: int,
-        *,
-        origin_ns: int = 0,
-        publish: bool = True,
-    ) -> bool:
-        """Every ring write of the gateway: False when the ring is full."""
-        return self.link.send(
-            kind, session, turn, seq, origin_ns or monotonic_ns(), payload, flags,
-            publish=publish,
-        )  # fmt: skip
-
     def _flush_pending(self) -> None:
-        while self._pending and self._write(*self._pending[0]):
+        while self._pending and self.link.send(self._pending[0]):
             self._pending.popleft()
 
     def _publish_staged(self) -> None:
