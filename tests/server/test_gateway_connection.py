@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket
 from voicegate.core.codec import PCM16_16K, AudioFormat, Encoding
 from voicegate.core.config import GatewayOptions
 from voicegate.core.kinds import Flag, Kind
+from voicegate.ext import Record
 from voicegate.server.gateway.connection import Connection, InputBudget
 from voicegate.server.gateway.limits import TokenBucket
 from voicegate.server.gateway.send_queue import CloseItem, EventItem, TextItem
@@ -21,7 +22,6 @@ from voicegate.server.protocols.base import CommitTurn, ForwardAudio, ForwardTex
 from voicegate.server.protocols.native import StreamConnection
 from voicegate.server.protocols.native_events import ResponseDone
 from voicegate.server.protocols.native_wire import AudioInput
-from voicegate.workers.gateway_link import Received
 
 MULAW_8K = AudioFormat(Encoding.MULAW, 8000)
 
@@ -36,10 +36,9 @@ class RecordingHost:
     written: list[tuple[Kind, int, int, int, bytes, int]] = field(default_factory=list)
     audio: list[ForwardAudio] = field(default_factory=list)
 
-    def write(  # noqa: PLR0917 (ConnectionHost.write)
-        self, kind: Kind, session: int, turn: int, seq: int, payload: bytes, flags: int
-    ) -> None:
-        self.written.append((kind, session, turn, seq, payload, flags))
+    def write(self, record: Record[bytes]) -> None:
+        r = record
+        self.written.append((Kind(r.kind), r.session, r.turn, r.seq, bytes(r.payload), r.flags))
 
     def forward_audio(self, connection: Connection, action: ForwardAudio) -> None:
         self.audio.append(action)
@@ -114,7 +113,7 @@ def test_input_over_its_budget_closes_the_session_with_rate_limited() -> None:
 def test_a_worker_restart_fails_the_turn_in_flight_and_reopens_the_session() -> None:
     host = RecordingHost()
     conn = _started(host)
-    conn.on_record(Received(Kind.LLM_TOKEN, 0, 7, 1, 0, 0, b"Hi", 0), 1)
+    conn.on_record(Record(kind=Kind.LLM_TOKEN, session=7, turn=1, payload=b"Hi"), 1)
     conn.reopen()
     assert host.counters["turns_failed"] == 1
     kind, _, turn, _, payload, flags = host.written[-1]

@@ -44,9 +44,9 @@ def options(h: Harness, turn: int, **fields: Any) -> None:
 
 def test_without_auto_respond_turns_are_items_until_response_create(h: Harness) -> None:
     options(h, 1, auto_respond=False)
-    h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do you open?", Flag.PROVISIONAL))
+    h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do you open?", flags=Flag.PROVISIONAL))
     h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 1, b"When do you open?"))
-    h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 2, b"And on Sunday?", Flag.ITEM_ONLY))
+    h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 2, b"And on Sunday?", flags=Flag.ITEM_ONLY))
     h.tick(20)
     assert not h.out.take(Kind.LLM_TOKEN) and not h.out.take(Kind.TURN_TIMING)
     assert state(h).history == [
@@ -55,7 +55,7 @@ def test_without_auto_respond_turns_are_items_until_response_create(h: Harness) 
     h.send(msg(Kind.RESPONSE_CREATE, SID, 3))
     run_until_done(h, 3)
     assert answer(h, 3) == REPLY
-    h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 4, b"Thanks.", Flag.ITEM_ONLY))  # commits turn 3
+    h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 4, b"Thanks.", flags=Flag.ITEM_ONLY))  # commits turn 3
     assert state(h).history[2:] == [
         ChatMessage("assistant", REPLY), ChatMessage("user", "Thanks.")
     ]
@@ -67,7 +67,7 @@ def test_without_auto_respond_turns_are_items_until_response_create(h: Harness) 
 
 def test_respond_none_answers_nothing_and_refuses_response_create(h: Harness) -> None:
     options(h, 1, respond="none")
-    h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do you open?", Flag.PROVISIONAL))
+    h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do you open?", flags=Flag.PROVISIONAL))
     h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 1, b"When do you open?"))
     h.send(msg(Kind.RESPONSE_CREATE, SID, 2))
     h.tick(20)
@@ -92,7 +92,7 @@ def test_instructions_replace_the_sessions_from_the_next_generation(h: Harness) 
 def test_truncate_keeps_only_the_heard_text_of_a_committed_answer(h: Harness) -> None:
     h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 1, b"When do you open?"))
     run_until_done(h, 1)
-    h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 2, b"Hm.", Flag.ITEM_ONLY))  # turn 1 commits
+    h.send(msg(Kind.TRANSCRIPT_FINAL, SID, 2, b"Hm.", flags=Flag.ITEM_ONLY))  # turn 1 commits
     assert state(h).history[:2] == [
         ChatMessage("user", "When do you open?"), ChatMessage("assistant", REPLY)
     ]
