@@ -60,7 +60,7 @@ bench: build
 # waits for /readyz, talks to it with voicegate/data/demo/order_status.wav, prints what it
 # heard, the answer and the latency breakdown, writes answer.wav, stops it.
 run: build
-	$(BIN)/python -m voicegate.server.run_demo --out answer.wav
+	$(BIN)/python -m voicegate.server.cli.run_demo --out answer.wav
 
 clean:
 	rm -rf build $(VENV) voicegate/ext/*.c voicegate/ext/*.so voicegate/ext/includes/vg_layout.h

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from bench._wsraw import OP_BINARY, OP_TEXT, HandshakeError, RawWebSocket, client_frame, connect
 from voicegate.core import codec
 from voicegate.core.wav import WavError, read_wav
+from voicegate.server.cli.talk_audio import resample, speech_end_frame, split_frames
 from voicegate.server.protocols.native_events import (
     ErrorEvent,
     EventFormatError,
@@ -38,7 +39,6 @@ from voicegate.server.protocols.native_events import (
     parse_server_event,
 )
 from voicegate.server.protocols.native_wire import SessionEnd, SessionStart
-from voicegate.server.talk_audio import resample, speech_end_frame, split_frames
 
 FRAME_MS = 20
 FORMAT = codec.PCM16_16K

@@ -1,6 +1,6 @@
 """The floor of ``bench gateway``: a bare Starlette WebSocket endpoint on the same
 uvicorn (``ws="websockets-sansio"``), on the event loop the gateway runs on
-(``voicegate.server.event_loop``), that sends every binary message straight back.
+(``voicegate.server.gateway.event_loop``), that sends every binary message straight back.
 
 ``python -m bench._echo_app [--port 0]`` prints ``echo: serving on ws://HOST:PORT/v1/stream``
 once it listens; SIGTERM stops it."""
@@ -16,8 +16,8 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from voicegate.server import event_loop
-from voicegate.server.gateway_process import listen_socket
+from voicegate.server.gateway import event_loop
+from voicegate.server.gateway.process import listen_socket
 
 
 async def echo(websocket: WebSocket) -> None:

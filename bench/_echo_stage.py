@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Kind
-from voicegate.workers.stage import Batch, Output, Stage, StageContext
+from voicegate.workers.stages.stage import Batch, Output, Stage, StageContext
 
 
 @dataclass

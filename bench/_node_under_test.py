@@ -23,7 +23,7 @@ _SERVING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
 
 def demo_bundle(directory: Path) -> Path:
     """The generated demo bundle (small synthetic models, scripted answers)."""
-    from voicegate.models.synth import Scripted, synth_bundle  # noqa: PLC0415
+    from voicegate.models.graphs.synth import Scripted, synth_bundle  # noqa: PLC0415
 
     if not (directory / "bundle.toml").exists():
         synth_bundle(

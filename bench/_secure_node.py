@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voicegate.server.keys import create_key
+from voicegate.server.security.keys import create_key
 
 
 @dataclass

@@ -58,7 +58,7 @@ from bench import report
 from bench._gateway_load import FRAME_MS, Pacer, Tally, close_sessions, open_sessions
 from bench._stop import stop_server
 from voicegate.core.config import PASSTHROUGH_STAGE, NodeConfig, load_config
-from voicegate.workers.metrics import read_node_status
+from voicegate.workers.runtime.metrics import read_node_status
 
 ROOT = Path(__file__).resolve().parents[1]
 _READY = re.compile(r"serving on (?:http|ws)://([^\s/:]+):(\d+)")

@@ -43,9 +43,9 @@ from voicegate.core.config import PASSTHROUGH_STAGE, STAGES, NodeConfig, load_co
 from voicegate.core.kinds import Flag, Kind, session_id
 from voicegate.core.payloads import SessionParams
 from voicegate.ext import Record
-from voicegate.workers.gateway_link import GatewayLink
-from voicegate.workers.status import Field, State, StatusBlock
-from voicegate.workers.topology import Topology
+from voicegate.workers.runtime.gateway_link import GatewayLink
+from voicegate.workers.runtime.status import Field, State, StatusBlock
+from voicegate.workers.runtime.topology import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 120.0

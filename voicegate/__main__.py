@@ -1,3 +1,3 @@
-from voicegate.server.cli import main
+from voicegate.server.cli.main import main
 
 raise SystemExit(main())

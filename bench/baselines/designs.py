@@ -25,7 +25,7 @@ from bench.baselines.runtime import Deliver, StageRunner, load_stages
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.ext import Record
-from voicegate.workers.gateway_link import Received
+from voicegate.workers.runtime.gateway_link import Received
 
 log = logging.getLogger("bench.baselines")
 

@@ -50,11 +50,11 @@ from voicegate.models.llm import FinishReason, LlmEngine, LlmEvent, Sampling
 from voicegate.models.llm import Message as ChatMessage
 from voicegate.models.stt import WhisperModel
 from voicegate.models.tts import PiperVoice
-from voicegate.workers.llm_stage import LlmStage
-from voicegate.workers.stage import Stage, StageContext
-from voicegate.workers.stt_stage import SttStage
-from voicegate.workers.tts_stage import TtsStage
-from voicegate.workers.vad_stage import VadStage
+from voicegate.workers.stages.llm import LlmStage
+from voicegate.workers.stages.stage import Stage, StageContext
+from voicegate.workers.stages.stt import SttStage
+from voicegate.workers.stages.tts import TtsStage
+from voicegate.workers.stages.vad import VadStage
 
 log = logging.getLogger("bench.baselines.pipecat")
 

@@ -2,7 +2,7 @@
 
 Both baselines run the very Stage classes voicegate's workers run; what they change is
 only how the stages are connected (threads and queues, or one request after the other),
-never what a stage does with a record. So this follows ``voicegate.workers.worker``:
+never what a stage does with a record. So this follows ``voicegate.workers.runtime.worker``:
 lifecycle control is handled here and forwarded, records of unknown sessions and of old
 turns are dropped, a newer turn advances the session first.
 """
@@ -19,12 +19,12 @@ from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig, NodeSettings
 from voicegate.core.kinds import Kind
 from voicegate.ext import Record
-from voicegate.workers.gateway_link import Received
-from voicegate.workers.llm_stage import LlmStage
-from voicegate.workers.stage import Stage, StageContext
-from voicegate.workers.stt_stage import SttStage
-from voicegate.workers.tts_stage import TtsStage
-from voicegate.workers.vad_stage import VadStage
+from voicegate.workers.runtime.gateway_link import Received
+from voicegate.workers.stages.llm import LlmStage
+from voicegate.workers.stages.stage import Stage, StageContext
+from voicegate.workers.stages.stt import SttStage
+from voicegate.workers.stages.tts import TtsStage
+from voicegate.workers.stages.vad import VadStage
 
 Deliver = Callable[[Received], None]
 

@@ -31,13 +31,13 @@ from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import GatewayOptions
 from voicegate.core.kinds import Kind
 from voicegate.ext import Record
-from voicegate.server import event_loop
+from voicegate.server.gateway import event_loop
 from voicegate.server.gateway.connection import Connection
-from voicegate.server.gateway_process import listen_socket
+from voicegate.server.gateway.process import listen_socket
 from voicegate.server.protocols.base import ForwardAudio
 from voicegate.server.protocols.native import StreamConnection
 from voicegate.server.protocols.native_events import ResponseDone
-from voicegate.workers.gateway_link import Received
+from voicegate.workers.runtime.gateway_link import Received
 
 log = logging.getLogger("bench.baselines")
 

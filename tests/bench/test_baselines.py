@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bench.baselines import ServerURL, start_sequential, start_single_process
-from voicegate.models.synth import Scripted, synth_bundle
-from voicegate.server.talk import ExitCode, TalkOptions, talk
+from voicegate.models.graphs.synth import Scripted, synth_bundle
+from voicegate.server.cli.talk import ExitCode, TalkOptions, talk
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = Path(os.environ.get("VOICEGATE_SPEECH_DIR") or ROOT.parent / "shared" / "speech")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from voicegate.models.synth import Scripted, synth_bundle
+from voicegate.models.graphs.synth import Scripted, synth_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 SPEECH = Path(os.environ.get("VOICEGATE_SPEECH_DIR") or REPO.parent / "shared" / "speech")

@@ -12,8 +12,8 @@ import pytest
 
 from bench._e2e_procs import descendants, is_running
 from bench.baselines import BaselineError, start_pipecat
-from voicegate.models.synth import Scripted, synth_bundle
-from voicegate.server.talk import ExitCode, TalkOptions, talk
+from voicegate.models.graphs.synth import Scripted, synth_bundle
+from voicegate.server.cli.talk import ExitCode, TalkOptions, talk
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = Path(os.environ.get("VOICEGATE_SPEECH_DIR") or ROOT.parent / "shared" / "speech")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from voicegate.models.synth import Scripted, synth_bundle
+from voicegate.models.graphs.synth import Scripted, synth_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTED_REPLY = "Sure! The store opens at nine tomorrow, and closes at eight. Anything else?"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from voicegate.models import stt_graph, whisper_tokenizer
+from voicegate.models import whisper_tokenizer
+from voicegate.models.graphs import stt as stt_graph
 from voicegate.models.importers.ct2 import DTYPE_IDS
 
 Variables = dict[str, np.ndarray]

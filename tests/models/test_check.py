@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from voicegate.models.check import check_bundle, format_reports
 from voicegate.models.errors import BundleError
-from voicegate.server.cli import main
+from voicegate.server.cli.main import main
 
 STAGES = ("vad", "llm")
 

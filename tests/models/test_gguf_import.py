@@ -15,7 +15,7 @@ from gguf_files import TinyLlama
 from voicegate.models.errors import BundleError
 from voicegate.models.importers.gguf_llm import import_gguf
 from voicegate.models.llm import LlmEngine, Message, Sampling
-from voicegate.server.cli import main
+from voicegate.server.cli.main import main
 
 IDS = [1, 40, 72, 69, 263, 3, 76, 80, 12, 99, 261, 50, 2, 7, 33, 41]
 

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
-from voicegate.models.llm_graph import SIZES, LlmDims, build_random_llm, build_scripted_llm
+from voicegate.models.graphs.llm import SIZES, LlmDims, build_random_llm, build_scripted_llm
 
 LAYERS, HEADS, HEAD_DIM, VOCAB = 2, 4, 16, 300
 START, END = 6, 2

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from voicegate.models.bundle import load_bundle
-from voicegate.models.synth import Scripted, stage_module, synth_bundle
-from voicegate.server.cli import main
+from voicegate.models.graphs.synth import Scripted, stage_module, synth_bundle
+from voicegate.server.cli.main import main
 
 
 def files(root: Path) -> dict[str, bytes]:

@@ -14,14 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voicegate.models import melspec, stt, stt_graph
+from voicegate.models import melspec, stt
 from voicegate.models.bundle import load_bundle
 from voicegate.models.errors import BundleError
+from voicegate.models.graphs import stt as stt_graph
+from voicegate.models.graphs.builder import make_model
 from voicegate.models.importers import ct2
 from voicegate.models.importers.whisper import import_whisper
-from voicegate.models.onnx_builder import make_model
 from voicegate.models.runtime import ExecutionConfig
-from voicegate.server.cli import main
+from voicegate.server.cli.main import main
 
 DIMS = stt_graph.WhisperDims(vocab_size=1024)
 # large-v3's 128 mel bins and an odd shape everywhere else

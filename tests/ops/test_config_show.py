@@ -11,7 +11,7 @@ import pytest
 
 from voicegate.core.config import load_config
 from voicegate.core.config_show import render_config
-from voicegate.server.cli import main
+from voicegate.server.cli.main import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

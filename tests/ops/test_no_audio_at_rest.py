@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from voicegate.core.codec import mulaw_encode
 from voicegate.core.wav import read_wav
-from voicegate.models.synth import Scripted, synth_bundle
+from voicegate.models.graphs.synth import Scripted, synth_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "voicegate" / "data" / "demo" / "order_status.wav"

@@ -17,8 +17,8 @@ import pytest
 from runtime_helpers import NodeProcess
 
 from voicegate.core.config import STAGES
-from voicegate.server.cli import main
-from voicegate.server.profiling import node_processes, py_spy_path
+from voicegate.server.cli.main import main
+from voicegate.server.ops.profiling import node_processes, py_spy_path
 
 
 def ptrace_refusal() -> str | None:
@@ -82,7 +82,8 @@ def test_dump_by_node_name_shows_every_worker_loop(
     by_pid = {int(section.split(":", 1)[0]): section for section in sections}
     assert node.pid in by_pid
     for stage, pid in worker_pids(node).items():
-        assert "run_once (voicegate/workers/worker.py" in by_pid[pid], f"{stage}:\n{by_pid[pid]}"
+        frame = "run_once (voicegate/workers/runtime/worker.py"
+        assert frame in by_pid[pid], f"{stage}:\n{by_pid[pid]}"
         assert "worker_main" in by_pid[pid], f"{stage}:\n{by_pid[pid]}"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from voicegate.server.sdnotify import Notifier
+from voicegate.workers.runtime.sdnotify import Notifier
 
 
 @pytest.fixture

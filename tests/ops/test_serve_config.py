@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from voicegate.core.config import ConfigError, GatewayOptions
-from voicegate.server.cli import build_parser, main
+from voicegate.server.cli.main import build_parser, main
 from voicegate.server.serve import effective_config
 
 FILE = """

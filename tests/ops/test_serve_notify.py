@@ -19,7 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 REPO = Path(__file__).resolve().parents[2]
-PASS = "voicegate.workers.passthrough:PassThroughStage"
+PASS = "voicegate.workers.stages.passthrough:PassThroughStage"
 
 
 @pytest.fixture
@@ -114,7 +114,8 @@ def test_failure_to_start_is_reported_in_status(
     tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
     sock, path = notify_socket
-    proc, name = _start(tmp_path, path, vad_stage="voicegate.workers.passthrough:NoSuchStage")
+    missing = "voicegate.workers.stages.passthrough:NoSuchStage"
+    proc, name = _start(tmp_path, path, vad_stage=missing)
     try:
         seen: list[list[str]] = []
         failed = _wait_for(sock, "STATUS=failed: *", seen)

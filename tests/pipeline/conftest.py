@@ -22,7 +22,7 @@ from runtime_helpers import NodeProcess, group_members, wait_until
 
 from voicegate.core.config import DEFAULT_STAGES, STAGES
 from voicegate.core.wav import read_wav
-from voicegate.models.synth import Scripted, synth_bundle
+from voicegate.models.graphs.synth import Scripted, synth_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import Flag, Kind, session_id
 from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.ext import Record
-from voicegate.workers.gateway_link import GatewayLink, Received
+from voicegate.workers.runtime.gateway_link import GatewayLink, Received
 
 FRAME_MS = 20
 _locals = itertools.count(1)

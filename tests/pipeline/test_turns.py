@@ -13,7 +13,7 @@ from pipeline_script import REPLY, TRANSCRIPT
 from voicegate.core.codec import AudioFormat, Encoding
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import VadEventType
-from voicegate.workers.gateway_link import Received
+from voicegate.workers.runtime.gateway_link import Received
 
 STORE = "00_store_hours.wav"
 

@@ -27,7 +27,7 @@ from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import AudioFormat, Encoding
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import VadEvent, VadEventType
-from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
+from voicegate.workers.stages.stage import Batch, Output, Record, Stage, StageContext
 
 LOUD = 1000
 

@@ -33,7 +33,7 @@ class Node:
             '[workers.vad]\nstage = "gateway_fakes:ScriptedTurnStage"\n'
             f"[workers.vad.options]\nanswer_ms = {answer_ms}\nend_of_turn_ms = 200\n"
             + "".join(
-                f'[workers.{s}]\nstage = "voicegate.workers.passthrough:PassThroughStage"\n'
+                f'[workers.{s}]\nstage = "voicegate.workers.stages.passthrough:PassThroughStage"\n'
                 f'[workers.{s}.options]\ntag = ""\n'
                 for s in ("stt", "llm", "tts")
             )

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from voicegate.core.config import ConfigError, GatewaySettings
-from voicegate.server import event_loop
+from voicegate.server.gateway import event_loop
 
 
 async def _loop_type() -> str:

@@ -22,7 +22,7 @@ from voicegate.server.protocols.native_events import (
     SpeechStopped,
     TranscriptFinal,
 )
-from voicegate.workers.gateway_link import Received
+from voicegate.workers.runtime.gateway_link import Received
 
 MS = 1_000_000
 

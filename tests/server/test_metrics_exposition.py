@@ -12,10 +12,10 @@ from exposition import parse
 from voicegate.core.config import NodeConfig, NodeSettings
 from voicegate.ext import Record
 from voicegate.ext._ring import Ring
-from voicegate.server import prometheus
-from voicegate.workers.metrics import RingObservers, read_node_status
-from voicegate.workers.status import Field, Histogram, StatusBlock
-from voicegate.workers.topology import Topology
+from voicegate.server.ops import prometheus
+from voicegate.workers.runtime.metrics import RingObservers, read_node_status
+from voicegate.workers.runtime.status import Field, Histogram, StatusBlock
+from voicegate.workers.runtime.topology import Topology
 
 
 @pytest.fixture

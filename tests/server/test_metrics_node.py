@@ -16,7 +16,7 @@ from exposition import Family, parse
 
 from voicegate.core.config import NodeConfig, NodeSettings
 from voicegate.models.named_bundles import SYNTHETIC_REPLY
-from voicegate.workers.topology import Topology
+from voicegate.workers.runtime.topology import Topology
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -25,7 +25,7 @@ from gateway_node import REPO, Node, collect_until, start_session, utterance
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from voicegate.server.keys import create_key
+from voicegate.server.security.keys import create_key
 
 ALLOWED_ORIGIN = "https://app.example"
 

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 from voicegate.core.config import ConfigError, NodeConfig, SecuritySettings, load_config
 from voicegate.core.config_show import render_config
-from voicegate.server import security_setup, tls, tokens
-from voicegate.server.auth import CREDENTIAL_SUBPROTOCOL, find_credentials, origin_allowed
-from voicegate.server.keys import (
+from voicegate.server.security import startup as security_setup
+from voicegate.server.security import tls, tokens
+from voicegate.server.security.auth import CREDENTIAL_SUBPROTOCOL, find_credentials, origin_allowed
+from voicegate.server.security.keys import (
     KeyFileError,
     KeyStore,
     create_key,

@@ -27,7 +27,7 @@ def test_make_run_path_talks_to_the_real_pipeline(tmp_path: Path) -> None:
     node = f"demo{os.getpid() % 100000}"
     env["VOICEGATE_NODE_NAME"] = node
     result = subprocess.run(
-        [sys.executable, "-m", "voicegate.server.run_demo", "--bundle", "synthetic",
+        [sys.executable, "-m", "voicegate.server.cli.run_demo", "--bundle", "synthetic",
          "--out", str(tmp_path / "a.wav")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=400, check=False,
     )  # fmt: skip

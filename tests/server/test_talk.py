@@ -29,7 +29,8 @@ from starlette.websockets import WebSocket
 from voicegate.core import codec
 from voicegate.core.codec import AudioFormat, Encoding
 from voicegate.core.wav import Wav, read_wav, write_wav
-from voicegate.server import cli, talk, talk_audio
+from voicegate.server.cli import main as cli
+from voicegate.server.cli import talk, talk_audio
 from voicegate.server.protocols.native import (
     Accept,
     Action,

@@ -23,10 +23,10 @@ from voicegate.core.config import PASSTHROUGH_STAGE, STAGES, NodeConfig, load_co
 from voicegate.core.kinds import Flag, Kind, session_id
 from voicegate.core.payloads import DrainEvent, WorkerRestarted
 from voicegate.ext.ring_format import SHM_DIR
-from voicegate.workers.gateway_link import GatewayLink, Received
-from voicegate.workers.metrics import read_node_status
-from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
-from voicegate.workers.status import State, StatusSnapshot
+from voicegate.workers.runtime.gateway_link import GatewayLink, Received
+from voicegate.workers.runtime.metrics import read_node_status
+from voicegate.workers.runtime.status import State, StatusSnapshot
+from voicegate.workers.stages.stage import Batch, Output, Record, Stage, StageContext
 
 # Every shared-memory object the worker tests create is named under this prefix.
 NODE_PREFIX = f"rt{os.getpid()}-"

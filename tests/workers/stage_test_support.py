@@ -16,8 +16,8 @@ from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig, NodeSettings
 from voicegate.core.kinds import Kind
 from voicegate.ext import Record
-from voicegate.models.synth import Scripted, synth_bundle
-from voicegate.workers.stage import Stage, StageContext
+from voicegate.models.graphs.synth import Scripted, synth_bundle
+from voicegate.workers.stages.stage import Stage, StageContext
 
 Out: TypeAlias = Record[bytes]  # what a stage emitted, its payload copied
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicegate.workers.audio_history import PcmHistory
+from voicegate.workers.stages.audio_history import PcmHistory
 
 # (frame size, how far behind ``fed`` to keep) per append
 _steps = st.lists(

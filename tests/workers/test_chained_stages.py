@@ -13,11 +13,11 @@ from stage_test_support import SPEECH, Harness, Out, context, msg, open_params
 
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.wav import read_wav
-from voicegate.models.synth import synth_bundle
-from voicegate.workers.llm_stage import LlmStage
-from voicegate.workers.stt_stage import SttStage
-from voicegate.workers.tts_stage import TtsStage
-from voicegate.workers.vad_stage import VadStage
+from voicegate.models.graphs.synth import synth_bundle
+from voicegate.workers.stages.llm import LlmStage
+from voicegate.workers.stages.stt import SttStage
+from voicegate.workers.stages.tts import TtsStage
+from voicegate.workers.stages.vad import VadStage
 
 SID = 41
 

@@ -13,7 +13,7 @@ from test_llm_stage import answer, run_until_done
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import SessionOptions, StageId, Truncation, TurnError, TurnErrorCode
 from voicegate.models.llm import Message as ChatMessage
-from voicegate.workers.llm_stage import LlmSession, LlmStage
+from voicegate.workers.stages.llm import LlmSession, LlmStage
 
 SID = 31
 

@@ -10,7 +10,7 @@ from stage_test_support import REPLY, Harness, context, msg, open_params, script
 
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind
-from voicegate.workers.llm_stage import LlmSession, LlmStage
+from voicegate.workers.stages.llm import LlmSession, LlmStage
 
 SID = 21
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from stage_test_support import Harness, context, msg, open_params
 
 from voicegate.core.kinds import Flag, Kind
-from voicegate.workers.llm_stage import LlmStage
+from voicegate.workers.stages.llm import LlmStage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from smollm import imported_bundle

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voicegate.core.clock import NS_PER_S
-from voicegate.workers.partial_shedding import PartialGovernor
+from voicegate.workers.stages.partial_shedding import PartialGovernor
 
 MS = 1_000_000
 

@@ -14,8 +14,8 @@ from test_worker_runtime import S1, S2, Harness
 
 from voicegate.core.kinds import Kind, session_id
 from voicegate.core.payloads import StageId, TurnError, TurnErrorCode
-from voicegate.workers.stage import Batch, Output, SessionFailed, Stage
-from voicegate.workers.status import Field
+from voicegate.workers.runtime.status import Field
+from voicegate.workers.stages.stage import Batch, Output, SessionFailed, Stage
 
 S3 = session_id(0, 3)
 make = test_worker_runtime.make  # the fixture: harnesses on both ring implementations

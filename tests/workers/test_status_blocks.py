@@ -11,7 +11,7 @@ import numpy as np
 import posix_ipc
 import pytest
 
-from voicegate.workers.status import (
+from voicegate.workers.runtime.status import (
     BUCKET_BOUNDS_NS,
     BUCKETS,
     SIZE_BOUNDS,

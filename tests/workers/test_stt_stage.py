@@ -11,7 +11,7 @@ from stage_test_support import TRANSCRIPT, Harness, context, msg, open_params, s
 
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import VadEvent, VadEventType
-from voicegate.workers.stt_stage import SttStage
+from voicegate.workers.stages.stt import SttStage
 
 SID = 11
 

@@ -18,7 +18,7 @@ from voicegate.models.bundle import merge_stage_table
 from voicegate.models.importers.whisper import import_whisper
 from voicegate.models.weights import WHISPER_TINY_EN
 from voicegate.models.wer import corpus_wer
-from voicegate.workers.stt_stage import SttStage
+from voicegate.workers.stages.stt import SttStage
 
 SID = 4
 RATE = 16000

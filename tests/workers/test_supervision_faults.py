@@ -14,8 +14,8 @@ from runtime_helpers import wait_until
 from test_supervisor import Connect, StartNode, stop_cleanly
 
 from voicegate.core.payloads import RestartReason, StageId
-from voicegate.workers.procinfo import is_alive
-from voicegate.workers.status import State
+from voicegate.workers.runtime.process_control import is_alive
+from voicegate.workers.runtime.status import State
 
 start_node = test_supervisor.start_node  # the fixtures
 connect = test_supervisor.connect

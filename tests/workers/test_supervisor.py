@@ -21,8 +21,8 @@ from runtime_helpers import (
 
 from voicegate.core.config import STAGES
 from voicegate.core.payloads import RestartReason, StageId
-from voicegate.workers.procinfo import is_alive
-from voicegate.workers.status import State
+from voicegate.workers.runtime.process_control import is_alive
+from voicegate.workers.runtime.status import State
 
 StartNode = Callable[..., NodeProcess]
 Connect = Callable[[NodeProcess, int], TestGateway]

@@ -9,10 +9,11 @@ import pytest
 from voicegate.core.config import ConfigError, NodeConfig, NodeSettings, available_cpus, load_config
 from voicegate.core.kinds import session_id
 from voicegate.workers.__main__ import main
-from voicegate.workers.passthrough import PassThroughStage
-from voicegate.workers.process import load_stage_class
-from voicegate.workers.stage import StageContext
-from voicegate.workers.topology import Topology
+from voicegate.workers.runtime.process import load_stage_class
+from voicegate.workers.runtime.renamed_stages import RENAMED_STAGE_MODULES
+from voicegate.workers.runtime.topology import Topology
+from voicegate.workers.stages.passthrough import PassThroughStage
+from voicegate.workers.stages.stage import StageContext
 
 
 def test_topology_of_a_two_gateway_node() -> None:
@@ -47,13 +48,17 @@ def test_topology_of_a_two_gateway_node() -> None:
 
 
 def test_load_stage_class() -> None:
-    assert load_stage_class("voicegate.workers.passthrough:PassThroughStage") is PassThroughStage
+    passthrough = "voicegate.workers.stages.passthrough"
+    assert load_stage_class(f"{passthrough}:PassThroughStage") is PassThroughStage
+    # a node configuration written before the layout of issue #14 names the old module
+    (old,) = (o for o, n in RENAMED_STAGE_MODULES.items() if n == passthrough)
+    assert load_stage_class(f"{old}:PassThroughStage") is PassThroughStage
     with pytest.raises(ImportError, match="'no_such:Stage': cannot import module 'no_such'"):
         load_stage_class("no_such:Stage")
     with pytest.raises(TypeError, match="'Topology' is not a Stage subclass"):
-        load_stage_class("voicegate.workers.topology:Topology")
+        load_stage_class("voicegate.workers.runtime.topology:Topology")
     with pytest.raises(TypeError, match="'Missing' is not a Stage subclass"):
-        load_stage_class("voicegate.workers.topology:Missing")
+        load_stage_class("voicegate.workers.runtime.topology:Missing")
 
 
 def test_pass_through_options_are_checked() -> None:

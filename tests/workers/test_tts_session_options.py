@@ -12,7 +12,7 @@ from test_tts_stage import SID, reply
 
 from voicegate.core.kinds import Kind
 from voicegate.core.payloads import AudioMark, SessionOptions, TurnError
-from voicegate.workers.tts_stage import TtsSession, TtsStage
+from voicegate.workers.stages.tts import TtsSession, TtsStage
 
 TIMING = json.dumps({"transcript_ns": 10, "first_token_ns": 20}).encode()
 

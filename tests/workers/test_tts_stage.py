@@ -11,7 +11,7 @@ from stage_test_support import REPLY, Harness, context, msg, open_params, script
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import VadEvent, VadEventType
-from voicegate.workers.tts_stage import TtsStage
+from voicegate.workers.stages.tts import TtsStage
 
 SID = 31
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicegate.workers.turn_taking import Decision, TurnParams, TurnTaker
+from voicegate.workers.stages.turn_taking import Decision, TurnParams, TurnTaker
 
 CHUNK = 512
 PARAMS = TurnParams(

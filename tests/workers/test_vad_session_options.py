@@ -8,8 +8,8 @@ from stage_test_support import Harness, context, msg, open_params
 
 from voicegate.core.kinds import Kind
 from voicegate.core.payloads import SessionOptions, StageId, TurnError, TurnErrorCode
-from voicegate.models.synth import synth_bundle
-from voicegate.workers.vad_stage import VadSession, VadStage
+from voicegate.models.graphs.synth import synth_bundle
+from voicegate.workers.stages.vad import VadSession, VadStage
 
 SID = 41
 

@@ -17,8 +17,8 @@ from voicegate.core.config import END_OF_TURN_SILENCE_MS, ConfigError, end_of_tu
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import TurnError, TurnErrorCode, VadEvent, VadEventType
 from voicegate.core.wav import read_wav
-from voicegate.models.synth import synth_bundle
-from voicegate.workers.vad_stage import VadStage
+from voicegate.models.graphs.synth import synth_bundle
+from voicegate.workers.stages.vad import VadStage
 
 
 @pytest.fixture(scope="module")

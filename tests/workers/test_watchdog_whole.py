@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from voicegate.core.config import NodeConfig
-from voicegate.workers.supervisor import Supervisor
+from voicegate.workers.runtime.supervisor import Supervisor
 
 
 class Notes:

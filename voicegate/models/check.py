@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from voicegate.models.bundle import STAGES, Bundle, load_bundle
+from voicegate.models.graphs.synth import stage_module
 from voicegate.models.runtime import ExecutionConfig
 from voicegate.models.spec import StageReport
-from voicegate.models.synth import stage_module
 
 
 def check_bundle(

@@ -31,7 +31,7 @@ import onnxruntime as ort
 from voicegate.models.bpe_tokenizer import BpeTokenizer, JinjaChat, TemplateError
 from voicegate.models.bundle import TableReader
 from voicegate.models.errors import BundleError
-from voicegate.models.llm_graph import SIZES, LlmDims, build_random_llm, build_scripted_llm
+from voicegate.models.graphs.llm import SIZES, LlmDims, build_random_llm, build_scripted_llm
 from voicegate.models.runtime import BoundRunner, ExecutionConfig, create_session
 from voicegate.models.sessions import session_of
 from voicegate.models.sp_tokenizer import (

@@ -77,7 +77,7 @@ def resolve(spec: str | Path | None, *, progress: TextIO | None = None) -> Path:
 def synthetic_bundle(cache: Path | None = None) -> Path:
     """The scripted test bundle, generated into the cache on first use."""
     # onnx is only needed to generate it: keep it out of every `voicegate` start.
-    from voicegate.models.synth import Scripted, synth_bundle  # noqa: PLC0415
+    from voicegate.models.graphs.synth import Scripted, synth_bundle  # noqa: PLC0415
 
     directory = (cache or cache_root()) / "bundle-synthetic"
     if (directory / BUNDLE_FILE).is_file():

@@ -55,11 +55,12 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from voicegate.models import melspec, stt_graph, whisper_tokenizer
+from voicegate.models import melspec, whisper_tokenizer
 from voicegate.models.bundle import TableReader
 from voicegate.models.errors import BundleError
+from voicegate.models.graphs import stt as stt_graph
+from voicegate.models.graphs.builder import save_model
 from voicegate.models.json_fields import json_field, read_json
-from voicegate.models.onnx_builder import save_model
 from voicegate.models.runtime import BoundRunner, ExecutionConfig, create_session
 from voicegate.models.sessions import refuse_open, session_of
 from voicegate.models.spec import StageReport, TensorSpec, describe_io, verify_io

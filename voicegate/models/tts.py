@@ -38,11 +38,11 @@ import piper_phonemize
 from voicegate.core.audio import StreamResampler
 from voicegate.core.speech_text import speech_text
 from voicegate.core.text import Clause, ClauseChunker
-from voicegate.models import tts_graph
 from voicegate.models.bundle import TableReader
 from voicegate.models.errors import BundleError
+from voicegate.models.graphs import tts as tts_graph
+from voicegate.models.graphs.builder import save_model
 from voicegate.models.json_fields import json_field, read_json
-from voicegate.models.onnx_builder import save_model
 from voicegate.models.runtime import BoundRunner, ExecutionConfig, create_session
 from voicegate.models.sessions import refuse_open, session_of
 from voicegate.models.spec import StageReport, TensorSpec, describe_io, verify_io

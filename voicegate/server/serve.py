@@ -34,13 +34,13 @@ from voicegate.core.logs import setup_node_logging
 from voicegate.models import named_bundles
 from voicegate.models.bundle import load_bundle
 from voicegate.models.errors import BundleError
-from voicegate.server import security_setup
-from voicegate.server.auth import GatewaySecurity
-from voicegate.server.gateway_process import listen_socket
-from voicegate.server.gateway_supervision import GatewayPool
-from voicegate.server.sdnotify import Notifier
+from voicegate.server.gateway.process import listen_socket
+from voicegate.server.gateway.supervision import GatewayPool
+from voicegate.server.security import startup as security_setup
+from voicegate.server.security.auth import GatewaySecurity
 from voicegate.server.web import resolve_page
-from voicegate.workers.supervisor import Supervisor
+from voicegate.workers.runtime.sdnotify import Notifier
+from voicegate.workers.runtime.supervisor import Supervisor
 
 log = logging.getLogger("voicegate.serve")
 
@@ -203,7 +203,7 @@ class _Node:
         self.host = host
         self.port = port
         self.security = security
-        # Supervised like the workers (voicegate.server.gateway_supervision).
+        # Supervised like the workers (voicegate.server.gateway.supervision).
         self.gateways = GatewayPool(config, options, host, port, security)
         self.supervisor = Supervisor(
             config, on_ready=self._start_gateways, notifier=notifier, children=self.gateways

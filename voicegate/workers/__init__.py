@@ -1,17 +1,10 @@
 """voicegate.workers: the pinned worker processes of a node and their supervisor.
 
 Modules:
-    stage         the Stage base class a pipeline stage implements, and Record/Output
-    worker        the runtime loop that drives a Stage between its rings
-    process       the body of a spawned worker process
-    supervisor    builds the node's shared memory, starts, watches and replaces workers
-    topology      names of every ring and status block, from the configuration
-    status        per-process status blocks: state, heartbeat, counters, histograms
-    metrics       reading every status block of a node from any process
-    gateway_link  a gateway process's end of the rings
-    passthrough   a stage without a model, for the process skeleton and its tests
-    rings         choosing the ring implementation
-    procinfo      Linux process facts: identity, liveness, pinning, parent death
+    runtime/  The worker processes of a node, their rings and status blocks, and the supervisor
+              that starts, watches and replaces them
+    stages/   The pipeline stages a worker runs (VAD, STT, LLM, TTS and a pass-through), the Stage
+              class they implement and their turn policy
 
 Run a node: ``python -m voicegate.workers --config node.toml``.
 

@@ -15,7 +15,7 @@ from setproctitle import setproctitle
 
 from voicegate.core.config import ConfigError, load_config
 from voicegate.core.logs import setup_node_logging
-from voicegate.workers.supervisor import Supervisor
+from voicegate.workers.runtime.supervisor import Supervisor
 
 
 def main(argv: Sequence[str] | None = None) -> int:

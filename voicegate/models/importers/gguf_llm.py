@@ -130,7 +130,7 @@ class GgufFile:
 
 
 def _dims(gguf: GgufFile) -> tuple[str, Any]:
-    from voicegate.models.llama_graph import LlamaDims  # noqa: PLC0415
+    from voicegate.models.graphs.llama import LlamaDims  # noqa: PLC0415
 
     arch = gguf.value("general.architecture")
     if arch not in ARCHITECTURES:
@@ -241,7 +241,7 @@ def import_gguf(file: Path, root: Path, *, weights: str = "int4") -> dict[str, A
     import onnx  # noqa: PLC0415
 
     from voicegate.models.bpe_tokenizer import JinjaChat, TemplateError  # noqa: PLC0415
-    from voicegate.models.llama_graph import (  # noqa: PLC0415
+    from voicegate.models.graphs.llama import (  # noqa: PLC0415
         WEIGHT_FORMATS,
         build_llama,
         unpermute_llama,
@@ -325,8 +325,8 @@ def import_cached(file: Path, cache: Path, *, weights: str = "int4") -> Path:
     import tempfile  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from voicegate.models import llama_graph  # noqa: PLC0415
     from voicegate.models.bundle import merge_stage_table  # noqa: PLC0415
+    from voicegate.models.graphs import llama as llama_graph  # noqa: PLC0415
 
     stat = file.stat()
     digest = hashlib.sha256(f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())

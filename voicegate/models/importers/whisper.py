@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     import onnx
     from tokenizers import Tokenizer
 
+    from voicegate.models.graphs.stt import Weights, WhisperDims
     from voicegate.models.importers.ct2 import Ct2Model
-    from voicegate.models.stt_graph import Weights, WhisperDims
 
 SPEC: Final[str] = "WhisperSpec"
 STAGE_DIR: Final[str] = "stt"
@@ -76,7 +76,8 @@ def import_whisper(
 ) -> dict[str, Any]:
     """Write ``root/stt/*`` from the CTranslate2 Whisper directory ``src`` and return
     the ``[stt]`` table (paths relative to ``root``)."""
-    from voicegate.models import melspec, stt, stt_graph  # noqa: PLC0415
+    from voicegate.models import melspec, stt  # noqa: PLC0415
+    from voicegate.models.graphs import stt as stt_graph  # noqa: PLC0415
     from voicegate.models.importers.ct2 import read_model  # noqa: PLC0415
 
     if window not in WINDOWS:
@@ -140,7 +141,8 @@ def _silence_tail(dims: WhisperDims, weights: Weights) -> list[tuple[np.ndarray,
 
     import onnxruntime as ort  # noqa: PLC0415
 
-    from voicegate.models import melspec, stt_graph  # noqa: PLC0415
+    from voicegate.models import melspec  # noqa: PLC0415
+    from voicegate.models.graphs import stt as stt_graph  # noqa: PLC0415
 
     graph = stt_graph.build_encoder(dims, weights, frames=melspec.N_FRAMES, export_kv=True)
     options = ort.SessionOptions()
@@ -164,7 +166,7 @@ _LAYER = re.compile(r"(encoder|decoder)/layer_(\d+)/")
 
 def _weights(model: Ct2Model) -> tuple[WhisperDims, Weights]:
     """The dimensions and ``stt_graph.Weights`` of a CTranslate2 WhisperSpec model."""
-    from voicegate.models.stt_graph import WhisperDims  # noqa: PLC0415
+    from voicegate.models.graphs.stt import WhisperDims  # noqa: PLC0415
     from voicegate.models.whisper_tokenizer import (  # noqa: PLC0415
         MAX_SOURCE_POSITIONS,
         MAX_TARGET_POSITIONS,
@@ -270,7 +272,7 @@ def _save(graph: onnx.GraphProto, path: Path) -> None:
     import onnx  # noqa: PLC0415
     from onnx import helper  # noqa: PLC0415
 
-    from voicegate.models.onnx_builder import IR_VERSION, OPSET, save_model  # noqa: PLC0415
+    from voicegate.models.graphs.builder import IR_VERSION, OPSET, save_model  # noqa: PLC0415
 
     producer = "voicegate.models.importers.whisper"
     size = sum(len(t.raw_data) for t in graph.initializer)

@@ -1,17 +1,25 @@
-"""The gateway: the node-facing side of every client connection.
+"""The gateway: the node-facing side of every client connection, whatever its wire
+protocol (``voicegate.server.protocols``). One ``Connection`` per client drives its
+protocol's state machine, writes records to the pipeline and paces answer audio
+back; one ``Gateway`` per process holds the app, admission, the egress task and the
+counters.
 
-- ``node``: one gateway process's server: the Starlette app that mounts every registered
-  wire protocol (``voicegate.server.protocols``) and the ops routes, admission, the
-  egress task that reads the pipeline's rings, the ring writes, counters and metrics.
-- ``connection``: ``Connection``, one client connection whatever its wire protocol: it
-  drives the protocol's state machine, carries out its actions, paces answer audio to
-  the client and applies the slow-client policy. The benches' baseline servers use it too.
-- ``turns``: ``SessionTurns``, one session's turn state: pipeline records in,
-  protocol-neutral turn events out.
-- ``send_queue``: the bounded queue of what waits to go to one client.
-- ``limits``: per-address connection limits, token buckets, the ring's fair share.
-- ``slow_clients``: reading a client socket's unacknowledged backlog.
-- ``arrivals``: when each input frame arrived, to date VAD's events.
+Modules:
+    arrivals      When each recent input frame of a session arrived, in two fixed int64 arrays: the
+                  gateway dates VAD's decisions by it
+    connection    One client connection, whatever its wire protocol
+    event_loop    The event loop a process of ours runs on: uvloop when it is installed (uvicorn's
+                  ``[standard]`` extra brings it), else asyncio's own
+    limits        What one caller may take of a gateway (``[limits]`` of the node configuration):
+                  fair input per session, connections per address
+    node          A gateway process's server: the Starlette app and the one egress task
+    process       The body of one gateway process
+    send_queue    What waits to go to one client: answer audio, turn events and the connection's
+                  own frames, in order, bounded in audio while the client is stalled
+    slow_clients  How much answer audio a client has not taken yet, from its TCP socket
+    supervision   The node's gateway processes, supervised like its workers
+    turns         One session's turn state at the gateway: which pipeline records become which turn
+                  events for the client, and when
 """
 
 from voicegate.core.config import GatewayOptions

@@ -63,7 +63,7 @@ from voicegate.server.protocols.base import (
 )
 from voicegate.server.protocols.native_events import ErrorEvent, ResponseDone
 from voicegate.server.protocols.native_wire import ErrorCode
-from voicegate.workers.gateway_link import Received
+from voicegate.workers.runtime.gateway_link import Received
 
 log = logging.getLogger("voicegate.gateway")
 

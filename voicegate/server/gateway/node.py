@@ -47,8 +47,6 @@ from voicegate.core.payloads import DrainEvent, WorkerRestarted
 from voicegate.ext import Record
 from voicegate.ext.aio import AsyncRingReader, wait_any
 from voicegate.ext.errors import RingClosed, RingError
-from voicegate.server import prometheus
-from voicegate.server.auth import AccessGuard, GatewaySecurity
 from voicegate.server.gateway.connection import Connection, InputBudget
 from voicegate.server.gateway.limits import (
     AddressLimiter,
@@ -56,14 +54,16 @@ from voicegate.server.gateway.limits import (
     audio_bucket,
     fair_share_refuses,
 )
+from voicegate.server.ops import prometheus
 from voicegate.server.protocols import PROTOCOLS
 from voicegate.server.protocols.base import ForwardAudio, Refusal, WireProtocol
 from voicegate.server.protocols.native_events import ResponseDone
+from voicegate.server.security.auth import AccessGuard, GatewaySecurity
 from voicegate.server.web import web_routes
-from voicegate.workers.gateway_link import GatewayLink, Received
-from voicegate.workers.metrics import RingObservers, read_node_status
-from voicegate.workers.status import Field, State, StatusBlock
-from voicegate.workers.topology import Topology
+from voicegate.workers.runtime.gateway_link import GatewayLink, Received
+from voicegate.workers.runtime.metrics import RingObservers, read_node_status
+from voicegate.workers.runtime.status import Field, State, StatusBlock
+from voicegate.workers.runtime.topology import Topology
 
 log = logging.getLogger("voicegate.gateway")
 

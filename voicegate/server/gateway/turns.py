@@ -56,7 +56,7 @@ from voicegate.server.protocols.native_events import (
     TurnTimeline,
 )
 from voicegate.server.protocols.native_wire import ErrorCode
-from voicegate.workers.gateway_link import Received
+from voicegate.workers.runtime.gateway_link import Received
 
 log = logging.getLogger("voicegate.gateway")
 

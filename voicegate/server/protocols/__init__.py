@@ -42,6 +42,14 @@ Modules: ``base`` (the interface, actions, states and turn events), ``native`` (
 ``/v1/stream`` state machine) with ``native_wire`` (its client messages, error and close
 codes, limits) and ``native_events`` (its server events), ``telephony`` (raw PCM or G.711
 for telephony bridges, ``/v1/pcm``).
+
+Modules:
+    base           What a wire protocol and the gateway's ``Connection`` say to each other
+    native         The native protocol, ``/v1/stream``
+    native_events  The events the server sends on ``/v1/stream``, as JSON text messages
+    native_wire    The client side of the native WebSocket protocol at ``/v1/stream``: parsing and
+                   limits
+    telephony      Raw audio for telephony bridges: ``WS /v1/pcm?encoding=mulaw&sample_rate=8000``
 """
 
 from voicegate.server.protocols import native, telephony
