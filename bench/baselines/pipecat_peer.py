@@ -62,11 +62,11 @@ from bench.baselines.pipecat_services import (
     Engines,
 )
 from voicegate.core.codec import PCM16_16K
+from voicegate.core.config import DEFAULT_LIMITS
 from voicegate.server.gateway import event_loop
 from voicegate.server.gateway.process import listen_socket
 from voicegate.server.protocols.native_events import ErrorEvent, SessionStarted
 from voicegate.server.protocols.native_wire import (
-    DEFAULT_LIMITS,
     CloseCode,
     ErrorCode,
     ProtocolError,

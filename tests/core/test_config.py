@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicegate.core.config import (
+    DEFAULT_LIMITS,
     DEFAULT_STAGES,
     STAGES,
     ConfigError,
@@ -347,8 +348,10 @@ def test_gateway_environment_numbers_round_trip(stall_ms: float, frames: int) ->
 
 
 def test_gateway_options_carry_the_wire_protocols_limits() -> None:
-    from voicegate.server.protocols.native_wire import DEFAULT_LIMITS  # noqa: PLC0415
+    from voicegate.server.protocols import native_wire  # noqa: PLC0415
 
+    # The protocols check messages against the limits the configuration holds.
+    assert native_wire.DEFAULT_LIMITS is DEFAULT_LIMITS
     assert GatewayOptions().limits is DEFAULT_LIMITS
     with pytest.raises(ValueError, match="send_queue_frames"):
         GatewayOptions(send_queue_frames=0)

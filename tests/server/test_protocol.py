@@ -7,11 +7,11 @@ import json
 import pytest
 
 from voicegate.core.codec import AudioFormat, Encoding
+from voicegate.core.config import ProtocolLimits
 from voicegate.server.protocols.native_wire import (
     CloseCode,
     ErrorCode,
     ProtocolError,
-    ProtocolLimits,
     SessionEnd,
     SessionStart,
     TextInput,

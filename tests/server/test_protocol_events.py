@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voicegate.core.codec import AudioFormat, Encoding
+from voicegate.core.config import ProtocolLimits
 from voicegate.server.protocols.native_events import (
     ErrorEvent,
     EventFormatError,
@@ -30,7 +31,6 @@ from voicegate.server.protocols.native_events import (
     UnknownEvent,
     parse_server_event,
 )
-from voicegate.server.protocols.native_wire import ProtocolLimits
 
 MS = 1_000_000  # ns
 

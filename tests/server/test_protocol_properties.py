@@ -8,11 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voicegate.core.codec import SUPPORTED_SAMPLE_RATES, AudioFormat, Encoding
+from voicegate.core.config import ProtocolLimits
 from voicegate.server.protocols.native_wire import (
     ClientMessage,
     ErrorCode,
     ProtocolError,
-    ProtocolLimits,
     SessionEnd,
     SessionStart,
     TextInput,

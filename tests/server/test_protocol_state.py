@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voicegate.core.codec import AudioFormat, Encoding
+from voicegate.core.config import ProtocolLimits
 from voicegate.server.protocols.native import (
     Accept,
     Action,
@@ -30,12 +31,7 @@ from voicegate.server.protocols.native_events import (
     SpeechStarted,
     TurnLatency,
 )
-from voicegate.server.protocols.native_wire import (
-    AudioInput,
-    CloseCode,
-    ProtocolLimits,
-    SessionStart,
-)
+from voicegate.server.protocols.native_wire import AudioInput, CloseCode, SessionStart
 
 START = json.dumps(
     {

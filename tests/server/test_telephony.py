@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from voicegate.core import codec
 from voicegate.core.audio import float32_to_pcm16, pcm16_to_float32, resample
 from voicegate.core.codec import SUPPORTED_SAMPLE_RATES, AudioFormat, Encoding
+from voicegate.core.config import DEFAULT_LIMITS
 from voicegate.core.wav import read_wav
 from voicegate.server.protocols.base import (
     Accept,
@@ -36,7 +37,6 @@ from voicegate.server.protocols.native_events import (
     ResponseStarted,
     TurnLatency,
 )
-from voicegate.server.protocols.native_wire import DEFAULT_LIMITS
 from voicegate.server.protocols.telephony import (
     BadParameterError,
     PcmClose,

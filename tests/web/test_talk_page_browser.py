@@ -41,14 +41,14 @@ from bench._browser import (
     write_mic_wav,
 )
 from bench._e2e_procs import spawn_node
-from voicegate.core.config import WebSettings
+from voicegate.core.config import DEFAULT_LIMITS, WebSettings
 from voicegate.models.named_bundles import (
     SYNTHETIC_REPLY,
     SYNTHETIC_TRANSCRIPT,
     synthetic_bundle,
 )
 from voicegate.server.protocols.native import Accept, Close, SendText, StreamConnection
-from voicegate.server.protocols.native_wire import DEFAULT_LIMITS, STREAM_PATH
+from voicegate.server.protocols.native_wire import STREAM_PATH
 from voicegate.server.web import web_routes
 
 # A turn takes a few seconds of audio; this only bounds a node or page that hangs.

@@ -25,13 +25,10 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import Any, ClassVar, Final
 
 from voicegate.core.kinds import MAX_GATEWAYS
 from voicegate.core.layout import MAX_CAPACITY, MIN_CAPACITY
-
-if TYPE_CHECKING:
-    from voicegate.server.protocols.native_wire import ProtocolLimits
 
 ENV_PREFIX: Final[str] = "VOICEGATE_"
 CONFIG_ENV: Final[str] = "VOICEGATE_CONFIG"  # path of the TOML file when none is given
@@ -492,12 +489,28 @@ class NodeConfig:
         return f"vg-{self.node.name}-"
 
 
-def _protocol_limits() -> ProtocolLimits:
-    # The wire protocol owns its message limits; imported here, when options are built,
-    # so that importing the configuration does not import the server.
-    from voicegate.server.protocols.native_wire import DEFAULT_LIMITS  # noqa: PLC0415
+# -- what one client message may hold, whatever the wire protocol -----------------------
 
-    return DEFAULT_LIMITS
+
+@dataclass(frozen=True, slots=True)
+class ProtocolLimits:
+    # 128 KiB holds 1.3 s of 48 kHz pcm16 or 4 s at 16 kHz: far more than a streaming
+    # client needs per message, small enough that one message cannot hog a gateway.
+    max_message_bytes: int = 128 * 1024
+    max_text_chars: int = 4000
+    max_instructions_chars: int = 8000
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_bytes", "max_text_chars", "max_instructions_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ProtocolLimits.{name} must be a positive integer, got {value!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"max_message_bytes": self.max_message_bytes, "max_text_chars": self.max_text_chars}
+
+
+DEFAULT_LIMITS: Final[ProtocolLimits] = ProtocolLimits()
 
 
 @dataclass(frozen=True)
@@ -513,7 +526,7 @@ class GatewayOptions:
     lead_ms: float = GatewaySettings.lead_ms
     send_buffer_bytes: int = GatewaySettings.send_buffer_bytes
     unread_limit_ms: float = GatewaySettings.unread_limit_ms
-    limits: ProtocolLimits = field(default_factory=_protocol_limits)
+    limits: ProtocolLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from voicegate.core.codec import AudioFormat
+from voicegate.core.config import ProtocolLimits
 from voicegate.server.protocols import native_events as ev
 
 # Client audio as checked by a protocol, and the limits a protocol enforces: the native
 # protocol's types, which every protocol uses.
-from voicegate.server.protocols.native_wire import AudioInput, ProtocolLimits
+from voicegate.server.protocols.native_wire import AudioInput
 
 # The protocol-neutral turn events ``SessionTurns`` makes of the pipeline's records; a
 # protocol renders each as zero, one or several wire frames (``WireSession.send_event``).

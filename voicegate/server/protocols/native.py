@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from voicegate.core.codec import AudioFormat
+from voicegate.core.config import DEFAULT_LIMITS, ProtocolLimits
 from voicegate.server.protocols.base import (
     Accept,
     Action,
@@ -38,12 +39,10 @@ from voicegate.server.protocols.native_events import (
     SessionStarted,
 )
 from voicegate.server.protocols.native_wire import (
-    DEFAULT_LIMITS,
     STREAM_PATH,
     CloseCode,
     ErrorCode,
     ProtocolError,
-    ProtocolLimits,
     SessionEnd,
     SessionStart,
     TextInput,

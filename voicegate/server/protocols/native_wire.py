@@ -21,6 +21,7 @@ from voicegate.core.codec import (
     AudioFormat,
     Encoding,
 )
+from voicegate.core.config import DEFAULT_LIMITS, ProtocolLimits
 
 STREAM_PATH: Final[str] = "/v1/stream"
 
@@ -79,25 +80,6 @@ class ProtocolError(Exception):
         return f"ProtocolError({self.code.value!r}, {self.close_code!r}, {self.message!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class ProtocolLimits:
-    # 128 KiB holds 1.3 s of 48 kHz pcm16 or 4 s at 16 kHz: far more than a streaming
-    # client needs per message, small enough that one message cannot hog a gateway.
-    max_message_bytes: int = 128 * 1024
-    max_text_chars: int = 4000
-    max_instructions_chars: int = 8000
-
-    def __post_init__(self) -> None:
-        for name in ("max_message_bytes", "max_text_chars", "max_instructions_chars"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ProtocolLimits.{name} must be a positive integer, got {value!r}")
-
-    def to_dict(self) -> dict[str, object]:
-        return {"max_message_bytes": self.max_message_bytes, "max_text_chars": self.max_text_chars}
-
-
-DEFAULT_LIMITS: Final[ProtocolLimits] = ProtocolLimits()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from voicegate.core.codec import SUPPORTED_SAMPLE_RATES, AudioFormat, Encoding
+from voicegate.core.config import ProtocolLimits
 from voicegate.server.protocols.base import (
     Accept,
     Action,
@@ -46,11 +47,7 @@ from voicegate.server.protocols.native_events import (
     ResponseDone,
     ResponseStarted,
 )
-from voicegate.server.protocols.native_wire import (
-    ProtocolError,
-    ProtocolLimits,
-    parse_client_audio,
-)
+from voicegate.server.protocols.native_wire import ProtocolError, parse_client_audio
 
 PCM_PATH: Final[str] = "/v1/pcm"
 _CREDENTIAL_PARAMETERS: Final[frozenset[str]] = frozenset({"token"})  # the gateway's
