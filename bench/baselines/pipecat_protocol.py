@@ -47,6 +47,7 @@ from pipecat.serializers.base_serializer import FrameSerializer
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import PCM16_16K, AudioFormat
+from voicegate.server.gateway.turns import TurnMarks
 from voicegate.server.protocols.native_events import (
     ResponseAudioStarted,
     ResponseDone,
@@ -72,16 +73,8 @@ _DONE_MARK = "response.done"  # completed by the serializer when it goes out
 
 
 @dataclass
-class _Answer:
-    turn: int
+class _Answer(TurnMarks):
     text: str = ""
-    speech_end_ns: int = 0
-    silence_complete_ns: int = 0
-    turn_end_ns: int = 0
-    transcript_ns: int = 0
-    first_token_ns: int = 0
-    first_audio_ns: int = 0
-    audio_sent_ns: int = 0
     audio_bytes: int = 0
 
 

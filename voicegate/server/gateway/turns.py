@@ -64,16 +64,11 @@ VAD_RATE: Final[int] = 16000  # VadEvent.at_sample counts samples at this rate
 
 
 @dataclass
-class Answer:
-    """What the gateway knows of one turn's answer."""
+class TurnMarks:
+    """When each step of one turn happened (CLOCK_MONOTONIC ns; 0: not yet): what its
+    latency breakdown is made of, at this gateway or at a bench's peer server."""
 
     turn: int
-    speculative: bool = False  # material arrived before the turn was confirmed
-    started: bool = False  # response.started queued
-    audio_started: bool = False
-    done: bool = False  # the LAST audio record arrived
-    text: list[str] = field(default_factory=list)
-    audio_ms: float = 0.0
     speech_end_ns: int = 0
     silence_complete_ns: int = 0
     turn_end_ns: int = 0
@@ -81,6 +76,18 @@ class Answer:
     first_token_ns: int = 0
     first_audio_ns: int = 0
     audio_sent_ns: int = 0  # set by the sender
+
+
+@dataclass
+class Answer(TurnMarks):
+    """What the gateway knows of one turn's answer."""
+
+    speculative: bool = False  # material arrived before the turn was confirmed
+    started: bool = False  # response.started queued
+    audio_started: bool = False
+    done: bool = False  # the LAST audio record arrived
+    text: list[str] = field(default_factory=list)
+    audio_ms: float = 0.0
     provisional: str | None = None  # the transcript made at SPEECH_PAUSE
     final_sent: str | None = None  # the transcript.final sent for this turn
 
