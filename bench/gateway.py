@@ -141,8 +141,16 @@ def _process(
         stop_server(proc, 30.0)
 
 
+def _passthrough_stage(tree: Path) -> str:
+    # A revision from before the layout of issue #14 knows the stage by its old module.
+    if (tree / "voicegate" / "workers" / "stages" / "passthrough.py").exists():
+        return PASSTHROUGH_STAGE
+    return "voicegate.workers.passthrough:PassThroughStage"
+
+
 def _node_config(
-    path: Path, name: str, *, direct: bool, gateway_cpus: set[int], worker_cpus: set[int]
+    path: Path, name: str, *, direct: bool, gateway_cpus: set[int], worker_cpus: set[int],
+    tree: Path = ROOT,
 ) -> Path:
     def cpus(ids: set[int]) -> str:
         return f"cpus = [{', '.join(map(str, sorted(ids)))}]\n"
@@ -156,7 +164,8 @@ def _node_config(
                          + cpus(worker_cpus))
             lines.append(f"[workers.{stage}.options]\ndirect = {str(direct).lower()}\n")
         else:
-            lines.append(f'[workers.{stage}]\nstage = "{PASSTHROUGH_STAGE}"\n' + cpus(worker_cpus))
+            passthrough = _passthrough_stage(tree)
+            lines.append(f'[workers.{stage}]\nstage = "{passthrough}"\n' + cpus(worker_cpus))
             lines.append(f'[workers.{stage}.options]\ntag = ""\n')
     path.write_text("\n".join(lines))
     return path
@@ -484,6 +493,7 @@ def main(argv: list[str]) -> int:
             config = _node_config(
                 Path(tmp) / f"{label}.toml", f"bgw{label[0]}{os.getpid() % 100000}",
                 direct=args.path == "direct", gateway_cpus=server_cpus, worker_cpus=client_cpus,
+                tree=tree,
             )  # fmt: skip
             return _voicegate(
                 config, load_config(config, env={}), bundle, _tree_env(tree),
