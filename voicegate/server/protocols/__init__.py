@@ -1,0 +1,1 @@
+"""Wire protocols of the gateway, one module per protocol."""
