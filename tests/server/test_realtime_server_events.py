@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 
 import pytest
@@ -54,8 +56,6 @@ def every_event(ev: ServerEvents) -> list[dict[str, object]]:
     """One of each event, with the values a session would give them."""
     realtime = default_config(SessionType.REALTIME, "voicegate", TURNS, CATALOG)
     transcription = default_config(SessionType.TRANSCRIPTION, "voicegate", TURNS, CATALOG)
-    import dataclasses
-
     transcription = dataclasses.replace(
         transcription, transcription=Transcription("whisper-1", "en", None), turn_detection=None
     )
@@ -177,8 +177,6 @@ def test_session_created_carries_the_full_effective_configuration() -> None:
 
 def test_transcription_session_shape() -> None:
     ev = ServerEvents()
-    import dataclasses
-
     config = dataclasses.replace(
         default_config(SessionType.TRANSCRIPTION, "m", TURNS, CATALOG),
         transcription=Transcription("gpt-4o-transcribe", "en", "names"),
@@ -210,8 +208,6 @@ def test_audio_delta_text_is_the_same_event_as_the_dict() -> None:
     assert json.loads(fast) == b.audio_delta("resp_x", "item_y", audio)
     model = sdk_event(json.loads(fast))
     assert isinstance(model, ResponseAudioDeltaEvent)
-    import base64
-
     assert base64.b64decode(model.delta) == audio
 
 
