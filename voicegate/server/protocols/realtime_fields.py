@@ -53,6 +53,8 @@ class ErrorCode(enum.StrEnum):
     SLOW_CLIENT = "slow_client"
     TIMEOUT = "timeout"
     SERVER_SHUTDOWN = "server_shutdown"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    BAD_INPUT = "bad_input"  # the pipeline could not use this turn's input
     INTERNAL_ERROR = "internal_error"
 
 
