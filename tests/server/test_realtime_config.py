@@ -49,9 +49,16 @@ def test_defaults_are_the_node_turn_taking_and_24k_pcm() -> None:
     assert config.turn_detection == TurnDetection(VadType.SERVER, 0.5, 200, 300)
     assert config.voice == "joe" and config.modality is Modality.AUDIO
     assert config.transcription is None and config.max_output_tokens is None
-    assert pipeline_options(config, TURNS, CATALOG) == PipelineOptions(
-        "audio", None, "joe", None, "server", 0.5, 200, 300, auto_respond=True, interrupt=True
+    options = pipeline_options(config, TURNS, CATALOG)
+    assert options == PipelineOptions(
+        "audio", None, "joe", "", "server", 0.5, 200, 300, auto_respond=True, audio_marks=True
     )
+    # the SESSION_UPDATE payload's fields (docs/pipeline.md, "Session options")
+    assert list(options.to_json()) == [
+        "respond", "max_output_tokens", "voice", "instructions", "turn_detection",
+        "vad_threshold", "prefix_padding_ms", "silence_duration_ms", "auto_respond",
+        "audio_marks",
+    ]
 
 
 def test_formats() -> None:
@@ -91,12 +98,14 @@ def test_manual_turns_and_semantic_vad() -> None:
     assert manual.turn_detection is None
     options = pipeline_options(manual, TURNS, CATALOG)
     assert (options.turn_detection, options.auto_respond) == ("manual", False)
-    assert "threshold" not in options.to_json()
+    assert options.vad_threshold is None and options.silence_duration_ms is None
     semantic = update(manual, {"type": "realtime", "audio": {"input": {"turn_detection": {
         "type": "semantic_vad", "eagerness": "low"}}}})
     options = pipeline_options(semantic, TURNS, CATALOG)
     # the node's own end of turn, whatever the eagerness
-    assert (options.turn_detection, options.threshold, options.silence_ms) == ("server", 0.5, 300)
+    assert (options.turn_detection, options.vad_threshold, options.silence_duration_ms) == (
+        "server", 0.5, 300,
+    )
     assert semantic.turn_detection is not None
     assert semantic.turn_detection.to_json() == {
         "type": "semantic_vad", "create_response": True, "interrupt_response": True,
@@ -106,7 +115,12 @@ def test_manual_turns_and_semantic_vad() -> None:
 
 def test_text_only_and_transcription_sessions() -> None:
     text = update(fresh(), {"type": "realtime", "output_modalities": ["text"]})
-    assert pipeline_options(text, TURNS, CATALOG).respond == "text"
+    options = pipeline_options(text, TURNS, CATALOG)
+    assert (options.respond, options.audio_marks) == ("text", False)
+    # the pipeline's VAD threshold is strictly between 0 and 1
+    edge = update(fresh(), {"type": "realtime", "audio": {"input": {"turn_detection": {
+        "type": "server_vad", "threshold": 1.0}}}})
+    assert pipeline_options(edge, TURNS, CATALOG).vad_threshold == 0.99
     transcription = update(fresh(), {"type": "transcription", "audio": {"input": {
         "transcription": {"model": "gpt-4o-transcribe"}, "turn_detection": None}}})
     assert transcription.type is SessionType.TRANSCRIPTION

@@ -63,7 +63,7 @@ def test_session_update_realtime_shape() -> None:
                         "turn_detection": {
                             "type": "server_vad", "threshold": 0.6, "prefix_padding_ms": 300,
                             "silence_duration_ms": 500, "create_response": True,
-                            "interrupt_response": False,
+                            "interrupt_response": True,
                         },
                         "noise_reduction": {"type": "near_field"},
                     },
@@ -86,7 +86,7 @@ def test_session_update_realtime_shape() -> None:
     assert patch.max_output_tokens == 200
     assert (patch.input_format, patch.output_format, patch.voice) == (PCMU_8K, PCMA_8K, "alloy")
     assert patch.turn_detection == TurnDetectionPatch(
-        VadType.SERVER, 0.6, 300, 500, create_response=True, interrupt_response=False
+        VadType.SERVER, 0.6, 300, 500, create_response=True, interrupt_response=True
     )
     assert patch.transcription is not UNSET and patch.transcription is not None
     assert patch.transcription.language == "en"
@@ -251,6 +251,9 @@ def test_invalid_events(event: dict[str, object] | str, code: ErrorCode, param: 
          "session.include"),
         ({"type": "session.update", "session": {"type": "realtime", "audio": {"output": {
             "speed": 1.2}}}}, "session.audio.output.speed"),
+        ({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+            "turn_detection": {"type": "semantic_vad", "interrupt_response": False}}}}},
+         "session.audio.input.turn_detection.interrupt_response"),
         ({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
             "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}}},
          "session.audio.input.turn_detection.idle_timeout_ms"),

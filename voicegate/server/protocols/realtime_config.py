@@ -424,6 +424,13 @@ def _turn_detection(fields: Fields) -> TurnDetectionPatch | Unset | None:
         "create_response": spec.boolean("create_response"),
         "interrupt_response": spec.boolean("interrupt_response"),
     }
+    if values["interrupt_response"] is False:
+        raise spec.error(
+            ErrorCode.UNSUPPORTED,
+            "interrupt_response",
+            "interrupt_response false is not supported: the node always stops an answer the "
+            "caller speaks over",
+        )
     if vad is VadType.SERVER:
         values["threshold"] = spec.number("threshold", minimum=0.0, maximum=1.0)
         values["prefix_padding_ms"] = spec.integer("prefix_padding_ms", minimum=0, maximum=10000)
@@ -549,36 +556,26 @@ def _merge_turns(
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """What the pipeline is told of a session (the SESSION_UPDATE control's payload)."""
+    """What the pipeline is told of a session: the SESSION_UPDATE control's payload (the
+    session's full effective options, docs/pipeline.md "Session options")."""
 
     respond: str  # "audio", "text" or "none"
     max_output_tokens: int | None
     voice: str  # one of the bundle's voices
-    instructions: str | None
+    instructions: str  # "": the bundle's prompt
     turn_detection: str  # "server" or "manual"
-    threshold: float | None = None
+    vad_threshold: float | None = None
     prefix_padding_ms: int | None = None
-    silence_ms: int | None = None
-    auto_respond: bool = False
-    interrupt: bool = True
+    silence_duration_ms: int | None = None
+    auto_respond: bool = True
+    audio_marks: bool = False
 
     def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {
-            "respond": self.respond,
-            "max_output_tokens": self.max_output_tokens,
-            "voice": self.voice,
-            "instructions": self.instructions,
-            "turn_detection": self.turn_detection,
-            "auto_respond": self.auto_respond,
-            "interrupt": self.interrupt,
-        }
-        if self.turn_detection == "server":
-            out.update(
-                threshold=self.threshold,
-                prefix_padding_ms=self.prefix_padding_ms,
-                silence_ms=self.silence_ms,
-            )
-        return out
+        return dataclasses.asdict(self)
+
+
+# The pipeline takes a VAD threshold strictly between 0 and 1.
+_THRESHOLD_RANGE: Final[tuple[float, float]] = (0.01, 0.99)
 
 
 def pipeline_options(
@@ -587,17 +584,17 @@ def pipeline_options(
     """The one mapping of a session's configuration onto voicegate's pipeline."""
     voice = catalog.resolve(config.voice) or catalog.default
     respond = config.modality.value if config.responds else "none"
+    common = {
+        "respond": respond,
+        "max_output_tokens": config.max_output_tokens,
+        "voice": voice,
+        "instructions": config.instructions or "",
+        # Marks map answer audio to its text, which truncation needs.
+        "audio_marks": respond == "audio",
+    }
     detection = config.turn_detection
     if detection is None:
-        return PipelineOptions(
-            respond,
-            config.max_output_tokens,
-            voice,
-            config.instructions,
-            "manual",
-            auto_respond=False,
-            interrupt=False,
-        )
+        return PipelineOptions(turn_detection="manual", auto_respond=False, **common)  # type: ignore[arg-type]
     if detection.type is VadType.SEMANTIC:
         # The node's own end of turn is the best it has; eagerness is not mapped.
         threshold, prefix, silence = (
@@ -611,15 +608,12 @@ def pipeline_options(
             detection.prefix_padding_ms,
             detection.silence_duration_ms,
         )
+    low, high = _THRESHOLD_RANGE
     return PipelineOptions(
-        respond,
-        config.max_output_tokens,
-        voice,
-        config.instructions,
-        "server",
-        threshold=threshold,
+        turn_detection="server",
+        vad_threshold=min(max(threshold, low), high),
         prefix_padding_ms=prefix,
-        silence_ms=silence,
+        silence_duration_ms=silence,
         auto_respond=detection.create_response and config.responds,
-        interrupt=detection.interrupt_response and config.responds,
+        **common,  # type: ignore[arg-type]
     )
