@@ -361,7 +361,8 @@ class ServerEvents:
 
     def audio_delta_text(self, response_id: str, item_id: str, audio: bytes) -> str:
         """``encode(audio_delta(...))`` without the dict and the JSON encoder: every id is
-        ours ([a-z0-9_]) and base64 needs no escaping."""
+        ours ([a-z0-9_]) and base64 needs no escaping. ``bench e2e`` knows these frames
+        by their first field, ``{"type":"response.output_audio.delta"``: keep it first."""
         return (
             '{"type":"response.output_audio.delta","event_id":"'
             + self.ids.event()
