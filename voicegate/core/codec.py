@@ -165,11 +165,15 @@ _ALAW_ENCODE: Final[NDArray[np.uint8]] = _alaw_encode_table()
 _ALAW_DECODE: Final[NDArray[np.int16]] = _alaw_decode_table()
 
 
+def _g711_encode(table: NDArray[np.uint8], samples: NDArray[np.int16], law: str) -> bytes:
+    if samples.dtype != np.int16:
+        raise TypeError(f"{law} encoding needs int16 samples, got {samples.dtype}")
+    return table[samples.reshape(-1).view(np.uint16)].tobytes()
+
+
 def mulaw_encode(samples: NDArray[np.int16]) -> bytes:
     """G.711 mu-law bytes of 16-bit linear samples."""
-    if samples.dtype != np.int16:
-        raise TypeError(f"mu-law encoding needs int16 samples, got {samples.dtype}")
-    return _ENCODE[samples.reshape(-1).view(np.uint16)].tobytes()
+    return _g711_encode(_ENCODE, samples, "mu-law")
 
 
 def mulaw_decode(data: bytes | bytearray | memoryview) -> NDArray[np.int16]:
@@ -179,9 +183,7 @@ def mulaw_decode(data: bytes | bytearray | memoryview) -> NDArray[np.int16]:
 
 def alaw_encode(samples: NDArray[np.int16]) -> bytes:
     """G.711 A-law bytes of 16-bit linear samples."""
-    if samples.dtype != np.int16:
-        raise TypeError(f"A-law encoding needs int16 samples, got {samples.dtype}")
-    return _ALAW_ENCODE[samples.reshape(-1).view(np.uint16)].tobytes()
+    return _g711_encode(_ALAW_ENCODE, samples, "A-law")
 
 
 def alaw_decode(data: bytes | bytearray | memoryview) -> NDArray[np.int16]:

@@ -294,8 +294,8 @@ def parse_session(fields: Fields) -> SessionPatch:
         fields.done()
         return SessionPatch(**values)  # type: ignore[arg-type]
     values["model"] = fields.string("model")
-    values["instructions"] = _instructions(fields, "instructions")
-    values["modality"] = _modalities(fields, "output_modalities")
+    values["instructions"] = instructions(fields)
+    values["modality"] = modalities(fields)
     values["max_output_tokens"] = max_output_tokens(fields, "max_output_tokens")
     if isinstance(audio, Fields):
         audio_input = audio.obj("input")
@@ -305,7 +305,7 @@ def parse_session(fields: Fields) -> SessionPatch:
         if isinstance(audio_output, Fields):
             values.update(_audio_output(audio_output))
         audio.done()
-    _tools(fields)
+    refuse_tools(fields)
     fields.refuse("prompt", "stored prompts live on OpenAI's platform")
     # Accepted and without effect (docs/realtime.md): tracing and truncation are
     # OpenAI's dashboard and context policies, reasoning needs a reasoning model.
@@ -333,7 +333,7 @@ def _include(fields: Fields) -> tuple[str, ...] | Unset:
     return ()
 
 
-def _instructions(fields: Fields, key: str) -> str | Unset:
+def instructions(fields: Fields, key: str = "instructions") -> str | Unset:
     value = fields.string(key)
     if isinstance(value, str) and len(value) > MAX_INSTRUCTIONS_CHARS:
         raise fields.error(
@@ -345,7 +345,7 @@ def _instructions(fields: Fields, key: str) -> str | Unset:
     return value
 
 
-def _modalities(fields: Fields, key: str) -> Modality | Unset:
+def modalities(fields: Fields, key: str = "output_modalities") -> Modality | Unset:
     values = fields.array(key)
     if isinstance(values, Unset):
         return UNSET
@@ -459,7 +459,8 @@ def _audio_output(fields: Fields) -> dict[str, object]:
     return values
 
 
-def _tools(fields: Fields) -> None:
+def refuse_tools(fields: Fields) -> None:
+    """``tools`` and ``tool_choice`` of a session or a response: none may be asked for."""
     tools = fields.array("tools")
     if isinstance(tools, list) and tools:
         raise fields.error(

@@ -21,12 +21,14 @@ from typing import Final
 
 from voicegate.core.codec import AudioFormat
 from voicegate.server.protocols.realtime_config import (
-    MAX_INSTRUCTIONS_CHARS,
     Modality,
     SessionPatch,
     audio_format,
+    instructions,
     max_output_tokens,
+    modalities,
     parse_session,
+    refuse_tools,
 )
 from voicegate.server.protocols.realtime_fields import (
     UNSET,
@@ -335,28 +337,10 @@ def _response_options(fields: Fields) -> ResponseOptions:
         )
     fields.refuse("input", "a response answers the conversation as it is")
     fields.refuse("prompt", "stored prompts live on OpenAI's platform")
-    tools = fields.array("tools")
-    if isinstance(tools, list) and tools:
-        raise fields.error(
-            ErrorCode.UNSUPPORTED, "tools", "tools and function calling are not supported"
-        )
-    choice = fields.raw("tool_choice")
-    if choice is not None and choice not in ("auto", "none"):
-        raise fields.error(
-            ErrorCode.UNSUPPORTED,
-            "tool_choice",
-            'tool_choice other than "auto" or "none" is not supported: there are no tools',
-        )
+    refuse_tools(fields)
     fields.ignore("reasoning", "parallel_tool_calls")
-    instructions = fields.string("instructions")
-    if isinstance(instructions, str) and len(instructions) > MAX_INSTRUCTIONS_CHARS:
-        raise fields.error(
-            ErrorCode.INVALID_VALUE,
-            "instructions",
-            f"'{fields.param('instructions')}' is over the limit of {MAX_INSTRUCTIONS_CHARS} "
-            "characters",
-        )
-    modality = _modality(fields)
+    text = instructions(fields)
+    modality = modalities(fields)
     tokens = max_output_tokens(fields, "max_output_tokens")
     voice: str | Unset = UNSET
     output_format: AudioFormat | Unset = UNSET
@@ -370,20 +354,7 @@ def _response_options(fields: Fields) -> ResponseOptions:
         audio.done()
     metadata = _metadata(fields)
     fields.done()
-    return ResponseOptions(instructions, modality, tokens, voice, output_format, metadata)
-
-
-def _modality(fields: Fields) -> Modality | Unset:
-    values = fields.array("output_modalities")
-    if isinstance(values, Unset):
-        return UNSET
-    if len(values) != 1 or values[0] not in ("audio", "text"):
-        raise fields.error(
-            ErrorCode.INVALID_VALUE,
-            "output_modalities",
-            f'\'{fields.param("output_modalities")}\' must be ["audio"] or ["text"]',
-        )
-    return Modality(str(values[0]))
+    return ResponseOptions(text, modality, tokens, voice, output_format, metadata)
 
 
 def _metadata(fields: Fields) -> dict[str, str]:
