@@ -255,10 +255,18 @@ def test_truncate_after_an_interruption() -> None:
     conv.pipeline_event(SpeechStopped(1, 500))
     events = sent(answer(conv, 1))
     item = events[-1]["response"]["output"][0]["id"]  # type: ignore[index]
+    # "We open at nine." spoken as two clauses: "We open " by 20 ms, the rest by 40 ms.
+    conv.answer_mark(1, 20, 8)
+    conv.answer_mark(1, 40, 16)
     actions = client(conv, type="conversation.item.truncate", item_id=item, content_index=0,
                      audio_end_ms=30)
-    assert others(actions) == [TruncateAnswer(1, 30)]
+    assert others(actions) == [TruncateAnswer(1, 30, 8)]  # the clause played to its end
     assert types(actions) == ["conversation.item.truncated"]
+    retrieved = sent(client(conv, type="conversation.item.retrieve", item_id=item))
+    assert retrieved[0]["item"]["content"][0]["transcript"] == "We open "  # type: ignore[index]
+    early = client(conv, type="conversation.item.truncate", item_id=item, content_index=0,
+                   audio_end_ms=10)
+    assert others(early) == [TruncateAnswer(1, 10, 0)]
     beyond = client(conv, type="conversation.item.truncate", item_id=item, content_index=0,
                     audio_end_ms=5000)
     assert error_of(beyond)["code"] == "invalid_value"

@@ -164,10 +164,12 @@ class CancelResponse:
 
 @dataclass(frozen=True, slots=True)
 class TruncateAnswer:
-    """The caller heard ``audio_ms`` of the answer to ``turn``: history keeps that much."""
+    """The caller heard ``audio_ms`` of the answer to ``turn``, which speaks its first
+    ``text_chars`` characters: the history keeps that much."""
 
     turn: int
     audio_ms: int
+    text_chars: int
 
 
 Action = (
@@ -199,6 +201,12 @@ class _Item:
     audio_end_ms: int | None = None
     audio_out_ms: float = 0.0  # assistant: answer audio sent
     committed: bool = False
+    # assistant: (audio ms, text chars) at the end of each spoken clause, in order
+    marks: list[tuple[int, int]] = field(default_factory=list)
+
+    def heard_chars(self, audio_end_ms: int) -> int:
+        """The text of the clauses played to their end by ``audio_end_ms``."""
+        return max((chars for ms, chars in self.marks if ms <= audio_end_ms), default=0)
 
     def to_json(self) -> Event:
         if self.role == "assistant":
@@ -434,8 +442,10 @@ class RealtimeConversation:
                 "of audio sent",
                 "audio_end_ms",
             )
+        chars = item.heard_chars(event.audio_end_ms)
+        item.text = (item.text or "")[:chars]
         return [
-            TruncateAnswer(item.turn, event.audio_end_ms),
+            TruncateAnswer(item.turn, event.audio_end_ms, chars),
             self._send(self.events.item_truncated(item.id, event.audio_end_ms)),
         ]
 
@@ -524,6 +534,15 @@ class RealtimeConversation:
         self.voice_locked = True
         response.item.audio_out_ms += self.config.output_format.duration_ms(len(data))
         return [Send(self.events.audio_delta_text(response.id, response.item.id, data))]
+
+    def answer_mark(self, turn: int, audio_ms: int, text_chars: int) -> None:
+        """The answer to ``turn`` speaks its first ``text_chars`` characters in its first
+        ``audio_ms`` of audio (the pipeline's AUDIO_MARK): what truncation keeps."""
+        for item in reversed(self.order):
+            answer = self.items[item]
+            if answer.role == "assistant" and answer.turn == turn:
+                answer.marks.append((audio_ms, text_chars))
+                return
 
     def _user_item_for(self, turn: int) -> _Item:
         item = self.by_turn.get(turn)
