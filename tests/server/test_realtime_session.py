@@ -22,6 +22,7 @@ from voicegate.server.events import (
     TurnLatency,
 )
 from voicegate.server.protocols.realtime_config import (
+    Modality,
     SessionType,
     TurnDefaults,
     VoiceCatalog,
@@ -214,6 +215,13 @@ def test_manual_commit_and_response_create() -> None:
     assert final[0]["item"]["content"][0]["transcript"] == "Hello there."  # type: ignore[index]
     ask = client(conv, type="response.create", response={"instructions": "Briefly."})
     assert others(ask) == [CreateResponse(instructions="Briefly.")]
+    own = conv.response_options(CreateResponse(instructions="Briefly."))
+    assert own is not None and own.instructions == "Briefly."
+    assert own.turn_detection == "manual" and own.respond == "audio"
+    text = conv.response_options(CreateResponse(modality=Modality.TEXT, max_output_tokens=5))
+    assert text is not None
+    assert (text.respond, text.audio_marks, text.max_output_tokens) == ("text", False, 5)
+    assert conv.response_options(CreateResponse()) is None
     again = client(conv, type="response.create")
     assert error_of(again)["code"] == "conversation_already_has_active_response"
     assert types(answer(conv, 1))[-1] == "response.done"

@@ -21,6 +21,7 @@ pipeline reports the cancellation, which it does before any audio of the new tur
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -268,6 +269,22 @@ class RealtimeConversation:
     @property
     def options(self) -> PipelineOptions:
         return pipeline_options(self.config, self.turns, self.catalog)
+
+    def response_options(self, create: CreateResponse) -> PipelineOptions | None:
+        """The pipeline's options for the one response ``create`` asks for, None when
+        they are the session's. (The pipeline takes options per session: a response's
+        own are sent before its RESPONSE_CREATE and the session's again after it.)"""
+        base = self.options
+        changes: dict[str, object] = {}
+        if not isinstance(create.instructions, Unset):
+            changes["instructions"] = create.instructions
+        if not isinstance(create.modality, Unset):
+            changes["respond"] = create.modality.value
+            changes["audio_marks"] = create.modality is Modality.AUDIO
+        if not isinstance(create.max_output_tokens, Unset):
+            changes["max_output_tokens"] = create.max_output_tokens
+        options = dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+        return None if options == base else options
 
     # -- client events ------------------------------------------------------------------
 
