@@ -249,9 +249,15 @@ def test_text_items_and_their_answer() -> None:
         "type": "message", "role": "user", "id": "mine",
         "content": [{"type": "input_text", "text": "Again"}]})
     assert error_of(taken)["param"] == "item.id"
+    # The caller speaks before the typed turn's transcript is back: the speech is a new
+    # item, the transcript still finds the typed one.
+    spoken = sent(conv.pipeline_event(SpeechStarted(2, 100)))
+    assert spoken[0]["item_id"] != "mine"
     assert conv.pipeline_event(TranscriptFinal(1, "Opening hours?")) == []
+    assert conv.by_turn[1].id == "mine"
     assert others(client(conv, type="response.create")) == [CreateResponse()]
     events = sent(answer(conv, 1))
+    # the speech is not in the conversation until committed: the answer follows "mine"
     assert events[2]["previous_item_id"] == "mine"  # conversation.item.added of the answer
     retrieved = sent(client(conv, type="conversation.item.retrieve", item_id="mine"))
     assert retrieved[0]["item"]["content"][0]["text"] == "Opening hours?"  # type: ignore[index]

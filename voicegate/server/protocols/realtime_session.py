@@ -561,12 +561,19 @@ class RealtimeConversation:
                 answer.marks.append((audio_ms, text_chars))
                 return
 
-    def _user_item_for(self, turn: int) -> _Item:
+    def _user_item_for(self, turn: int, typed: str | None = None) -> _Item:
+        """The user item of ``turn``. A typed turn first shows as its transcript, which is
+        the text typed (``typed``); speech shows first as speech events, so a waiting
+        text item is never taken by speech that overtook it in the pipeline."""
         item = self.by_turn.get(turn)
         if item is not None:
             return item
-        if self.unbound and turn not in self.seen_turns:
-            item = self.unbound.pop(0)
+        waiting = [i for i in self.unbound if i.kind == "audio"]
+        if typed is not None:
+            waiting = [i for i in self.unbound if i.kind == "text" and i.text == typed] or waiting
+        if waiting and turn not in self.seen_turns:
+            item = waiting[0]
+            self.unbound.remove(item)
         else:
             item = self._new_user_item("audio", None)
         item.turn = turn
@@ -596,7 +603,8 @@ class RealtimeConversation:
 
     def _committed(self, item: _Item) -> list[Action]:
         item.committed = True
-        previous = self._previous(item.id)
+        previous = self.order[-1] if self.order else None
+        self.order.append(item.id)
         return [
             self._send(self.events.committed(item.id, previous)),
             self._send(self.events.item_added(item.to_json(), previous)),
@@ -614,7 +622,7 @@ class RealtimeConversation:
         return [self._send(self.events.transcription_delta(item.id, event.text[len(sent) :]))]
 
     def _transcript_final(self, event: TranscriptFinal) -> list[Action]:
-        item = self._user_item_for(event.turn)
+        item = self._user_item_for(event.turn, typed=event.text)
         if item.kind == "text":
             return []
         actions: list[Action] = []
@@ -744,7 +752,8 @@ class RealtimeConversation:
     def _new_user_item(self, kind: str, item_id: str | None, text: str | None = None) -> _Item:
         item = _Item(item_id or self.events.ids.item(), "user", kind, text=text)
         self.items[item.id] = item
-        self.order.append(item.id)
+        if kind == "text":
+            self.order.append(item.id)  # audio joins the conversation when committed
         return item
 
     def _item(self, item_id: str) -> _Item:
@@ -754,6 +763,8 @@ class RealtimeConversation:
         return item
 
     def _previous(self, item_id: str) -> str | None:
+        if item_id not in self.order:
+            return None
         index = self.order.index(item_id)
         return self.order[index - 1] if index > 0 else None
 
