@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from realtime_sdk import sdk_event
 
 from voicegate.core.codec import FRAME_UNIT_MS, AudioFormat, Encoding
+from voicegate.server.events import (
+    ResponseCancelled,
+    ResponseDone,
+    ResponseStarted,
+    ResponseTextDelta,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TranscriptPartial,
+    TurnLatency,
+)
 from voicegate.server.protocols.realtime_audio import InputFramer
 from voicegate.server.protocols.realtime_config import (
     OPENAI_VOICES,
@@ -32,8 +44,9 @@ from voicegate.server.protocols.realtime_events import (
 )
 from voicegate.server.protocols.realtime_fields import ErrorCode, RealtimeError
 from voicegate.server.protocols.realtime_server_events import ServerEvents
+from voicegate.server.protocols.realtime_session import RealtimeConversation, Send
 
-PROFILE = settings(max_examples=300)
+PROFILE = settings(max_examples=150)
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
@@ -224,3 +237,153 @@ def test_framer_passes_whole_units_in_order(
     assert framer.received_bytes == len(received)
     framer.clear()
     assert framer.pending_bytes == 0 and framer.flush() == []
+
+
+# -- the conversation under any order of client and pipeline events -------------------
+
+_turns = st.integers(min_value=1, max_value=2)
+_client_steps = st.one_of(
+    st.tuples(st.just("cancel")),
+    st.tuples(st.just("append"), st.integers(min_value=1, max_value=6000)),
+    st.tuples(st.sampled_from(["commit", "clear", "create", "cancel", "manual", "vad",
+                               "transcribe", "retrieve"])),
+    st.tuples(st.just("text"), st.sampled_from(["hello", "Opening hours?"])),
+    st.tuples(st.just("truncate"), st.integers(min_value=0, max_value=200)),
+)
+_answer_steps = st.tuples(st.sampled_from(["started", "audio", "audio", "done"]), st.just(1))
+_pipeline_steps = st.one_of(
+    # weighted towards one turn's answer, so that its audio, cancels and ends meet
+    _answer_steps,
+    _answer_steps,
+    _answer_steps,
+    st.tuples(st.just("cancelled"), st.just(1), st.just("barge_in")),
+    st.tuples(st.sampled_from(["speech_started", "speech_stopped"]), _turns),
+    st.tuples(st.sampled_from(["partial", "final", "delta"]), _turns,
+              st.sampled_from(["what", "what time", "Opening hours?", "hello"])),
+    st.tuples(st.just("cancelled"), _turns, st.sampled_from(["barge_in", "shutdown", "x"])),
+    st.tuples(st.just("mark"), _turns, st.integers(0, 100), st.integers(0, 20)),
+)
+
+
+def _client_event(conv: Any, step: tuple[Any, ...]) -> dict[str, object]:
+    kind = step[0]
+    if kind == "append":
+        return {"type": "input_audio_buffer.append",
+                "audio": base64.b64encode(bytes(step[1])).decode()}  # fmt: skip
+    if kind in ("commit", "clear"):
+        return {"type": f"input_audio_buffer.{kind}"}
+    if kind == "create":
+        return {"type": "response.create"}
+    if kind == "cancel":
+        return {"type": "response.cancel"}
+    if kind in ("manual", "vad", "transcribe"):
+        audio_input: dict[str, object] = (
+            {"turn_detection": None} if kind == "manual"
+            else {"turn_detection": {"type": "server_vad"}} if kind == "vad"
+            else {"transcription": {"model": "whisper-1"}}
+        )  # fmt: skip
+        return {"type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": audio_input}}}  # fmt: skip
+    if kind == "text":
+        return {"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": step[1]}]}}  # fmt: skip
+    item = conv.order[-1] if conv.order else "none"
+    if kind == "retrieve":
+        return {"type": "conversation.item.retrieve", "item_id": item}
+    return {"type": "conversation.item.truncate", "item_id": item, "content_index": 0,
+            "audio_end_ms": step[1]}  # fmt: skip
+
+
+def _pipeline(conv: Any, step: tuple[Any, ...]) -> list[Any]:
+    kind, turn = step[0], step[1]
+    if kind == "speech_started":
+        return conv.pipeline_event(SpeechStarted(turn, 100 * turn))
+    if kind == "speech_stopped":
+        return conv.pipeline_event(SpeechStopped(turn, 100 * turn + 50))
+    if kind == "started":
+        return conv.pipeline_event(ResponseStarted(turn))
+    if kind == "audio":
+        return conv.answer_audio(turn, bytes(960))
+    if kind == "done":
+        latency = TurnLatency(300.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+        return conv.pipeline_event(ResponseDone(turn, "We open at nine.", 20.0, False, latency))
+    if kind == "partial":
+        return conv.pipeline_event(TranscriptPartial(turn, step[2]))
+    if kind == "final":
+        return conv.pipeline_event(TranscriptFinal(turn, step[2]))
+    if kind == "delta":
+        return conv.pipeline_event(ResponseTextDelta(turn, step[2]))
+    if kind == "cancelled":
+        return conv.pipeline_event(ResponseCancelled(turn, step[2]))
+    conv.answer_mark(turn, step[2], step[3])
+    return []
+
+
+@settings(max_examples=150)
+@given(st.lists(st.tuples(st.sampled_from([True, False, False]), _client_steps, _pipeline_steps),
+                min_size=4, max_size=30))
+def test_any_sequence_keeps_the_conversation_consistent(
+    steps: list[tuple[bool, tuple[Any, ...], tuple[Any, ...]]],
+) -> None:
+    conv = RealtimeConversation(model="m", turns=TURNS, catalog=CATALOG)
+    sent = [a.text for a in conv.start()]
+    for from_client, client_step, pipeline_step in steps:
+        if from_client:
+            actions = conv.client_text(json.dumps(_client_event(conv, client_step)))
+        else:
+            actions = _pipeline(conv, pipeline_step)
+        sent += [a.text for a in actions if isinstance(a, Send)]
+    open_responses: set[str] = set()
+    finished: set[str] = set()
+    for text in sent:
+        event = json.loads(text)
+        sdk_event(event)
+        kind = event["type"]
+        if kind == "response.created":
+            assert not open_responses, "two responses at once"
+            open_responses.add(event["response"]["id"])
+        elif kind == "response.done":
+            rid = event["response"]["id"]
+            assert rid in open_responses
+            open_responses.discard(rid)
+            finished.add(rid)
+        elif kind.startswith("response.") and "response_id" in event:
+            # nothing of a response after its response.done (no audio of a cancelled one)
+            assert event["response_id"] in open_responses, kind
+
+
+@settings(max_examples=100)
+@given(
+    st.integers(min_value=0, max_value=5),
+    st.sampled_from(["client", "barge_in", "none"]),
+    st.integers(min_value=0, max_value=5),
+    st.lists(_client_steps, max_size=4),
+)
+def test_nothing_of_a_cancelled_answer_follows_its_response_done(
+    before: int, cancel: str, after: int, noise: list[tuple[Any, ...]]
+) -> None:
+    conv = RealtimeConversation(model="m", turns=TURNS, catalog=CATALOG)
+    actions = _pipeline(conv, ("started", 1))
+    for _ in range(before):
+        actions += _pipeline(conv, ("audio", 1))
+    for step in noise:  # whatever else the client says meanwhile
+        if step[0] != "cancel":
+            actions += conv.client_text(json.dumps(_client_event(conv, step)))
+    if cancel == "client":
+        actions += conv.client_text('{"type": "response.cancel"}')
+    elif cancel == "barge_in":
+        actions += _pipeline(conv, ("speech_started", 2))
+        actions += _pipeline(conv, ("cancelled", 1, "barge_in"))
+    for _ in range(after):
+        actions += _pipeline(conv, ("audio", 1))
+    actions += _pipeline(conv, ("done", 1))
+    events = [json.loads(a.text) for a in actions if isinstance(a, Send)]
+    kinds = [e["type"] for e in events]
+    assert kinds.count("response.created") == kinds.count("response.done") == 1
+    done_at = kinds.index("response.done")
+    assert kinds[done_at + 1 :].count("response.output_audio.delta") == 0
+    deltas = kinds.count("response.output_audio.delta")
+    assert deltas == before + (after if cancel == "none" else 0)
+    status = events[done_at]["response"]["status"]
+    assert status == ("completed" if cancel == "none" else "cancelled")
