@@ -36,7 +36,7 @@ from bench._wsraw import OP_BINARY, OP_TEXT, HandshakeError, RawWebSocket, clien
 from voicegate.core import codec
 from voicegate.core.codec import AudioFormat, Encoding
 from voicegate.core.wav import WavError, read_wav
-from voicegate.server.events import (
+from voicegate.server.protocols.native_events import (
     ErrorEvent,
     EventFormatError,
     ResponseCancelled,
@@ -44,7 +44,7 @@ from voicegate.server.events import (
     SessionStarted,
     parse_server_event,
 )
-from voicegate.server.protocol import SessionEnd, SessionStart
+from voicegate.server.protocols.native_wire import SessionEnd, SessionStart
 from voicegate.server.talk_audio import resample, speech_end_frame, split_frames
 
 FRAME_MS = 20

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench._stop import stop_server
-from voicegate.server.protocol import STREAM_PATH
+from voicegate.server.protocols.native_wire import STREAM_PATH
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _SERVING = re.compile(r"serving on (https?://[\w.\[\]:-]+:\d+)")

@@ -13,12 +13,12 @@ turn would), because the gateway holds answer audio of unconfirmed turns."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Kind
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Stage, StageContext
 
 
 @dataclass
@@ -41,7 +41,7 @@ class EchoStage(Stage[EchoSession]):
         return EchoSession()
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, EchoSession], out: Output
+        self, batch: Batch, states: Mapping[int, EchoSession], out: Output
     ) -> None:
         emit = out.emit_event if self.direct else out.emit
         for m in batch:
@@ -50,5 +50,5 @@ class EchoStage(Stage[EchoSession]):
             state = states[m.session]
             if not state.confirmed:
                 state.confirmed = True
-                emit(Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, b"")
-            emit(Kind.AUDIO_OUT, m.session, m.turn, m.seq, m.origin_ns, m.payload)
+                emit(m.replace(kind=Kind.TRANSCRIPT_FINAL, seq=0, payload=b""))
+            emit(m.replace(kind=Kind.AUDIO_OUT))

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from voicegate.ext import Record
+
 FRAME_BYTES = 640  # 20 ms of 16 kHz PCM16
 BATCH = 64
 STOP = b""
@@ -100,10 +102,10 @@ class RingEndpoint(Endpoint):
         self.tx, self.rx = tx, rx
 
     def send(self, frame: Any) -> None:
-        self.tx.write(KIND_FRAME, 0, 0, 0, 0, frame)  # waits only when full
+        self.tx.write(Record(kind=KIND_FRAME, session=0, turn=0, payload=frame))  # waits if full
 
     def send_stop(self) -> None:
-        self.tx.write(KIND_STOP, 0, 0, 0, 0, b"")
+        self.tx.write(Record(kind=KIND_STOP, session=0, turn=0))
 
     def recv(self) -> Any:
         record = self.rx.read(None)
@@ -112,31 +114,35 @@ class RingEndpoint(Endpoint):
     recv_spin = recv  # the ring's own spin_us decides whether it spins or parks
 
     def ping_calls(self, spin: bool) -> tuple[Callable[[Any], Any], Callable[[], Any]]:
-        return functools.partial(self.tx.write, KIND_FRAME, 0, 0, 0, 0), functools.partial(
-            self.rx.read, None
-        )
+        write = self.tx.write
+
+        def send(frame: Any) -> Any:
+            return write(Record(kind=KIND_FRAME, session=0, turn=0, payload=frame))
+
+        return send, functools.partial(self.rx.read, None)
 
     def echo(self, spin: bool) -> None:
         read, write = self.rx.read, self.tx.write
         record = read(None)
         while record.kind == KIND_FRAME:
-            write(KIND_FRAME, 0, 0, 0, 0, record.payload)
+            write(record)  # forwarded as read: one copy, ring to ring
             record = read(None)
 
     def produce(self, frame: bytes, deadline: float, batch: bool) -> None:
         clock = time.perf_counter
         write = self.tx.write
+        one = Record(kind=KIND_FRAME, session=0, turn=0, payload=frame)
         if batch:
-            records = [(KIND_FRAME, 0, 0, 0, i, 0, frame) for i in range(BATCH)]
+            records = [one.replace(seq=i) for i in range(BATCH)]
             write_batch = self.tx.write_batch
             while clock() < deadline:
                 for _ in range(16):
                     if not write_batch(records):  # full: wait for room for one
-                        write(KIND_FRAME, 0, 0, 0, 0, frame)
+                        write(one)
         else:
             while clock() < deadline:
                 for _ in range(256):
-                    write(KIND_FRAME, 0, 0, 0, 0, frame)
+                    write(one)
         self.send_stop()
 
     def consume(self, batch: bool) -> tuple[int, float]:

@@ -26,6 +26,16 @@ What runs where, on a machine with CPUs c0 < c1 < ... (this process's affinity):
 On 2 cores a saturated client would make the echo floor the client's own limit and
 flatter the ratio: the client CPU% and the pacing timer's worst lateness per step show
 whether the client kept up.
+
+``--against REV`` measures this tree's gateway beside the gateway of git revision REV
+instead of the echo, in the same run: REV is checked out in a temporary ``git worktree``
+(its Cython ring built in place with this Python; removed afterwards) and served from
+there (that tree first on PYTHONPATH, and its working directory). Both nodes run at once
+on the same CPUs; every load step is measured on both, one after the other, their order
+alternating from step to step, so that the neighbours' noise falls on both alike. It
+reports each one's sessions held within the budget and gateway CPU per session, and
+the ratios new / old. Both revisions must share the node status block's layout (the
+bench reads the processes' ids from it).
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,14 +114,14 @@ def _pin(cpus: set[int]) -> None:
 
 @contextlib.contextmanager
 def _process(
-    argv: list[str], env: dict[str, str], cpus: set[int]
+    argv: list[str], env: dict[str, str], cpus: set[int], cwd: Path = ROOT
 ) -> Iterator[tuple[str, int, int]]:
     """Start a server pinned to ``cpus``; yield (host, port, pid), stop it with SIGTERM."""
     own = os.sched_getaffinity(0)
     _pin(cpus)  # inherited at fork by the server and what it starts unpinned
     try:
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, start_new_session=True,
         )  # fmt: skip
     finally:
@@ -155,8 +165,9 @@ def _node_config(
 @contextlib.contextmanager
 def _voicegate(
     config: Path, node: NodeConfig, bundle: Path, env: dict[str, str], *,
-    gateway_cpus: set[int], worker_cpus: set[int],
+    gateway_cpus: set[int], worker_cpus: set[int], tree: Path = ROOT,
 ) -> Iterator[Server]:  # fmt: skip
+    """A node served from the source ``tree`` (``env`` puts it first on PYTHONPATH)."""
     argv = [
         sys.executable, "-m", "voicegate", "serve", "--port", "0", "--config", str(config),
         "--bundle", str(bundle), "--max-sessions", "100000", "--log-level", "WARNING",
@@ -165,9 +176,14 @@ def _voicegate(
     ]  # fmt: skip
     # Started on every CPU, so that the node accepts ``cpus`` lists naming any of them;
     # the workers pin themselves to ``[workers.*] cpus``.
-    with _process(argv, env, set(os.sched_getaffinity(0))) as (host, port, supervisor):
+    with _process(argv, env, set(os.sched_getaffinity(0)), tree) as (host, port, supervisor):
         status = read_node_status(node)
+        if not {"gw0", *_STAGES} <= set(status):
+            raise RuntimeError(f"cannot read the status of node {node.node.name} from {tree}")
         gateway = status["gw0"].pid
+        # Its native core is the one built in ``tree``: the revision under test runs.
+        if str(tree / "voicegate") not in Path(f"/proc/{gateway}/maps").read_text():
+            raise RuntimeError(f"gateway {gateway} does not run the extension of {tree}")
         if os.sched_getaffinity(gateway) != gateway_cpus:
             raise RuntimeError(f"gateway {gateway} runs on CPUs {os.sched_getaffinity(gateway)}")
         # The supervisor is idle while serving; keep it off the gateway's core all the same.
@@ -182,6 +198,50 @@ def _voicegate(
 def _pin_process(pid: int, cpus: set[int]) -> None:
     for task in os.listdir(f"/proc/{pid}/task"):
         os.sched_setaffinity(int(task), cpus)
+
+
+def _tree_env(tree: Path) -> dict[str, str]:
+    """The environment of a server run from the source ``tree``: that tree first."""
+    path = (str(tree), os.environ.get("PYTHONPATH", ""))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
+
+
+@contextlib.contextmanager
+def revision_tree(rev: str, where: Path, *, build: bool = True) -> Iterator[Path]:
+    """A checkout of git revision ``rev`` under ``where`` (a ``git worktree`` of this
+    repository) with its Cython extension built in place by this Python; removed, with
+    its build, afterwards."""
+    tree = where / "against"
+    git = ["git", "-C", str(ROOT)]
+    added = subprocess.run(
+        [*git, "worktree", "add", "--detach", "--quiet", str(tree), rev],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if added.returncode:
+        raise RuntimeError(f"git worktree add {rev}: {added.stderr.strip()}")
+    try:
+        if build:
+            built = subprocess.run(
+                [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                cwd=tree, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if built.returncode:
+                raise RuntimeError(f"building {rev}'s extension failed:\n{built.stderr[-2000:]}")
+        yield tree
+    finally:
+        subprocess.run(
+            [*git, "worktree", "remove", "--force", str(tree)], capture_output=True, check=False
+        )
+        subprocess.run([*git, "worktree", "prune"], capture_output=True, check=False)
+
+
+def revision_name(rev: str, tree: Path = ROOT) -> str:
+    """``rev`` as "REV (abbreviated commit)", or the tree's HEAD with local changes noted."""
+    commit = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", rev],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    return f"{rev} ({commit})" if commit and commit != rev else rev
 
 
 @contextlib.contextmanager
@@ -259,32 +319,53 @@ def _print(label: str, step: Step, note: str = "") -> None:
 
 
 def ramp(
-    measure: Callable[[int], Step], *, start: int, coarse: int, fine: int, max_sessions: int,
-    budget_ms: float, label: str,
-) -> list[Step]:  # fmt: skip
+    measures: Mapping[str, Callable[[int], Step]], *, start: int, coarse: int, fine: int,
+    max_sessions: int, budget_ms: float,
+) -> dict[str, list[Step]]:  # fmt: skip
     """Sessions rise by ``coarse`` until a step fails, then by ``fine`` from the last
-    step held up to that failure."""
-    steps: dict[int, Step] = {}
+    step held up to that failure, for each server of ``measures``. The servers are
+    measured in turns: each step of the coarse phase on every server still holding, the
+    fine phase in rounds of one step per server; the order alternates per round."""
+    steps: dict[str, dict[int, Step]] = {label: {} for label in measures}
 
-    def attempt(count: int) -> bool:
-        step = measure(count)
+    def attempt(label: str, count: int) -> bool:
+        step = measures[label](count)
         if not step.held(budget_ms):
             # The machine is shared: a failed step is measured once more before it
             # counts, so one burst of someone else's work does not end the ramp.
             _print(label, step, ", measured again")
-            step = measure(count)
+            step = measures[label](count)
         _print(label, step)
-        steps[count] = step
+        steps[label][count] = step
         return step.held(budget_ms)
 
-    count, held = start, 0
-    while count <= max_sessions and attempt(count):
-        held, count = count, count + coarse
-    failed = count
-    count = held + fine
-    while held and count < min(failed, max_sessions + 1) and attempt(count):
-        count += fine
-    return [steps[c] for c in sorted(steps)]
+    rounds = 0
+
+    def in_turns(plan: dict[str, int]) -> dict[str, bool]:
+        nonlocal rounds
+        labels = list(plan)[:: -1 if rounds % 2 else 1]
+        rounds += 1
+        return {label: attempt(label, plan[label]) for label in labels}
+
+    held = dict.fromkeys(measures, 0)
+    failed = dict.fromkeys(measures, max_sessions + 1)
+    running, count = list(measures), start
+    while running and count <= max_sessions:
+        for label, ok in in_turns(dict.fromkeys(running, count)).items():
+            if ok:
+                held[label] = count
+            else:
+                failed[label] = count
+                running.remove(label)
+        count += coarse
+    fine_plan = {label: held[label] + fine for label in measures if held[label]}
+    while fine_plan := {label: c for label, c in fine_plan.items() if c < failed[label]}:
+        for label, ok in in_turns(fine_plan).items():
+            if ok:
+                fine_plan[label] += fine
+            else:
+                failed[label] = fine_plan[label]
+    return {label: [by_count[c] for c in sorted(by_count)] for label, by_count in steps.items()}
 
 
 def sessions_held(steps: Sequence[Step], budget_ms: float) -> int:
@@ -300,7 +381,9 @@ def sessions_held(steps: Sequence[Step], budget_ms: float) -> int:
 # -- output --------------------------------------------------------------------------
 
 
-def _charts(out: Path, results: dict[str, list[Step]], budget_ms: float) -> list[Path]:
+def _charts(
+    out: Path, results: dict[str, list[Step]], budget_ms: float, name: str
+) -> list[Path]:
     plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, steps in results.items():
@@ -308,9 +391,9 @@ def _charts(out: Path, results: dict[str, list[Step]], budget_ms: float) -> list
     ax.axhline(budget_ms, color="grey", linestyle="--", label=f"{budget_ms:g} ms budget")
     ax.set_xlabel("concurrent sessions (20 ms frames both ways)")
     ax.set_ylabel("p99 round trip (ms)")
-    ax.set_title("gateway vs bare echo: capacity curve")
+    ax.set_title(f"{' vs '.join(results)}: capacity curve")
     ax.legend()
-    curve = out / "gateway_capacity.png"
+    curve = out / f"{name}_capacity.png"
     fig.tight_layout()
     fig.savefig(curve)
     plt.close(fig)
@@ -325,7 +408,7 @@ def _charts(out: Path, results: dict[str, list[Step]], budget_ms: float) -> list
     ax.set_ylabel("fraction of frames")
     ax.set_title("round-trip distribution at the largest load held")
     ax.legend()
-    dist = out / "gateway_latency.png"
+    dist = out / f"{name}_latency.png"
     fig.tight_layout()
     fig.savefig(dist)
     plt.close(fig)
@@ -350,59 +433,78 @@ def main(argv: list[str]) -> int:
                              "through all four stages")
     parser.add_argument("--servers", default="echo,voicegate",
                         help="which servers to measure, in order")
+    parser.add_argument("--against", metavar="REV",
+                        help="measure this tree's gateway (new) beside git revision REV's "
+                             "(old) instead of --servers, steps interleaved")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = parser.parse_args(argv)
     labels = [label for label in args.servers.split(",") if label]
-    if not set(labels) <= {"echo", "voicegate"}:
+    if args.against is not None:
+        labels = ["old", "new"]
+    elif not set(labels) <= {"echo", "voicegate"}:
         parser.error(f"--servers: unknown server in {args.servers!r}")
     cpus = sorted(os.sched_getaffinity(0))
     server_cpus, client_cpus = {cpus[0]}, set(cpus[1:]) or {cpus[0]}
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-    ))
+    env = _tree_env(ROOT)
     out = report.results_dir(args.out)
+    revisions: dict[str, str] = {}
+
+    def run(label: str, server: Server) -> Callable[[int], Step]:
+        def measure(count: int) -> Step:
+            # asyncio's loop for the load: see bench._e2e_client.client_main
+            return asyncio.run(run_step(
+                server, count, duration_s=args.duration, warmup_s=args.warmup,
+                handshake=label != "echo",
+            ))
+        return measure
+
+    def measure_all(measures: dict[str, Callable[[int], Step]]) -> dict[str, list[Step]]:
+        _pin(client_cpus)
+        try:
+            if args.quick:
+                quick: dict[str, list[Step]] = {label: [] for label in measures}
+                for count in (2, 4):
+                    for label, measure in measures.items():
+                        quick[label].append(measure(count))
+                        _print(label, quick[label][-1])
+                return quick
+            return ramp(
+                measures, start=args.start, coarse=args.coarse, fine=args.step,
+                max_sessions=args.max_sessions, budget_ms=args.budget_ms,
+            )
+        finally:
+            _pin(set(cpus))
+
     results: dict[str, list[Step]] = {}
     with tempfile.TemporaryDirectory(prefix="vg-bench-gateway-") as tmp:
-        config = _node_config(
-            Path(tmp) / "node.toml", f"bgw{os.getpid() % 100000}", direct=args.path == "direct",
-            gateway_cpus=server_cpus, worker_cpus=client_cpus,
-        )
-        node = load_config(config, env={})
         bundle = Path(tmp) / "bundle"  # no model runs: the stages need none
         bundle.mkdir()
-        for label in labels:
-            server_cm = (
-                _echo(env, server_cpus) if label == "echo"
-                else _voicegate(config, node, bundle, env, gateway_cpus=server_cpus,
-                                worker_cpus=client_cpus)
-            )  # fmt: skip
-            with server_cm as server:
-                _pin(client_cpus)
-                try:
-                    def measure(count: int, server: Server = server, label: str = label) -> Step:
-                        # asyncio's loop for the load: see bench._e2e_client.client_main
-                        return asyncio.run(run_step(
-                            server, count, duration_s=args.duration, warmup_s=args.warmup,
-                            handshake=label == "voicegate",
-                        ))
 
-                    if args.quick:
-                        results[label] = [measure(2), measure(4)]
-                        for step in results[label]:
-                            _print(label, step)
-                    else:
-                        results[label] = ramp(
-                            measure, start=args.start, coarse=args.coarse, fine=args.step,
-                            max_sessions=args.max_sessions, budget_ms=args.budget_ms,
-                            label=label,
-                        )
-                finally:
-                    _pin(set(cpus))
+        def node(label: str, tree: Path = ROOT) -> contextlib.AbstractContextManager[Server]:
+            config = _node_config(
+                Path(tmp) / f"{label}.toml", f"bgw{label[0]}{os.getpid() % 100000}",
+                direct=args.path == "direct", gateway_cpus=server_cpus, worker_cpus=client_cpus,
+            )  # fmt: skip
+            return _voicegate(
+                config, load_config(config, env={}), bundle, _tree_env(tree),
+                gateway_cpus=server_cpus, worker_cpus=client_cpus, tree=tree,
+            )
+
+        if args.against is not None:
+            head = revision_name("HEAD").removeprefix("HEAD ")
+            revisions = {"old": revision_name(args.against), "new": f"this tree {head}"}
+            print(f"building {revisions['old']} in a temporary worktree", flush=True)
+            with contextlib.ExitStack() as stack:
+                tree = stack.enter_context(revision_tree(args.against, Path(tmp)))
+                servers = {"old": stack.enter_context(node("old", tree)),
+                           "new": stack.enter_context(node("new"))}  # fmt: skip
+                results = measure_all({label: run(label, s) for label, s in servers.items()})
+        else:
+            for label in labels:
+                server_cm = _echo(env, server_cpus) if label == "echo" else node(label)
+                with server_cm as server:
+                    results.update(measure_all({label: run(label, server)}))
     held = {label: sessions_held(steps, args.budget_ms) for label, steps in results.items()}
-    ratio = (
-        held["voicegate"] / held["echo"]
-        if held.get("echo") and "voicegate" in held else float("nan")
-    )
     # CPU per session is the figure the neighbours' noise moves least: it says how many
     # sessions one core could carry even when a latency step was spoiled by a stall.
     per_session = {
@@ -413,25 +515,42 @@ def main(argv: list[str]) -> int:
     for label, steps in results.items():
         at = next((s for s in steps if s.sessions == held[label]), steps[0])
         rows.append([
-            label, held[label], at.p50_ms, at.p99_ms, at.server_cpu_pct, at.workers_cpu_pct,
-            at.client_cpu_pct, per_session[label],
-        ])
+            revisions.get(label, label), held[label], at.p50_ms, at.p99_ms, at.server_cpu_pct,
+            at.workers_cpu_pct, at.client_cpu_pct, per_session[label],
+        ])  # fmt: skip
     headers = [
         "server", f"sessions held (p99 <= {args.budget_ms:g} ms)", "p50 (ms)", "p99 (ms)",
         "server cpu %", "workers cpu %", "client cpu %", "server cpu % per session",
     ]
-    table = report.format_table(headers, rows)
-    print(table)
+    print(report.format_table(headers, rows))
     print("(figures at the largest load held; server: the echo process or the gateway "
           "process alone)")
-    print(f"gateway / echo sessions held: {ratio:.2f} (target >= 0.90)")
+    name = "gateway"
+    summary: dict[str, Any]
+    if args.against is not None:
+        name = "gateway_against"
+        summary = {
+            "revisions": revisions,
+            "sessions_held_new_over_old": _ratio(held["new"], held["old"]),
+            "cpu_per_session_new_over_old": _ratio(per_session["new"], per_session["old"]),
+        }
+        verdict = (
+            f"new / old sessions held: {summary['sessions_held_new_over_old']:.2f}; "
+            f"new / old gateway cpu per session: {summary['cpu_per_session_new_over_old']:.2f}"
+            " (below 1: cheaper)"
+        )
+    else:
+        ratio = _ratio(held["voicegate"], held["echo"]) if len(held) == 2 else float("nan")
+        summary = {"ratio": ratio}
+        verdict = f"gateway / echo sessions held: {ratio:.2f} (target >= 0.90)"
+    print(verdict)
     markdown = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n" + "".join(
         "| " + " | ".join(str(v if not isinstance(v, float) else f"{v:.3g}") for v in r) + " |\n"
         for r in rows
-    ) + f"\ngateway / echo sessions held: {ratio:.2f} (target >= 0.90)\n"
-    (out / "gateway.md").write_text(markdown)
-    charts = _charts(out, results, args.budget_ms)
-    report.write_json(out / "gateway.json", {
+    ) + f"\n{verdict}\n"
+    (out / f"{name}.md").write_text(markdown)
+    charts = _charts(out, results, args.budget_ms, name)
+    report.write_json(out / f"{name}.json", {
         "bench": "gateway",
         "environment": report.environment(),
         "budget_ms": args.budget_ms,
@@ -442,10 +561,14 @@ def main(argv: list[str]) -> int:
         "worker_cpus": sorted(client_cpus),
         "sessions_held": held,
         "server_cpu_pct_per_session": per_session,
-        "ratio": ratio,
+        **summary,
         "steps": {label: [s.summary() for s in steps] for label, steps in results.items()},
         "charts": [c.name for c in charts],
     })
-    print(f"wrote {out / 'gateway.json'}, {out / 'gateway.md'} and {len(charts)} charts")
+    print(f"wrote {out / (name + '.json')}, {out / (name + '.md')} and {len(charts)} charts")
     errors = sum(s.errors for steps in results.values() for s in steps[:1])
     return 1 if errors else 0
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")

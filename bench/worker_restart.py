@@ -38,14 +38,18 @@ from typing import Any
 
 from bench.report import environment, format_table, percentile, results_dir, write_json
 from voicegate.core.clock import NS_PER_MS, monotonic_ns
+from voicegate.core.codec import PCM16_16K
 from voicegate.core.config import PASSTHROUGH_STAGE, STAGES, NodeConfig, load_config
 from voicegate.core.kinds import Flag, Kind, session_id
+from voicegate.core.payloads import SessionParams
+from voicegate.ext import Record
 from voicegate.workers.gateway_link import GatewayLink
 from voicegate.workers.status import Field, State, StatusBlock
 from voicegate.workers.topology import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 120.0
+_PARAMS = SessionParams(PCM16_16K, PCM16_16K, None).pack()
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,21 @@ class Probe:
         self.link = GatewayLink(config, 0)
         self.session = session_id(0, 1)
         self.turn = 1
-        self._send(Kind.SESSION_OPEN, 0, b"")
+        self._send(Kind.SESSION_OPEN, 0, _PARAMS)
 
     def _send(self, kind: int, seq: int, payload: bytes, flags: int = 0) -> None:
         now = monotonic_ns()
         if not self.link.send_wait(
-            kind, self.session, self.turn, seq, now, payload, flags, timeout=TIMEOUT_S
+            Record(
+                kind=kind,
+                session=self.session,
+                turn=self.turn,
+                seq=seq,
+                origin_ns=now,
+                payload=payload,
+                flags=flags,
+            ),
+            timeout=TIMEOUT_S,
         ):
             raise RuntimeError("the ring to vad stayed full")
 
@@ -79,7 +92,7 @@ class Probe:
             if time.monotonic() > deadline:
                 raise RuntimeError("no WORKER_RESTARTED")
         self.turn += 1
-        self._send(Kind.SESSION_OPEN, 0, b"", Flag.REOPEN)
+        self._send(Kind.SESSION_OPEN, 0, _PARAMS, Flag.REOPEN)
 
     def run_turn(self) -> None:
         self._send(Kind.AUDIO_IN, 1, bytes(640))

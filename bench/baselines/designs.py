@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.baselines.runtime import Deliver, StageRunner, load_stages
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
+from voicegate.ext import Record
 from voicegate.workers.gateway_link import Received
 
 log = logging.getLogger("bench.baselines")
@@ -66,7 +68,7 @@ def _drain(inbox: queue.Queue[object], first: object) -> tuple[list[Received], b
     while True:
         if item is _STOP:
             stop = True
-        elif isinstance(item, Received):
+        elif isinstance(item, Record):
             batch.append(item)
         try:
             item = inbox.get_nowait()

@@ -63,9 +63,9 @@ from bench.baselines.pipecat_services import (
 )
 from voicegate.core.codec import PCM16_16K
 from voicegate.server import event_loop
-from voicegate.server.events import ErrorEvent, SessionStarted
 from voicegate.server.gateway_process import listen_socket
-from voicegate.server.protocol import (
+from voicegate.server.protocols.native_events import ErrorEvent, SessionStarted
+from voicegate.server.protocols.native_wire import (
     DEFAULT_LIMITS,
     CloseCode,
     ErrorCode,

@@ -47,7 +47,7 @@ from pipecat.serializers.base_serializer import FrameSerializer
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import PCM16_16K, AudioFormat
-from voicegate.server.events import (
+from voicegate.server.protocols.native_events import (
     ResponseAudioStarted,
     ResponseDone,
     ResponseStarted,
@@ -58,7 +58,7 @@ from voicegate.server.events import (
     TurnLatency,
     TurnTimeline,
 )
-from voicegate.server.protocol import (
+from voicegate.server.protocols.native_wire import (
     ProtocolError,
     SessionEnd,
     TextInput,

@@ -17,7 +17,8 @@ from typing_extensions import Buffer
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig, NodeSettings
-from voicegate.core.kinds import Kind, Message
+from voicegate.core.kinds import Kind
+from voicegate.ext import Record
 from voicegate.workers.gateway_link import Received
 from voicegate.workers.llm_stage import LlmStage
 from voicegate.workers.stage import Stage, StageContext
@@ -46,27 +47,24 @@ class _Outbox:
         self.records: list[Received] = []
         self._to_gateway = to_gateway
 
-    def emit(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self, kind: int, session: int, turn: int, seq: int, origin_ns: int,
-        payload: Buffer = b"", flags: int = 0,
-    ) -> None:
-        self.records.append(
-            Received(kind, flags, session, turn, seq, origin_ns, bytes(memoryview(payload)),
-                     monotonic_ns())
-        )
+    def emit(self, record: Record[Buffer]) -> None:
+        self.records.append(_sent(record))
 
-    def emit_event(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self, kind: int, session: int, turn: int, seq: int, origin_ns: int,
-        payload: Buffer = b"", flags: int = 0,
-    ) -> None:
-        self._to_gateway(
-            Received(kind, flags, session, turn, seq, origin_ns, bytes(memoryview(payload)),
-                     monotonic_ns())
-        )
+    def emit_event(self, record: Record[Buffer]) -> None:
+        self._to_gateway(_sent(record))
 
     def take(self) -> list[Received]:
         taken, self.records = self.records, []
         return taken
+
+
+def _sent(record: Record[Buffer]) -> Received:
+    """A copy of what a stage emitted, stamped as the ring stamps what it publishes."""
+    return Record(
+        kind=record.kind, session=record.session, turn=record.turn, seq=record.seq,
+        origin_ns=record.origin_ns, payload=bytes(memoryview(record.payload)),
+        flags=record.flags, sent_ns=monotonic_ns(),
+    )  # fmt: skip
 
 
 class StageRunner:
@@ -84,7 +82,7 @@ class StageRunner:
         return self.stage.tick_interval_s
 
     def handle(self, records: Sequence[Received]) -> list[Received]:
-        run: list[Message] = []
+        run: list[Record[memoryview]] = []
         for r in records:
             if r.kind in _LIFECYCLE:
                 self._flush(run)
@@ -96,10 +94,7 @@ class StageRunner:
             if r.turn > current:
                 self._flush(run)
                 self._advance(r.session, r.turn)
-            run.append(
-                Message(r.kind, r.flags, r.session, r.turn, r.seq, r.origin_ns,
-                        memoryview(r.payload), r.sent_ns)
-            )
+            run.append(r.replace(payload=memoryview(r.payload)))
         self._flush(run)
         return self.outbox.take()
 
@@ -107,7 +102,7 @@ class StageRunner:
         self.stage.tick(monotonic_ns(), self.states, self.outbox)
         return self.outbox.take()
 
-    def _flush(self, run: list[Message]) -> None:
+    def _flush(self, run: list[Record[memoryview]]) -> None:
         if run:
             self.stage.on_records(list(run), self.states, self.outbox)
             run.clear()
@@ -133,7 +128,7 @@ class StageRunner:
                 self.stage.close_session(r.session, state, self.outbox)
         elif r.kind in (Kind.CANCEL, Kind.BARGE_IN) and current is not None and r.turn > current:
             self._advance(r.session, r.turn)
-        self.outbox.emit(r.kind, r.session, r.turn, r.seq, r.origin_ns, r.payload, r.flags)
+        self.outbox.emit(r)
 
 
 def load_stages(bundle: Path, to_gateway: Deliver) -> list[StageRunner]:

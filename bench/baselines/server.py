@@ -1,6 +1,7 @@
 """A baseline server: the same WebSocket protocol (``/v1/stream``) and the same
-connection and turn logic as voicegate's gateway (``StreamConnection``, ``SessionTurns``),
-in front of a baseline ``Pipeline`` in the server's own process.
+connection object as voicegate's gateway (``Connection``: the protocol's state machine,
+the turn logic, the paced sender), in front of a baseline ``Pipeline`` in the server's
+own process.
 
 ``python -m bench.baselines.server --design sequential|single_process --bundle DIR
 [--port 0]`` prints ``baseline: serving on ws://HOST:PORT/v1/stream`` once the models are
@@ -11,49 +12,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import itertools
-import json
 import logging
 import signal
 import sys
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Generator
 from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from bench.baselines.designs import Pipeline, SequentialPipeline, SingleProcessPipeline
 from voicegate.core.clock import monotonic_ns
-from voicegate.core.codec import PCM16_16K
+from voicegate.core.config import GatewayOptions
 from voicegate.core.kinds import Kind
+from voicegate.ext import Record
 from voicegate.server import event_loop
+from voicegate.server.gateway.connection import Connection
 from voicegate.server.gateway_process import listen_socket
-from voicegate.server.gateway_session import (
-    AudioItem,
-    CloseItem,
-    DoneItem,
-    EventItem,
-    Item,
-    SendQueue,
-    SessionTurns,
-    TextItem,
-)
-from voicegate.server.session_state import (
-    Action,
-    Close,
-    CloseSession,
-    ConnectionState,
-    ForwardAudio,
-    ForwardText,
-    OpenSession,
-    SendText,
-    StreamConnection,
-    SwitchOutput,
-)
+from voicegate.server.protocols.base import ForwardAudio
+from voicegate.server.protocols.native import StreamConnection
+from voicegate.server.protocols.native_events import ResponseDone
 from voicegate.workers.gateway_link import Received
 
 log = logging.getLogger("bench.baselines")
@@ -62,27 +45,19 @@ DESIGNS: dict[str, type[Pipeline]] = {
     "sequential": SequentialPipeline,
     "single_process": SingleProcessPipeline,
 }
-_SEND_QUEUE_FRAMES = 100  # as the gateway's default
-_LEAD_MS = 300.0  # answer audio goes at most this far ahead of real time, as the gateway's
-
-
-@dataclass
-class _Connection:
-    sid: int
-    conn: StreamConnection
-    turns: SessionTurns
-    websocket: WebSocket
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    seq: int = 0
-    play_start_ns: int = 0
-    play_sent_ms: float = 0.0
 
 
 class BaselineServer:
+    """The host of the gateway's ``Connection`` in front of an in-process pipeline: the
+    same send queue, pacing and slow-client policy as the gateway, with the gateway's
+    default options and no admission limits."""
+
     def __init__(self, pipeline_cls: type[Pipeline], bundle: Path) -> None:
         self.loop = asyncio.get_running_loop()
         self.pipeline = pipeline_cls(bundle, self._from_pipeline)
-        self.connections: dict[int, _Connection] = {}
+        self.options = GatewayOptions()
+        self.counters: dict[str, int] = collections.defaultdict(int)
+        self.connections: dict[int, Connection] = {}
         self._ids = itertools.count(1)
 
     def app(self) -> Starlette:
@@ -97,139 +72,48 @@ class BaselineServer:
     def _dispatch(self, record: Received) -> None:
         live = self.connections.get(record.session)
         if live is not None:
-            live.turns.on_record(record, monotonic_ns())
+            live.on_record(record, monotonic_ns())
 
-    def _send(self, live: _Connection, kind: Kind, payload: bytes, origin_ns: int = 0) -> None:
-        live.seq += 1
+    # -- what a connection asks of its host --------------------------------------------
+
+    def write(self, record: Record[bytes]) -> None:
+        self.pipeline.submit(record)
+
+    def forward_audio(self, connection: Connection, action: ForwardAudio) -> None:
         now = monotonic_ns()
-        self.pipeline.submit(
-            Received(kind, 0, live.sid, live.turns.turn, live.seq, origin_ns or now, payload, now)
+        turns = connection.turns
+        turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)
+        self.write(
+            Record(
+                kind=Kind.AUDIO_IN,
+                session=connection.sid,
+                turn=turns.turn,
+                seq=connection.next_seq(),
+                origin_ns=now,
+                payload=action.audio.data,
+            )
         )
+
+    def session_opened(self, connection: Connection) -> None:
+        self.counters["sessions"] += 1
+
+    def turn_done(self, done: ResponseDone) -> None:
+        pass  # the bench measures latency at its client
+
+    def holds(self, connection: Connection) -> bool:
+        return connection.sid in self.connections
 
     # -- one connection -------------------------------------------------------------
 
     async def _stream(self, websocket: WebSocket) -> None:
         sid = next(self._ids)
-        queue = SendQueue(_SEND_QUEUE_FRAMES)
-        turns = SessionTurns(PCM16_16K, queue, self.pipeline.end_of_turn_ms)
-        live = _Connection(sid, StreamConnection(f"{sid:08x}"), turns, websocket)
-        queue.on_push = live.wake.set
-        queue.stalled = lambda: False
+        wire = StreamConnection(f"{sid:08x}")
+        live = Connection(self, sid, wire, websocket, self.pipeline.end_of_turn_ms)
         self.connections[sid] = live
-        sender = asyncio.create_task(self._sender(live))
         try:
-            self._perform(live, live.conn.connect())
-            await websocket.accept()
-            while live.conn.state is not ConnectionState.CLOSED:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                data = message.get("bytes")
-                if data is not None:
-                    self._perform(live, live.conn.receive_bytes(data))
-                else:
-                    self._perform(live, live.conn.receive_text(message.get("text") or ""))
-            if not sender.done() and live.conn.close_code is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(sender), timeout=5.0)
+            await live.run(wire.connect())
         finally:
-            self._perform(live, live.conn.disconnected())
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
             self.connections.pop(sid, None)
-
-    def _perform(self, live: _Connection, actions: Sequence[Action]) -> None:
-        if any(isinstance(a, Close) for a in actions):
-            live.turns.queue.drop_pipeline_items()
-        for action in actions:
-            if isinstance(action, ForwardAudio):
-                now = monotonic_ns()
-                live.turns.input_arrived(action.stream_ms + action.audio.duration_ms, now)
-                self._send(live, Kind.AUDIO_IN, action.audio.data, now)
-            elif isinstance(action, SendText):
-                live.turns.queue.push(TextItem(action.text, action.type))
-            elif isinstance(action, OpenSession):
-                start = action.start
-                live.turns.output = start.output
-                payload = {
-                    "input": start.input.to_dict(),
-                    "output": start.output.to_dict(),
-                    "instructions": start.instructions,
-                }
-                self._send(live, Kind.SESSION_OPEN, json.dumps(payload).encode())
-            elif isinstance(action, ForwardText):
-                self._send(live, Kind.TEXT_INPUT, action.text.encode())
-            elif isinstance(action, SwitchOutput):
-                live.turns.output = action.format
-                live.turns.awaiting_format = True
-                self._send(live, Kind.OUTPUT_FORMAT, json.dumps(action.format.to_dict()).encode())
-            elif isinstance(action, CloseSession):
-                self._send(live, Kind.SESSION_CLOSE, b"")
-            elif isinstance(action, Close):
-                live.turns.queue.push(CloseItem(int(action.code), action.reason))
-
-    # -- sending ------------------------------------------------------------------
-
-    async def _sender(self, live: _Connection) -> None:
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            queue = live.turns.queue
-            while True:
-                item = queue.pop()
-                if item is None:
-                    live.wake.clear()
-                    await live.wake.wait()
-                    continue
-                if isinstance(item, CloseItem):
-                    await live.websocket.close(item.code, item.reason)
-                    return
-                await self._send_item(live, item)
-
-    async def _send_item(self, live: _Connection, item: Item) -> None:
-        ws, turns = live.websocket, live.turns
-        if isinstance(item, TextItem):
-            await ws.send_text(item.text)
-        elif isinstance(item, AudioItem):
-            if item.turn < turns.stale_below:
-                return
-            now = monotonic_ns()
-            if turns.playing != item.turn:
-                turns.playing = item.turn
-                live.play_start_ns, live.play_sent_ms = now, 0.0
-                answer = turns.answers.get(item.turn)
-                if answer is not None and not answer.audio_sent_ns:
-                    answer.audio_sent_ns = now
-                self._send(live, Kind.PLAYBACK, b"\x01")
-            ahead_ms = live.play_sent_ms - (now - live.play_start_ns) / 1e6
-            if ahead_ms > _LEAD_MS:
-                await asyncio.sleep((ahead_ms - _LEAD_MS) / 1000)
-            if item.data:
-                await ws.send_bytes(item.data)
-                live.play_sent_ms += turns.output.duration_ms(len(item.data))
-            if item.last:
-                remaining = live.play_sent_ms - (monotonic_ns() - live.play_start_ns) / 1e6
-                self.loop.call_later(max(0.0, remaining) / 1000, self._playback_ended, live,
-                                     item.turn)
-        elif isinstance(item, DoneItem):
-            if item.turn < turns.stale_below:
-                return
-            done = turns.render_done(item.turn, monotonic_ns())
-            if done is not None:
-                await self._deliver(live, live.conn.send_event(done))
-        elif isinstance(item, EventItem):
-            await self._deliver(live, live.conn.send_event(item.event))
-
-    def _playback_ended(self, live: _Connection, turn: int) -> None:
-        if live.turns.playing == turn and live.sid in self.connections:
-            live.turns.playing = None
-            self._send(live, Kind.PLAYBACK, b"\x00")
-
-    async def _deliver(self, live: _Connection, actions: Sequence[Action]) -> None:
-        for action in actions:
-            if isinstance(action, SendText):
-                await live.websocket.send_text(action.text)
-            else:
-                self._perform(live, [action])
 
 
 class _Server(uvicorn.Server):
@@ -245,7 +129,10 @@ async def serve(design: str, bundle: Path, host: str, port: int) -> None:
     sock = listen_socket(host, port)
     sock.listen(1024)
     config = uvicorn.Config(
-        server.app(), ws="websockets-sansio", lifespan="off", log_level=logging.WARNING,
+        server.app(),
+        ws="websockets-sansio",
+        lifespan="off",
+        log_level=logging.WARNING,
         access_log=False,
     )
     uv = _Server(config)

@@ -16,8 +16,8 @@ from pipecat.frames.frames import (
 )
 
 from bench.baselines.pipecat_protocol import StreamSerializer, TurnLog
-from voicegate.server.events import ResponseDone, parse_server_event
-from voicegate.server.protocol import ErrorCode, ProtocolError
+from voicegate.server.protocols.native_events import ResponseDone, parse_server_event
+from voicegate.server.protocols.native_wire import ErrorCode, ProtocolError
 
 
 def _serializer() -> tuple[StreamSerializer, list[ProtocolError]]:

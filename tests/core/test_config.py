@@ -6,11 +6,15 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voicegate.core.config import (
     DEFAULT_STAGES,
     STAGES,
     ConfigError,
+    GatewayOptions,
+    GatewaySettings,
     HealthSettings,
     NodeConfig,
     NodeSettings,
@@ -135,6 +139,12 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("[workers.llm]\ncpus = [0, 0]\n", "workers.llm.cpus", [0, 0]),
         ('[workers.llm]\ncpus = "3-1"\n', "workers.llm.cpus", "3-1"),
         ("[extra]\nx = 1\n", "extra", {"x": 1}),
+        ("[gateway]\nsend_queue_frames = 0\n", "gateway.send_queue_frames", 0),
+        ("[gateway]\nsend_queue_frames = 2.5\n", "gateway.send_queue_frames", 2.5),
+        ("[gateway]\nstall_ms = 0\n", "gateway.stall_ms", 0.0),
+        ("[gateway]\nlead_ms = -1\n", "gateway.lead_ms", -1.0),
+        ("[gateway]\nsend_buffer_bytes = -4096\n", "gateway.send_buffer_bytes", -4096),
+        ('[gateway]\nunread_limit_ms = "2s"\n', "gateway.unread_limit_ms", "2s"),
         ("node = 3\n", "node", 3),
     ],
 )
@@ -236,3 +246,109 @@ def test_cpus_for_falls_back_to_default_layout() -> None:
     layout = default_cpu_layout(available_cpus())
     for process in ("gateway", *STAGES):
         assert config.cpus_for(process) == layout[process]
+
+
+# -- the gateway's send path: [gateway] in the file, VOICEGATE_GATEWAY_*, GatewayOptions
+
+
+def test_gateway_options_default_to_the_gateway_section() -> None:
+    options = GatewayOptions.from_config(load_config(env={}))
+    assert options == GatewayOptions()
+    settings = GatewaySettings()
+    assert (
+        options.send_queue_frames,
+        options.stall_ms,
+        options.lead_ms,
+        options.send_buffer_bytes,
+        options.unread_limit_ms,
+    ) == (100, 200.0, 300.0, 0, 2000.0)
+    assert options.stall_ms == settings.stall_ms
+    assert options.max_sessions == NodeConfig().limits.max_sessions
+
+
+def test_gateway_options_come_from_the_file_then_the_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[gateway]
+send_queue_frames = 20
+stall_ms = 150
+lead_ms = 0
+send_buffer_bytes = 16384
+unread_limit_ms = 900.5
+
+[limits]
+max_sessions = 7
+""",
+    )
+    from_file = GatewayOptions.from_config(load_config(path, env={}))
+    assert from_file == GatewayOptions(
+        max_sessions=7,
+        send_queue_frames=20,
+        stall_ms=150.0,
+        lead_ms=0.0,
+        send_buffer_bytes=16384,
+        unread_limit_ms=900.5,
+    )
+    assert isinstance(from_file.stall_ms, float)
+    env = {
+        "VOICEGATE_GATEWAY_SEND_QUEUE_FRAMES": "0x40",
+        "VOICEGATE_GATEWAY_STALL_MS": "75.5",
+        "VOICEGATE_GATEWAY_UNREAD_LIMIT_MS": "3000",
+        "VOICEGATE_LIMITS_MAX_SESSIONS": "9",
+    }
+    config = load_config(path, env=env)
+    options = GatewayOptions.from_config(config)
+    # The environment wins where it speaks; the file keeps the rest.
+    assert (options.send_queue_frames, options.stall_ms, options.unread_limit_ms) == (
+        64,
+        75.5,
+        3000.0,
+    )
+    assert (options.lead_ms, options.send_buffer_bytes, options.max_sessions) == (0.0, 16384, 9)
+
+
+@pytest.mark.parametrize(
+    ("var", "text"),
+    [
+        ("VOICEGATE_GATEWAY_SEND_QUEUE_FRAMES", "lots"),
+        ("VOICEGATE_GATEWAY_SEND_QUEUE_FRAMES", "0"),
+        ("VOICEGATE_GATEWAY_STALL_MS", "-5"),
+        ("VOICEGATE_GATEWAY_LEAD_MS", "soon"),
+        ("VOICEGATE_GATEWAY_SEND_BUFFER_BYTES", "1.5"),
+        ("VOICEGATE_GATEWAY_UNREAD_LIMIT_MS", "0"),
+    ],
+)
+def test_bad_gateway_environment_value_names_variable_and_key(
+    tmp_path: Path, var: str, text: str
+) -> None:
+    path = write(tmp_path, "[gateway]\nstall_ms = 100\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={var: text})
+    key = "gateway." + var.removeprefix("VOICEGATE_GATEWAY_").lower()
+    assert info.value.key == key
+    assert info.value.source == var
+    assert f"{key} = " in str(info.value)
+    assert var in str(info.value)
+
+
+@given(
+    stall_ms=st.floats(min_value=1e-3, max_value=1e6, allow_nan=False),
+    frames=st.integers(min_value=1, max_value=10**6),
+)
+def test_gateway_environment_numbers_round_trip(stall_ms: float, frames: int) -> None:
+    env = {
+        "VOICEGATE_GATEWAY_STALL_MS": repr(stall_ms),
+        "VOICEGATE_GATEWAY_SEND_QUEUE_FRAMES": f" {frames} ",
+    }
+    options = GatewayOptions.from_config(load_config(env=env))
+    assert options.stall_ms == stall_ms
+    assert options.send_queue_frames == frames
+
+
+def test_gateway_options_carry_the_wire_protocols_limits() -> None:
+    from voicegate.server.protocols.native_wire import DEFAULT_LIMITS  # noqa: PLC0415
+
+    assert GatewayOptions().limits is DEFAULT_LIMITS
+    with pytest.raises(ValueError, match="send_queue_frames"):
+        GatewayOptions(send_queue_frames=0)

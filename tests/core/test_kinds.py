@@ -1,4 +1,4 @@
-"""Message kinds, flags, session ids, send stamps and control payloads."""
+"""Message kinds, flags and session ids (payloads: test_payloads.py)."""
 
 from __future__ import annotations
 
@@ -10,25 +10,13 @@ from voicegate.core.kinds import (
     CONTROL_BASE,
     MAX_GATEWAYS,
     MAX_LOCAL_SESSION,
-    STAMP_SIZE,
-    DrainEvent,
-    ErrorCode,
-    ErrorEvent,
     Flag,
     Kind,
-    RestartReason,
-    StageId,
-    VadEvent,
-    VadEventType,
-    WorkerRestarted,
     gateway_of,
     is_control,
     kind_name,
     local_of,
     session_id,
-    set_stamp,
-    split_stamp,
-    stamp_buffer,
 )
 from voicegate.core.layout import MAX_KIND
 
@@ -75,53 +63,3 @@ def test_session_id_bounds() -> None:
         session_id(0, MAX_LOCAL_SESSION + 1)
 
 
-@given(st.binary(max_size=300), st.integers(0, 2**63 - 1))
-def test_stamp_round_trip(payload: bytes, sent_ns: int) -> None:
-    buf = stamp_buffer(payload)
-    assert len(buf) == len(payload) + STAMP_SIZE
-    set_stamp(buf, sent_ns)
-    body, stamp = split_stamp(memoryview(buf), Flag.STAMPED)
-    assert bytes(body) == payload
-    assert stamp == sent_ns
-    body, stamp = split_stamp(memoryview(payload), 0)
-    assert (bytes(body), stamp) == (payload, 0)
-
-
-def test_short_stamped_payload_is_rejected() -> None:
-    with pytest.raises(ValueError, match="STAMPED"):
-        split_stamp(memoryview(b"abc"), Flag.STAMPED | Flag.LAST)
-
-
-def test_payload_round_trips() -> None:
-    vad = VadEvent(VadEventType.SPEECH_PAUSE, 48_000)
-    assert VadEvent.unpack(vad.pack()) == vad
-    error = ErrorEvent(ErrorCode.WORKER_RESTARTED, StageId.STT, "stt pid 41 was killed")
-    assert ErrorEvent.unpack(error.pack()) == error
-    restarted = WorkerRestarted(StageId.TTS, 3, 1234, RestartReason.UNRESPONSIVE, -9)
-    assert WorkerRestarted.unpack(restarted.pack()) == restarted
-    drain = DrainEvent(123_456_789)
-    assert DrainEvent.unpack(drain.pack()) == drain
-
-
-def test_bad_payloads_name_kind_and_field() -> None:
-    with pytest.raises(ValueError, match="WORKER_RESTARTED payload is 3 bytes"):
-        WorkerRestarted.unpack(b"abc")
-    bad_stage = WorkerRestarted(StageId.VAD, 1, 1, RestartReason.EXITED, 0).pack()
-    bad_stage = (99).to_bytes(2, "little") + bad_stage[2:]
-    with pytest.raises(ValueError, match="stage 99 is not a StageId"):
-        WorkerRestarted.unpack(bad_stage)
-    with pytest.raises(ValueError, match="VAD_EVENT payload: event 9"):
-        VadEvent.unpack((9).to_bytes(2, "little") + bytes(14))
-    with pytest.raises(ValueError, match="ERROR payload: detail is not UTF-8"):
-        ErrorEvent.unpack(ErrorEvent(ErrorCode.INTERNAL, StageId.LLM).pack() + b"\xff")
-
-
-def test_stage_ids_from_names() -> None:
-    assert [StageId.from_name(n) for n in ("vad", "stt", "llm", "tts")] == [
-        StageId.VAD,
-        StageId.STT,
-        StageId.LLM,
-        StageId.TTS,
-    ]
-    with pytest.raises(ValueError, match="asr"):
-        StageId.from_name("asr")

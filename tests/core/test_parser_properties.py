@@ -12,10 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voicegate.core.config import ConfigError, HealthSettings, LimitsSettings, load_config
-from voicegate.core.kinds import DrainEvent, ErrorEvent, VadEvent, WorkerRestarted
-from voicegate.workers.stage_support import SessionParams
+from voicegate.core.payloads import DrainEvent, SessionParams, TurnError, VadEvent, WorkerRestarted
 
-PAYLOADS = (ErrorEvent, VadEvent, WorkerRestarted, DrainEvent)
+PAYLOADS = (TurnError, VadEvent, WorkerRestarted, DrainEvent)
 
 
 @given(st.sampled_from(PAYLOADS), st.binary(max_size=64))
@@ -44,7 +43,7 @@ open_docs = st.fixed_dictionaries(
 
 @given(st.binary(max_size=200) | open_docs.map(lambda d: json.dumps(d).encode()))
 def test_session_open_payloads_never_raise_in_a_stage(payload: bytes) -> None:
-    params, problem = SessionParams.parse_or_default(payload)
+    params, problem = SessionParams.unpack_or_default(payload)
     assert params.input.sample_rate > 0
     assert problem is None or isinstance(problem, str)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ring_impls import IMPLEMENTATIONS, PREFIX, shm_leftovers
 
-from voicegate.ext.protocol import SHM_DIR
+from voicegate.ext.ring_format import SHM_DIR
 
 _counter = itertools.count()
 

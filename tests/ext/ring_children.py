@@ -10,6 +10,7 @@ import time
 import zlib
 from typing import Any
 
+from voicegate.ext import Record
 from voicegate.ext._ring import Ring
 from voicegate.ext.reference import ReferenceRing
 
@@ -51,14 +52,25 @@ def stress_producer(impl: str, name: str, count: int, seed: int) -> None:
             batch = []
             for s in range(seq, seq + size):
                 body, crc = payloads.get(s)
-                batch.append((KIND_DATA, 0, len(body), crc, s & 0xFFFF_FFFF, s, body))
+                record = Record(
+                    kind=KIND_DATA, session=len(body), turn=crc, seq=s & 0xFFFF_FFFF,
+                    origin_ns=s, payload=body,
+                )  # fmt: skip
+                batch.append(record)
             written = ring.write_batch(batch)
             seq += written
             if written < size:  # full: wait for space for the next one
-                kind, flags, session, turn, s, origin, body = batch[written]
-                assert ring.write(kind, session, turn, s, origin, body, flags, timeout=None)
+                assert ring.write(batch[written], timeout=None)
                 seq += 1
-        ring.write(KIND_END, 0, 0, 0, 0, END.pack(count, ring.slice_timeouts), timeout=None)
+        ring.write(
+            Record(
+                kind=KIND_END,
+                session=0,
+                turn=0,
+                payload=END.pack(count, ring.slice_timeouts),
+            ),
+            timeout=None,
+        )
     finally:
         ring.close()
 
@@ -69,9 +81,21 @@ def flooding_producer(impl: str, name: str, attempts: int) -> None:
     try:
         refused = 0
         for seq in range(attempts):
-            if not ring.try_write(KIND_DATA, 0, 0, seq, seq, struct.pack("<Q", seq) * 20):
+            if not ring.try_write(
+                Record(
+                    kind=KIND_DATA,
+                    session=0,
+                    turn=0,
+                    seq=seq,
+                    origin_ns=seq,
+                    payload=struct.pack("<Q", seq) * 20,
+                ),
+            ):
                 refused += 1
-        ring.write(KIND_END, 0, 0, 0, 0, END.pack(attempts, refused), timeout=None)
+        ring.write(
+            Record(kind=KIND_END, session=0, turn=0, payload=END.pack(attempts, refused)),
+            timeout=None,
+        )
     finally:
         ring.close()
 
@@ -89,10 +113,13 @@ def echo(impl: str, inbound: str, outbound: str, cpu: int) -> None:
             assert rec is not None
             if rec.kind == KIND_END:
                 break
-            assert tx.try_write(KIND_DATA, 0, 0, rec.seq, 0)
+            assert tx.try_write(Record(kind=KIND_DATA, session=0, turn=0, seq=rec.seq))
         del rec
         rx.release()
-        tx.write(KIND_END, 0, 0, 0, 0, END.pack(0, rx.slice_timeouts), timeout=None)
+        tx.write(
+            Record(kind=KIND_END, session=0, turn=0, payload=END.pack(0, rx.slice_timeouts)),
+            timeout=None,
+        )
     finally:
         rx.close()
         tx.close()
@@ -106,9 +133,13 @@ def hold_role(  # noqa: PLR0917 (a multiprocessing target takes positional args)
     ring = ring_class(impl).attach(name, role)
     if role == "producer":
         for seq in range(publish):
-            assert ring.try_write(KIND_DATA, 0, 0, seq, 0, b"published")
+            assert ring.try_write(
+                Record(kind=KIND_DATA, session=0, turn=0, seq=seq, payload=b"published")
+            )
         for seq in range(publish, publish + stage):
-            assert ring.stage(KIND_DATA, 0, 0, seq, 0, b"never published")
+            assert ring.stage(
+                Record(kind=KIND_DATA, session=0, turn=0, seq=seq, payload=b"never published")
+            )
     ready.set()
     time.sleep(600)
 
@@ -147,6 +178,15 @@ def paced_producer(impl: str, name: str, count: int, gap_s: float) -> None:
     try:
         for seq in range(count):
             time.sleep(gap_s)
-            assert ring.write(KIND_DATA, 0, 0, seq, 0, seq.to_bytes(4, "little"), timeout=10.0)
+            assert ring.write(
+                Record(
+                    kind=KIND_DATA,
+                    session=0,
+                    turn=0,
+                    seq=seq,
+                    payload=seq.to_bytes(4, "little"),
+                ),
+                timeout=10.0,
+            )
     finally:
         ring.close()

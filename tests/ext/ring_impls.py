@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from voicegate.ext._ring import Ring
-from voicegate.ext.protocol import SHM_DIR
 from voicegate.ext.reference import ReferenceRing
+from voicegate.ext.ring_format import SHM_DIR
 
 # Every object a test creates is named under this prefix (the test process's pid).
 PREFIX = f"vg-test{os.getpid()}-"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import ring_children as children
 
+from voicegate.ext import Record
 from voicegate.ext.aio import AsyncRingReader
 from voicegate.ext.errors import PeerDied, RingClosed
 
@@ -85,7 +86,7 @@ def test_wait_times_out(impl: Any, ring_name: str) -> None:
             async with AsyncRingReader(ring, park_slice_s=0.01) as reader:
                 assert not await reader.wait(timeout=0.05)
                 assert await reader.read(timeout=0) is None
-                producer.try_write(1, 0, 0, 5, 0)
+                producer.try_write(Record(kind=1, session=0, turn=0, seq=5))
                 rec = await reader.read(timeout=1.0)
                 assert rec is not None and rec.seq == 5
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from voicegate.core.layout import CONTROL_OFFSETS, KIND_PAD, RECORD_HEADER_SIZE, record_size
+from voicegate.ext import Record
 from voicegate.ext.errors import RingClosed, RingError
-from voicegate.ext.protocol import PARKED_ON_SEMAPHORE, SHM_DIR
+from voicegate.ext.ring_format import PARKED_ON_SEMAPHORE, SHM_DIR
 
 CAP = 4096
 
@@ -34,10 +35,43 @@ def trio(impl: Any, ring_name: str) -> Iterator[tuple[Any, Any, Any]]:
             handle.close()
 
 
+def test_publish_time_is_written_into_every_header(trio: tuple[Any, Any, Any]) -> None:
+    """sent_ns is the publish time, written by the ring: staged records get the time of
+    the publish that makes them visible, and the payload carries no stamp. Records of
+    ~1 KiB wrap the ring, so a padding record lies among those stamped."""
+    _, producer, consumer = trio
+    body = b"w" * 1000
+    for seq in range(12):
+        assert producer.stage(
+            Record(kind=1, session=2, turn=3, seq=seq, origin_ns=4, payload=body)
+        )
+        staged = time.monotonic_ns()
+        if seq % 3 == 2:
+            producer.publish()
+            published = time.monotonic_ns()
+            batch = consumer.read_batch(3)
+            assert [r.seq for r in batch] == [seq - 2, seq - 1, seq]
+            assert all(staged <= r.sent_ns <= published for r in batch)
+            assert len({r.sent_ns for r in batch}) == 1  # one publish, one time
+            assert all(bytes(r.payload) == body for r in batch)
+            consumer.release()
+
+
 def test_roundtrip_fields_and_payload(trio: tuple[Any, Any, Any]) -> None:
     _, producer, consumer = trio
-    assert producer.try_write(7, 11, 13, 17, -19, b"abc", flags=5)
-    assert producer.try_write(65534, 2**32 - 1, 2**32 - 1, 2**32 - 1, 2**63 - 1, b"", 65535)
+    assert producer.try_write(
+        Record(kind=7, session=11, turn=13, seq=17, origin_ns=-19, payload=b"abc", flags=5)
+    )
+    assert producer.try_write(
+        Record(
+            kind=65534,
+            session=2**32 - 1,
+            turn=2**32 - 1,
+            seq=2**32 - 1,
+            origin_ns=2**63 - 1,
+            flags=65535,
+        ),
+    )
     rec = consumer.try_read()
     assert (rec.kind, rec.flags, rec.session, rec.turn, rec.seq, rec.origin_ns) == (
         7,
@@ -74,7 +108,9 @@ def test_wrap_uses_a_padding_record(trio: tuple[Any, Any, Any]) -> None:
     sent = 0
     for round_ in range(20):
         for _ in range(2):
-            assert producer.try_write(1, round_, 0, sent, 0, body[: 1000 + round_])
+            assert producer.try_write(
+                Record(kind=1, session=round_, turn=0, seq=sent, payload=body[: 1000 + round_])
+            )
             sent += 1
         for _ in range(2):
             rec = consumer.try_read()
@@ -91,16 +127,16 @@ def test_full_ring_refuses_and_counts(trio: tuple[Any, Any, Any]) -> None:
     _, producer, consumer = trio
     payload = b"x" * (CAP // 4 - RECORD_HEADER_SIZE)
     for seq in range(4):
-        assert producer.try_write(1, 0, 0, seq, 0, payload)
+        assert producer.try_write(Record(kind=1, session=0, turn=0, seq=seq, payload=payload))
     assert producer.available() == CAP
-    assert not producer.try_write(1, 0, 0, 4, 0, payload)
-    assert not producer.try_write(1, 0, 0, 4, 0, b"")
+    assert not producer.try_write(Record(kind=1, session=0, turn=0, seq=4, payload=payload))
+    assert not producer.try_write(Record(kind=1, session=0, turn=0, seq=4))
     assert producer.stats()["dropped_full"] == 2
     assert consumer.try_read().seq == 0
     # Read but not released: still full for the producer.
-    assert not producer.try_write(1, 0, 0, 4, 0, payload)
+    assert not producer.try_write(Record(kind=1, session=0, turn=0, seq=4, payload=payload))
     consumer.release()
-    assert producer.try_write(1, 0, 0, 4, 0, payload)
+    assert producer.try_write(Record(kind=1, session=0, turn=0, seq=4, payload=payload))
     assert [consumer.try_read().seq for _ in range(4)] == [1, 2, 3, 4]
     assert producer.stats()["dropped_full"] == 3
 
@@ -108,7 +144,9 @@ def test_full_ring_refuses_and_counts(trio: tuple[Any, Any, Any]) -> None:
 def test_stage_then_publish(trio: tuple[Any, Any, Any]) -> None:
     _, producer, consumer = trio
     for seq in range(5):
-        assert producer.stage(2, 1, 1, seq, 0, bytes([seq]) * seq)
+        assert producer.stage(
+            Record(kind=2, session=1, turn=1, seq=seq, payload=bytes([seq]) * seq)
+        )
     assert consumer.try_read() is None
     assert producer.available() == 0
     assert producer.publish() == 5
@@ -120,7 +158,10 @@ def test_stage_then_publish(trio: tuple[Any, Any, Any]) -> None:
 def test_write_batch_stops_at_first_misfit(trio: tuple[Any, Any, Any]) -> None:
     _, producer, consumer = trio
     big = b"y" * 1500
-    records = [(3, 0, 9, 1, seq, seq * 10, big) for seq in range(4)]
+    records = [
+        Record(kind=3, session=9, turn=1, seq=seq, origin_ns=seq * 10, payload=big)
+        for seq in range(4)
+    ]
     assert producer.write_batch(records) == 2
     assert producer.stats()["dropped_full"] == 1
     batch = consumer.read_batch(max_records=1)
@@ -136,9 +177,13 @@ def test_write_batch_stops_at_first_misfit(trio: tuple[Any, Any, Any]) -> None:
 def test_payload_limits(trio: tuple[Any, Any, Any]) -> None:
     _, producer, consumer = trio
     assert producer.max_payload == CAP // 2 - RECORD_HEADER_SIZE
-    assert producer.try_write(1, 0, 0, 0, 0, b"z" * producer.max_payload)
+    assert producer.try_write(
+        Record(kind=1, session=0, turn=0, payload=b"z" * producer.max_payload)
+    )
     with pytest.raises(ValueError, match="max_payload"):
-        producer.try_write(1, 0, 0, 0, 0, b"z" * (producer.max_payload + 1))
+        producer.try_write(
+            Record(kind=1, session=0, turn=0, payload=b"z" * (producer.max_payload + 1))
+        )
     assert consumer.try_read().payload.nbytes == producer.max_payload
 
 
@@ -160,14 +205,14 @@ def test_out_of_range_fields_are_named(
     fields = dict(kind=1, session=0, turn=0, seq=0, origin_ns=0, payload=b"", flags=0)
     fields.update(args)
     with pytest.raises((ValueError, OverflowError), match=field):
-        producer.try_write(**fields)
+        producer.try_write(Record(**fields))
     assert producer.stats()["written"] == 0
 
 
 def test_numpy_payload(trio: tuple[Any, Any, Any]) -> None:
     _, producer, consumer = trio
     pcm = (np.arange(320, dtype=np.int16) * 37).astype(np.int16)
-    assert producer.try_write(1, 1, 1, 1, 0, pcm)
+    assert producer.try_write(Record(kind=1, session=1, turn=1, seq=1, payload=pcm))
     rec = consumer.read(timeout=0)
     np.testing.assert_array_equal(np.frombuffer(rec.payload, dtype=np.int16), pcm)
 
@@ -178,7 +223,7 @@ def test_read_waits_with_timeout_and_counts_parks(trio: tuple[Any, Any, Any]) ->
     assert consumer.read_batch(timeout=0.0) == []
     assert not consumer.wait(timeout=0.01)
     assert consumer.stats()["consumer_parks"] >= 2
-    producer.try_write(1, 0, 0, 0, 0, b"")
+    producer.try_write(Record(kind=1, session=0, turn=0))
     assert consumer.wait(timeout=1.0)
     assert consumer.read(timeout=None).seq == 0
 
@@ -186,9 +231,11 @@ def test_read_waits_with_timeout_and_counts_parks(trio: tuple[Any, Any, Any]) ->
 def test_blocking_write_times_out_when_full(trio: tuple[Any, Any, Any]) -> None:
     _, producer, _ = trio
     payload = b"w" * (CAP // 2 - RECORD_HEADER_SIZE)
-    assert producer.write(1, 0, 0, 0, 0, payload, timeout=0)
-    assert producer.write(1, 0, 0, 1, 0, payload, timeout=0)
-    assert not producer.write(1, 0, 0, 2, 0, payload, timeout=0.02)
+    assert producer.write(Record(kind=1, session=0, turn=0, payload=payload), timeout=0)
+    assert producer.write(Record(kind=1, session=0, turn=0, seq=1, payload=payload), timeout=0)
+    assert not producer.write(
+        Record(kind=1, session=0, turn=0, seq=2, payload=payload), timeout=0.02
+    )
     stats = producer.stats()
     assert stats["dropped_full"] == 1 and stats["producer_parks"] >= 1
 
@@ -196,7 +243,7 @@ def test_blocking_write_times_out_when_full(trio: tuple[Any, Any, Any]) -> None:
 def test_close_with_live_views_raises_buffer_error(impl: Any, ring_name: str) -> None:
     owner = impl.create(ring_name, CAP, role="consumer")
     producer = impl.attach(ring_name, "producer")
-    producer.try_write(1, 0, 0, 0, 0, b"held")
+    producer.try_write(Record(kind=1, session=0, turn=0, payload=b"held"))
     view = owner.try_read().payload
     with pytest.raises(BufferError):
         owner.close()
@@ -215,7 +262,7 @@ def test_close_with_live_views_raises_buffer_error(impl: Any, ring_name: str) ->
 def test_roles_are_enforced(trio: tuple[Any, Any, Any], impl: Any, ring_name: str) -> None:
     owner, producer, consumer = trio
     with pytest.raises(RingError, match="producer role"):
-        consumer.try_write(1, 0, 0, 0, 0)
+        consumer.try_write(Record(kind=1, session=0, turn=0))
     with pytest.raises(RingError, match="consumer role"):
         producer.try_read()
     with pytest.raises(RingError, match="consumer role"):
@@ -236,8 +283,8 @@ def test_detached_role_can_be_taken_again(impl: Any, ring_name: str) -> None:
     with impl.create(ring_name, CAP, role="producer") as owner:
         consumer = impl.attach(ring_name, "consumer")
         assert owner.peer_alive() and owner.peer_pid == os.getpid()
-        owner.try_write(1, 0, 0, 0, 0, b"a")
-        owner.try_write(1, 0, 0, 1, 0, b"b")
+        owner.try_write(Record(kind=1, session=0, turn=0, payload=b"a"))
+        owner.try_write(Record(kind=1, session=0, turn=0, seq=1, payload=b"b"))
         assert consumer.try_read().seq == 0
         consumer.release()
         consumer.close()
@@ -252,13 +299,13 @@ def test_detached_role_can_be_taken_again(impl: Any, ring_name: str) -> None:
 def test_observer_reads_stats_without_a_role(impl: Any, ring_name: str) -> None:
     with impl.create(ring_name, CAP, role="producer") as producer:
         observer = impl.attach(ring_name, "observer")
-        producer.try_write(1, 0, 0, 0, 0, b"12345")
+        producer.try_write(Record(kind=1, session=0, turn=0, payload=b"12345"))
         stats = observer.stats()
         assert stats["written"] == 1
         assert stats["occupancy_bytes"] == record_size(5) == observer.available()
         assert stats["producer_pid"] == os.getpid() and stats["consumer_pid"] == 0
         with pytest.raises(RingError):
-            observer.try_write(1, 0, 0, 0, 0)
+            observer.try_write(Record(kind=1, session=0, turn=0))
         with pytest.raises(RingError):
             observer.beat()
         observer.close()
@@ -270,11 +317,11 @@ def test_owner_close_is_seen_by_both_sides(impl: Any, ring_name: str) -> None:
     owner = impl.create(ring_name, CAP)
     producer = impl.attach(ring_name, "producer")
     consumer = impl.attach(ring_name, "consumer", spin_us=0)
-    producer.try_write(1, 0, 0, 0, 0, b"last")
+    producer.try_write(Record(kind=1, session=0, turn=0, payload=b"last"))
     owner.close()
     assert not os.path.exists(f"{SHM_DIR}/{ring_name}")
     with pytest.raises(RingClosed):
-        producer.try_write(1, 0, 0, 1, 0, b"")
+        producer.try_write(Record(kind=1, session=0, turn=0, seq=1))
     # What was published before the close can still be drained, then RingClosed.
     assert consumer.read(timeout=1).seq == 0
     with pytest.raises(RingClosed):
@@ -318,7 +365,7 @@ def test_unlinked_names_are_not_removed_twice(impl: Any, ring_name: str) -> None
 
 def test_dropped_owner_removes_its_ring(impl: Any, ring_name: str) -> None:
     owner = impl.create(ring_name, CAP, role="producer")
-    assert owner.try_write(1, 0, 0, 0, 0, b"x")
+    assert owner.try_write(Record(kind=1, session=0, turn=0, payload=b"x"))
     del owner
     gc.collect()
     assert not os.path.exists(f"{SHM_DIR}/{ring_name}")
@@ -326,11 +373,12 @@ def test_dropped_owner_removes_its_ring(impl: Any, ring_name: str) -> None:
 
 def test_invalid_record_voids_its_batch(trio: tuple[Any, Any, Any]) -> None:
     _, producer, consumer = trio
-    assert producer.stage(1, 0, 0, 0, 0, b"staged before")
-    good = (2, 0, 0, 0, 1, 0, b"ok")
-    with pytest.raises(ValueError, match="session"):
-        producer.write_batch([good, (2, 0, -5, 0, 2, 0, b"bad")])
-    with pytest.raises(ValueError):  # a malformed tuple
+    assert producer.stage(Record(kind=1, session=0, turn=0, payload=b"staged before"))
+    good = Record(kind=2, session=0, turn=0, seq=1, payload=b"ok")
+    too_big = Record(kind=2, session=0, turn=0, seq=2, payload=b"b" * CAP)
+    with pytest.raises(ValueError, match="max_payload"):
+        producer.write_batch([good, too_big])
+    with pytest.raises(TypeError):  # not a Record
         producer.write_batch([good, (2, 0, 0)])
     assert producer.publish() == 1
     assert [r.seq for r in consumer.read_batch()] == [0]
@@ -358,7 +406,7 @@ def test_gil_is_released_while_parked(impl: Any, ring_name: str) -> None:
             os.close(fd)
         with pytest.raises(RingError, match="another thread is waiting"):
             ring.close()  # unmapping under the parked reader would crash it
-        assert producer.try_write(1, 0, 0, 42, 0)
+        assert producer.try_write(Record(kind=1, session=0, turn=0, seq=42))
         reader.join()
         assert got == [42]
         assert ring.stats()["consumer_parks"] == 1 and ring.slice_timeouts == 0

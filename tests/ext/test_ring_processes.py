@@ -19,6 +19,7 @@ import ring_children as children
 from ring_impls import IMPLEMENTATIONS
 
 from voicegate.core.layout import record_size
+from voicegate.ext import Record
 from voicegate.ext._ring import Ring
 from voicegate.ext.errors import PeerDied, RingError
 from voicegate.ext.procinfo import process_state
@@ -162,7 +163,9 @@ def _ping_pong(impl: Any, base: str, kids: Children, cycles: int, cpus: tuple[in
             parks = 0
             while parks < cycles:
                 for _ in range(1000):
-                    assert tx.try_write(children.KIND_DATA, 0, 0, seq, 0)
+                    assert tx.try_write(
+                        Record(kind=children.KIND_DATA, session=0, turn=0, seq=seq)
+                    )
                     rec = rx.read(timeout=None)
                     assert rec is not None and rec.seq == seq
                     seq += 1
@@ -170,7 +173,7 @@ def _ping_pong(impl: Any, base: str, kids: Children, cycles: int, cpus: tuple[in
             del rec
         finally:
             os.sched_setaffinity(0, own_affinity)
-        assert tx.try_write(children.KIND_END, 0, 0, 0, 0)
+        assert tx.try_write(Record(kind=children.KIND_END, session=0, turn=0))
         end = rx.read(timeout=60.0)
         assert end is not None and end.kind == children.KIND_END
         _, child_timeouts = children.END.unpack(end.payload)
@@ -235,11 +238,11 @@ def test_kill9_of_consumer_is_detected(impl: Any, ring_name: str, kids: Children
         proc = kids.start(children.hold_role, _impl_name(impl), ring_name, "consumer", ready, 0, 0)
         assert ready.wait(60)
         assert ring.peer_alive()
-        while ring.try_write(1, 0, 0, 0, 0, b"f" * 500):
+        while ring.try_write(Record(kind=1, session=0, turn=0, payload=b"f" * 500)):
             pass
         timer = _kill_later(proc, 0.05)
         with pytest.raises(PeerDied, match="consumer gone"):
-            ring.write(1, 0, 0, 0, 0, b"f" * 500, timeout=None)
+            ring.write(Record(kind=1, session=0, turn=0, payload=b"f" * 500), timeout=None)
         timer.join()
         _kill9_and_wait_zombie(proc)
         assert not ring.peer_alive()
@@ -259,7 +262,9 @@ def test_restarted_producer_resumes_from_published_position(
         # The dead producer's 3 staged records are overwritten by its replacement.
         with impl.attach(ring_name, "producer") as producer:
             for seq in (100, 101):
-                assert producer.try_write(1, 0, 0, seq, 0, b"replacement")
+                assert producer.try_write(
+                    Record(kind=1, session=0, turn=0, seq=seq, payload=b"replacement")
+                )
             got = [(r.seq, bytes(r.payload)) for r in ring.read_batch(20, timeout=1.0)]
         assert got == [(s, b"published") for s in range(5)] + [
             (100, b"replacement"),
@@ -274,7 +279,7 @@ def test_restarted_consumer_resumes_from_released_position(
 ) -> None:
     with impl.create(ring_name, 1 << 12, role="producer") as ring:
         for seq in range(10):
-            assert ring.try_write(1, 0, 0, seq, 0, b"r")
+            assert ring.try_write(Record(kind=1, session=0, turn=0, seq=seq, payload=b"r"))
         ready = SPAWN.Event()
         first = kids.start(children.consume_some, _impl_name(impl), ring_name, ready, 4, 2)
         assert ready.wait(60)

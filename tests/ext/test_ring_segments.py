@@ -16,9 +16,10 @@ import posix_ipc
 import pytest
 
 from voicegate.core.layout import CONTROL_OFFSETS, DATA_OFFSET
+from voicegate.ext import Record
 from voicegate.ext.errors import RingClosed, RingError, RingLayoutError
 from voicegate.ext.procinfo import process_alive, process_state, self_start_time
-from voicegate.ext.protocol import PARKED_ON_SEMAPHORE, SHM_DIR
+from voicegate.ext.ring_format import PARKED_ON_SEMAPHORE, SHM_DIR
 from voicegate.ext.segment import STALE_UNINITIALISED_AGE_S, cleanup_stale
 
 CAP = 4096
@@ -48,7 +49,7 @@ def _poke(name: str, offset: int, fmt: str, value: int) -> int:
     [
         ("magic", "=Q", 0x1234, "bad magic"),
         ("version", "=I", 99, "layout version 99"),
-        ("record_header_size", "=I", 40, "record header of 40 bytes"),
+        ("record_header_size", "=I", 32, "record header of 32 bytes"),  # the version 1 header
         ("capacity", "=Q", 8192, "capacity 8192 needs"),
         ("capacity", "=Q", 3000, "power of two"),
         ("data_offset", "=Q", 8192, "data offset"),
@@ -78,7 +79,7 @@ def test_truncated_segment_is_rejected(impl: Any, ring_name: str) -> None:
 def test_corrupt_record_length_is_rejected(impl: Any, ring_name: str) -> None:
     with impl.create(ring_name, CAP, role="consumer") as consumer:
         producer = impl.attach(ring_name, "producer")
-        producer.try_write(1, 0, 0, 0, 0, b"abcdefgh")
+        producer.try_write(Record(kind=1, session=0, turn=0, payload=b"abcdefgh"))
         _poke(ring_name, DATA_OFFSET, "=I", 3000)  # length field of the first record
         with pytest.raises(RingLayoutError, match="corrupt record"):
             consumer.try_read()
@@ -90,11 +91,13 @@ def test_corrupt_padding_record_is_rejected(impl: Any, ring_name: str) -> None:
         producer = impl.attach(ring_name, "producer")
         body = b"q" * 1200
         for seq in range(3):
-            assert producer.try_write(1, 0, 0, seq, 0, body)
+            assert producer.try_write(Record(kind=1, session=0, turn=0, seq=seq, payload=body))
         assert len(consumer.read_batch()) == 3
         consumer.release()
-        assert producer.try_write(1, 0, 0, 3, 0, body)  # pad at 3 * 1232, record at 0
-        _poke(ring_name, DATA_OFFSET + 3 * 1232, "=I", 8)
+        assert producer.try_write(
+            Record(kind=1, session=0, turn=0, seq=3, payload=body)
+        )  # pad at 3 * 1240, record at 0
+        _poke(ring_name, DATA_OFFSET + 3 * 1240, "=I", 8)
         with pytest.raises(RingLayoutError, match="pad"):
             consumer.try_read()
         producer.close()
@@ -103,8 +106,9 @@ def test_corrupt_padding_record_is_rejected(impl: Any, ring_name: str) -> None:
 def _spawn_creator(impl: Any, name: str) -> subprocess.Popen[str]:
     code = (
         f"import sys, time\nfrom {impl.__module__} import {impl.__name__} as R\n"
+        "from voicegate.ext import Record\n"
         f"r = R.create({name!r}, {CAP}, role='producer')\n"
-        "r.try_write(1, 0, 0, 0, 0, b'x')\n"
+        "r.try_write(Record(kind=1, session=0, turn=0, payload=b'x'))\n"
         "print('ready', flush=True)\ntime.sleep(120)\n"
     )
     env = dict(os.environ, PYTHONPATH=os.getcwd())

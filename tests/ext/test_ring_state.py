@@ -22,8 +22,10 @@ from hypothesis.stateful import (
 )
 from ring_impls import IMPLEMENTATIONS
 
+from voicegate.ext import Record
+
 CAP = 4096
-HEADER = 32
+HEADER = 40  # the record header, sent_ns included
 MAX_PAYLOAD = CAP // 2 - HEADER
 _PATTERN = bytes(range(256)) * 10
 _names = itertools.count()
@@ -33,6 +35,14 @@ Fields = tuple[int, int, int, int, int, int]  # kind, flags, session, turn, seq,
 
 def _size(length: int) -> int:
     return (HEADER + length + 7) & ~7
+
+
+def _record(fields: Fields, length: int) -> Record[bytes]:
+    kind, flags, session, turn, seq, origin_ns = fields
+    return Record(
+        kind=kind, session=session, turn=turn, seq=seq, origin_ns=origin_ns,
+        payload=_payload(seq, length), flags=flags,
+    )  # fmt: skip
 
 
 def _payload(seq: int, length: int) -> bytes:
@@ -120,10 +130,7 @@ class RingModel(RuleBasedStateMachine):
         expected = self._stage(fields, length)
         if not expected:
             self.dropped += 1
-        got = self.producer.try_write(
-            fields[0], fields[2], fields[3], fields[4], fields[5],
-            _payload(fields[4], length), flags=fields[1],
-        )  # fmt: skip
+        got = self.producer.try_write(_record(fields, length))
         assert got == expected
         if got:
             self._publish()
@@ -134,10 +141,7 @@ class RingModel(RuleBasedStateMachine):
         expected = self._stage(fields, length)
         if not expected:
             self.dropped += 1
-        got = self.producer.stage(
-            fields[0], fields[2], fields[3], fields[4], fields[5],
-            _payload(fields[4], length), fields[1],
-        )  # fmt: skip
+        got = self.producer.stage(_record(fields, length))
         assert got == expected
 
     @rule()
@@ -152,7 +156,7 @@ class RingModel(RuleBasedStateMachine):
         expected = 0
         for length in lengths:
             fields = self._next_fields(2, 7)
-            batch.append((*fields, _payload(fields[4], length)))
+            batch.append(_record(fields, length))
             if expected == len(batch) - 1 and self._stage(fields, length):
                 expected += 1
         if expected < len(batch):

@@ -116,3 +116,19 @@ def test_errors_name_key_and_value_and_exit_2(
 def test_missing_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["config", "show", "--config", str(tmp_path / "absent.toml")]) == 2
     assert "absent.toml" in capsys.readouterr().err
+
+
+def test_gateway_send_path_is_shown_with_its_source(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text("[gateway]\nsend_queue_frames = 20\nlead_ms = 600\n")
+    env = {"VOICEGATE_GATEWAY_LEAD_MS": "450", "VOICEGATE_GATEWAY_STALL_MS": "120"}
+    text = render_config(path, env)
+    keys = lines_by_key(text)
+    assert keys["gateway.send_queue_frames"] == "20  # file"
+    assert keys["gateway.lead_ms"] == "450.0  # env VOICEGATE_GATEWAY_LEAD_MS"
+    assert keys["gateway.stall_ms"] == "120.0  # env VOICEGATE_GATEWAY_STALL_MS"
+    assert keys["gateway.send_buffer_bytes"] == "0  # default"
+    assert keys["gateway.unread_limit_ms"] == "2000.0  # default"
+    shown = tmp_path / "shown.toml"
+    shown.write_text(text)
+    assert load_config(shown, env={}) == load_config(path, env)

@@ -16,7 +16,9 @@ from voicegate.core.audio import float32_to_pcm16, resample
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import Encoding
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType, session_id
+from voicegate.core.kinds import Flag, Kind, session_id
+from voicegate.core.payloads import VadEvent, VadEventType
+from voicegate.ext import Record
 from voicegate.workers.gateway_link import GatewayLink, Received
 
 FRAME_MS = 20
@@ -76,7 +78,15 @@ class PlayingGateway:
     def _send(self, session: Session, kind: int, payload: bytes = b"", flags: int = 0) -> None:
         session.seq += 1
         ok = self.link.send_wait(
-            kind, session.sid, session.turn, session.seq, monotonic_ns(), payload, flags,
+            Record(
+                kind=kind,
+                session=session.sid,
+                turn=session.turn,
+                seq=session.seq,
+                origin_ns=monotonic_ns(),
+                payload=payload,
+                flags=flags,
+            ),
             timeout=30.0,
         )
         assert ok, "the ring to VAD stayed full for 30 s"

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from pipeline_gateway import PlayingGateway, Session
 
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.models import intelligibility
 from voicegate.models.bundle import load_bundle
 from voicegate.models.runtime import ExecutionConfig

@@ -11,7 +11,8 @@ from pipeline_gateway import PlayingGateway, Session, play_together
 from pipeline_script import REPLY, TRANSCRIPT
 
 from voicegate.core.codec import AudioFormat, Encoding
-from voicegate.core.kinds import Flag, Kind, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEventType
 from voicegate.workers.gateway_link import Received
 
 STORE = "00_store_hours.wav"

@@ -17,7 +17,7 @@ as emitted.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +25,9 @@ import numpy as np
 from voicegate.core import codec
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import AudioFormat, Encoding
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 
 LOUD = 1000
 
@@ -63,7 +64,7 @@ class ScriptedTurnStage(Stage[FakeSession]):
         return FakeSession(_format(p["input"]), _format(p["output"]), turn)
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, FakeSession], out: Output
+        self, batch: Batch, states: Mapping[int, FakeSession], out: Output
     ) -> None:
         for m in batch:
             s = states[m.session]
@@ -74,13 +75,21 @@ class ScriptedTurnStage(Stage[FakeSession]):
                 s.overlap = 0
             elif m.kind == Kind.TEXT_INPUT:
                 turn = self._new_turn(s)
-                out.emit(Kind.TRANSCRIPT_FINAL, m.session, turn, 0, m.origin_ns, m.payload)
+                out.emit(
+                    Record(
+                        kind=Kind.TRANSCRIPT_FINAL,
+                        session=m.session,
+                        turn=turn,
+                        origin_ns=m.origin_ns,
+                        payload=m.payload,
+                    ),
+                )
                 self._answer(m.session, s, turn, m.origin_ns, out)
             elif m.kind == Kind.OUTPUT_FORMAT:
                 s.output = _format(json.loads(bytes(m.payload)))
-                out.emit(m.kind, m.session, s.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=s.turn))
             else:
-                out.emit(m.kind, m.session, s.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=s.turn))
 
     def _new_turn(self, s: FakeSession) -> int:
         if s.used:
@@ -88,20 +97,10 @@ class ScriptedTurnStage(Stage[FakeSession]):
         s.used = True
         return s.turn
 
-    def _both(  # noqa: PLR0917 - the ring's record fields
-        self,
-        out: Output,
-        kind: int,
-        sid: int,
-        turn: int,
-        origin: int,
-        payload: bytes,
-        flags: int = 0,
-    ) -> None:
-        out.emit_event(kind, sid, turn, 0, origin, payload, flags)
-        out.emit(kind, sid, turn, 0, origin, payload, flags)
-
-    def _audio(self, m: Message, s: FakeSession, out: Output) -> None:
+    def _both(self, out: Output, record: Record[bytes]) -> None:
+        out.emit_event(record)
+        out.emit(record)
+    def _audio(self, m: Record[memoryview], s: FakeSession, out: Output) -> None:
         pcm = codec.decode(m.payload, s.input.encoding)
         n = len(pcm) * 16000 // s.input.sample_rate
         loud = bool(pcm.size) and int(np.abs(pcm.astype(np.int32)).max()) > LOUD
@@ -112,25 +111,33 @@ class ScriptedTurnStage(Stage[FakeSession]):
                 s.overlap += n
                 if s.overlap >= self.barge_in:
                     turn = self._new_turn(s)
-                    self._both(out, Kind.BARGE_IN, sid, turn, m.origin_ns, b"")
+                    self._both(out, _record(Kind.BARGE_IN, sid, turn, m.origin_ns))
                     s.in_speech, s.playing, s.overlap = True, False, 0
             elif not s.in_speech:
                 if s.paused:
                     s.turn += 1
-                    self._both(out, Kind.CANCEL, sid, s.turn, m.origin_ns, b"", Flag.CONTINUE)
+                    cancel = _record(Kind.CANCEL, sid, s.turn, m.origin_ns, flags=Flag.CONTINUE)
+                    self._both(out, cancel)
                     s.paused = False
                 else:
                     turn = self._new_turn(s)
                     event = VadEvent(VadEventType.SPEECH_START, s.position).pack()
-                    self._both(out, Kind.VAD_EVENT, sid, turn, m.origin_ns, event)
+                    self._both(out, _record(Kind.VAD_EVENT, sid, turn, m.origin_ns, event))
                 s.in_speech = True
         elif s.in_speech:
             s.in_speech, s.paused, s.silence = False, True, n
             s.speech_end_ns = m.origin_ns
             event = VadEvent(VadEventType.SPEECH_PAUSE, s.position).pack()
-            self._both(out, Kind.VAD_EVENT, sid, s.turn, m.origin_ns, event)
+            self._both(out, _record(Kind.VAD_EVENT, sid, s.turn, m.origin_ns, event))
             out.emit(
-                Kind.TRANSCRIPT_PARTIAL, sid, s.turn, 0, m.origin_ns, b"heard", Flag.PROVISIONAL
+                Record(
+                    kind=Kind.TRANSCRIPT_PARTIAL,
+                    session=sid,
+                    turn=s.turn,
+                    origin_ns=m.origin_ns,
+                    payload=b"heard",
+                    flags=Flag.PROVISIONAL,
+                ),
             )
             self._answer(sid, s, s.turn, m.origin_ns, out)
         elif s.paused:
@@ -138,19 +145,29 @@ class ScriptedTurnStage(Stage[FakeSession]):
             if s.silence >= self.end_of_turn:
                 s.paused = False
                 event = VadEvent(VadEventType.END_OF_TURN, s.position + n).pack()
-                self._both(out, Kind.VAD_EVENT, sid, s.turn, s.speech_end_ns, event)
+                self._both(out, _record(Kind.VAD_EVENT, sid, s.turn, s.speech_end_ns, event))
                 out.emit(
-                    Kind.TRANSCRIPT_FINAL,
-                    sid,
-                    s.turn,
-                    0,
-                    s.speech_end_ns,
-                    f"utterance {s.turn}".encode(),
+                    Record(
+                        kind=Kind.TRANSCRIPT_FINAL,
+                        session=sid,
+                        turn=s.turn,
+                        origin_ns=s.speech_end_ns,
+                        payload=f"utterance {s.turn}".encode(),
+                    ),
                 )
         s.position += n
 
     def _answer(self, sid: int, s: FakeSession, turn: int, origin: int, out: Output) -> None:
-        out.emit(Kind.LLM_TOKEN, sid, turn, 0, origin, f"answer {turn}.".encode(), Flag.LAST)
+        out.emit(
+            Record(
+                kind=Kind.LLM_TOKEN,
+                session=sid,
+                turn=turn,
+                origin_ns=origin,
+                payload=f"answer {turn}.".encode(),
+                flags=Flag.LAST,
+            ),
+        )
         rate = s.output.sample_rate
         frames = max(1, self.answer_ms // 20)
         t = np.arange(rate // 50) / rate
@@ -158,11 +175,29 @@ class ScriptedTurnStage(Stage[FakeSession]):
         chunk = codec.encode(tone, s.output.encoding)
         for i in range(frames):
             last = i == frames - 1
-            out.emit(Kind.AUDIO_OUT, sid, turn, i + 1, origin, chunk, Flag.LAST if last else 0)
+            out.emit(
+                Record(
+                    kind=Kind.AUDIO_OUT,
+                    session=sid,
+                    turn=turn,
+                    seq=i + 1,
+                    origin_ns=origin,
+                    payload=chunk,
+                    flags=Flag.LAST if last else 0,
+                ),
+            )
             if i == 0:
                 now = monotonic_ns()
                 timing = {"transcript_ns": now, "first_token_ns": now, "first_audio_ns": now}
-                out.emit(Kind.TURN_TIMING, sid, turn, 0, origin, json.dumps(timing).encode())
+                out.emit(
+                    Record(
+                        kind=Kind.TURN_TIMING,
+                        session=sid,
+                        turn=turn,
+                        origin_ns=origin,
+                        payload=json.dumps(timing).encode(),
+                    ),
+                )
 
 
 class RaisingPassStage(Stage[None]):
@@ -173,8 +208,16 @@ class RaisingPassStage(Stage[None]):
     def open_session(self, session: int, turn: int, params: memoryview) -> None:
         return None
 
-    def on_records(self, batch: Sequence[Message], states: Mapping[int, None], out: Output) -> None:
+    def on_records(self, batch: Batch, states: Mapping[int, None], out: Output) -> None:
         for m in batch:
             if m.kind == Kind.TRANSCRIPT_FINAL and bytes(m.payload).startswith(b"boom"):
                 raise ValueError(f"prompt {bytes(m.payload)!r} does not fit max_context")
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            out.emit(m)
+
+
+def _record(
+    kind: int, session: int, turn: int, origin_ns: int, payload: bytes = b"", *, flags: int = 0
+) -> Record[bytes]:
+    return Record(
+        kind=kind, session=session, turn=turn, origin_ns=origin_ns, payload=payload, flags=flags
+    )

@@ -5,6 +5,7 @@ websockets client routines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,33 @@ class Node:
 
     def leftovers(self) -> list[str]:
         return [n for n in os.listdir("/dev/shm") if f"vg-{self.name}-" in n]
+
+
+@contextlib.contextmanager
+def synthetic_node(tmp: Path, name: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """``voicegate serve`` on the generated synthetic bundle (the model-backed stages) as
+    node ``name``: its port and the environment that reaches it; on exit it must stop
+    cleanly and leave no shared memory."""
+    env = dict(os.environ, VOICEGATE_CACHE=str(tmp / "cache"), PYTHONPATH=str(REPO))
+    env["VOICEGATE_NODE_NAME"] = name
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "voicegate", "serve", "--port", "0", "--bundle", "synthetic"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        port = 0
+        for line in serve.stdout:
+            found = re.search(r"serving on http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port, "the node did not start"
+        yield port, env
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+    assert not [n for n in os.listdir("/dev/shm") if f"vg-{name}-" in n]
 
 
 async def start_session(ws: Any, output: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicegate.core.codec import PCM16_16K
-from voicegate.server.arrivals import ArrivalLog
-from voicegate.server.gateway_session import SendQueue, SessionTurns
+from voicegate.server.gateway.arrivals import ArrivalLog
+from voicegate.server.gateway.send_queue import SendQueue
+from voicegate.server.gateway.turns import SessionTurns
 
 MS = 1_000_000
 

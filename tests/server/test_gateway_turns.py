@@ -7,15 +7,20 @@ import json
 import pytest
 
 from voicegate.core.codec import PCM16_16K
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
-from voicegate.server.events import ResponseCancelled, SpeechStopped, TranscriptFinal
-from voicegate.server.gateway_session import (
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
+from voicegate.server.gateway.send_queue import (
     AudioItem,
     DoneItem,
     EventItem,
     SendQueue,
-    SessionTurns,
     TextItem,
+)
+from voicegate.server.gateway.turns import SessionTurns
+from voicegate.server.protocols.native_events import (
+    ResponseCancelled,
+    SpeechStopped,
+    TranscriptFinal,
 )
 from voicegate.workers.gateway_link import Received
 
@@ -23,7 +28,7 @@ MS = 1_000_000
 
 
 def rec(kind: int, turn: int, payload: bytes = b"", flags: int = 0, origin: int = 0) -> Received:
-    return Received(kind, flags, 7, turn, 0, origin, payload, 0)
+    return Received(kind=kind, session=7, turn=turn, origin_ns=origin, payload=payload, flags=flags)
 
 
 def vad(event: VadEventType, turn: int, at_sample: int, origin: int = 0) -> Received:

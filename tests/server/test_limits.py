@@ -21,14 +21,14 @@ from gateway_node import LOUD, Node, collect_until, start_session, types_of
 
 from voicegate.core.config import ConfigError, LimitsSettings, load_config
 from voicegate.core.config_show import render_config
-from voicegate.server.limits import (
+from voicegate.server.gateway.limits import (
     FAIR_AHEAD_MS,
     AddressLimiter,
     TokenBucket,
     audio_bucket,
     fair_share_refuses,
 )
-from voicegate.server.session_state import Close, OpenSession, SendText, StreamConnection
+from voicegate.server.protocols.native import Close, OpenSession, SendText, StreamConnection
 
 LIMITS = (
     "[limits]\nmax_sessions = 2\nmax_connections_per_address = 5\n"

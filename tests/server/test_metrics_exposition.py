@@ -10,6 +10,7 @@ import pytest
 from exposition import parse
 
 from voicegate.core.config import NodeConfig, NodeSettings
+from voicegate.ext import Record
 from voicegate.ext._ring import Ring
 from voicegate.server import prometheus
 from voicegate.workers.metrics import RingObservers, read_node_status
@@ -93,7 +94,7 @@ def test_observers_attach_late_follow_a_replaced_ring_and_drop_a_gone_one(
         assert "stt-llm" in observers.edges and "ctl-gw0" in observers.edges
         assert observers.read() == {}  # no ring yet
         with Ring.create(name, 4096, role="producer") as ring:
-            assert ring.try_write(1, 1, 1, 0, 0, b"abc")
+            assert ring.try_write(Record(kind=1, session=1, turn=1, payload=b"abc"))
             assert observers.read()["stt-llm"]["written"] == 1
             assert observers.read()["stt-llm"]["written"] == 1  # the same handle, kept
         assert "stt-llm" not in observers.read()  # unlinked by its owner

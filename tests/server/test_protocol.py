@@ -1,4 +1,4 @@
-"""Parsing of client messages (voicegate.server.protocol): exact cases."""
+"""Parsing of client messages (voicegate.server.protocols.native_wire): exact cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from voicegate.core.codec import AudioFormat, Encoding
-from voicegate.server.protocol import (
+from voicegate.server.protocols.native_wire import (
     CloseCode,
     ErrorCode,
     ProtocolError,

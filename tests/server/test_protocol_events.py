@@ -1,4 +1,5 @@
-"""Server events (voicegate.server.events): exact wire form, latency breakdown, parsing."""
+"""Server events of the native protocol (protocols.native_events): exact wire form, latency
+breakdown, parsing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voicegate.core.codec import AudioFormat, Encoding
-from voicegate.server.events import (
+from voicegate.server.protocols.native_events import (
     ErrorEvent,
     EventFormatError,
     OutputDegraded,
@@ -29,7 +30,7 @@ from voicegate.server.events import (
     UnknownEvent,
     parse_server_event,
 )
-from voicegate.server.protocol import ProtocolLimits
+from voicegate.server.protocols.native_wire import ProtocolLimits
 
 MS = 1_000_000  # ns
 

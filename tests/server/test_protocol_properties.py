@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voicegate.core.codec import SUPPORTED_SAMPLE_RATES, AudioFormat, Encoding
-from voicegate.server.protocol import (
+from voicegate.server.protocols.native_wire import (
     ClientMessage,
     ErrorCode,
     ProtocolError,

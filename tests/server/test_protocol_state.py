@@ -1,4 +1,4 @@
-"""The connection state machine (voicegate.server.session_state), driven without sockets."""
+"""The connection state machine (voicegate.server.protocols.native), driven without sockets."""
 
 from __future__ import annotations
 
@@ -9,16 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voicegate.core.codec import AudioFormat, Encoding
-from voicegate.server.events import (
-    ErrorEvent,
-    ResponseCancelled,
-    ResponseDone,
-    ResponseStarted,
-    SpeechStarted,
-    TurnLatency,
-)
-from voicegate.server.protocol import AudioInput, CloseCode, ProtocolLimits, SessionStart
-from voicegate.server.session_state import (
+from voicegate.server.protocols.native import (
     Accept,
     Action,
     Close,
@@ -30,6 +21,20 @@ from voicegate.server.session_state import (
     SendText,
     StreamConnection,
     SwitchOutput,
+)
+from voicegate.server.protocols.native_events import (
+    ErrorEvent,
+    ResponseCancelled,
+    ResponseDone,
+    ResponseStarted,
+    SpeechStarted,
+    TurnLatency,
+)
+from voicegate.server.protocols.native_wire import (
+    AudioInput,
+    CloseCode,
+    ProtocolLimits,
+    SessionStart,
 )
 
 START = json.dumps(

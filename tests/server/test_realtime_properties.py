@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from realtime_sdk import sdk_event
 
 from voicegate.core.codec import FRAME_UNIT_MS, AudioFormat, Encoding
-from voicegate.server.events import (
+from voicegate.server.protocols.native_events import (
     ResponseCancelled,
     ResponseDone,
     ResponseStarted,

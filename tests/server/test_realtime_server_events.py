@@ -21,7 +21,7 @@ from openai.types.realtime.realtime_transcription_session_create_request import 
 )
 from realtime_sdk import sdk_event
 
-from voicegate.server.events import TurnLatency
+from voicegate.server.protocols.native_events import TurnLatency
 from voicegate.server.protocols.realtime_config import (
     PCMA_8K,
     PCMU_8K,

@@ -9,7 +9,7 @@ import json
 import pytest
 from realtime_sdk import sdk_event
 
-from voicegate.server.events import (
+from voicegate.server.protocols.native_events import (
     ErrorEvent,
     ResponseCancelled,
     ResponseDone,

@@ -30,18 +30,7 @@ from voicegate.core import codec
 from voicegate.core.codec import AudioFormat, Encoding
 from voicegate.core.wav import Wav, read_wav, write_wav
 from voicegate.server import cli, talk, talk_audio
-from voicegate.server.events import (
-    ResponseAudioStarted,
-    ResponseDone,
-    ResponseStarted,
-    ResponseTextDelta,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptFinal,
-    TurnLatency,
-)
-from voicegate.server.protocol import STREAM_PATH, CloseCode, SessionStart
-from voicegate.server.session_state import (
+from voicegate.server.protocols.native import (
     Accept,
     Action,
     Close,
@@ -53,6 +42,17 @@ from voicegate.server.session_state import (
     StreamConnection,
     SwitchOutput,
 )
+from voicegate.server.protocols.native_events import (
+    ResponseAudioStarted,
+    ResponseDone,
+    ResponseStarted,
+    ResponseTextDelta,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptFinal,
+    TurnLatency,
+)
+from voicegate.server.protocols.native_wire import STREAM_PATH, CloseCode, SessionStart
 
 RATE = 16000
 SPEECH_START_S = 0.2

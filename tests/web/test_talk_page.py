@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from voicegate.core.config import ConfigError, WebSettings, is_loopback, load_config
 from voicegate.core.config_show import render_config
 from voicegate.server import cli
-from voicegate.server.protocol import STREAM_PATH
+from voicegate.server.protocols.native_wire import STREAM_PATH
 from voicegate.server.web import STATIC_DIR, STATIC_PATH, render_page, resolve_page, web_routes
 
 REPO = Path(__file__).resolve().parents[2]

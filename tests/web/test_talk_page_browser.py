@@ -47,8 +47,8 @@ from voicegate.models.named_bundles import (
     SYNTHETIC_TRANSCRIPT,
     synthetic_bundle,
 )
-from voicegate.server.protocol import DEFAULT_LIMITS, STREAM_PATH
-from voicegate.server.session_state import Accept, Close, SendText, StreamConnection
+from voicegate.server.protocols.native import Accept, Close, SendText, StreamConnection
+from voicegate.server.protocols.native_wire import DEFAULT_LIMITS, STREAM_PATH
 from voicegate.server.web import web_routes
 
 # A turn takes a few seconds of audio; this only bounds a node or page that hangs.

@@ -20,11 +20,12 @@ import voicegate.ext
 from voicegate.core import toml_text
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import PASSTHROUGH_STAGE, STAGES, NodeConfig, load_config
-from voicegate.core.kinds import DrainEvent, Flag, Kind, WorkerRestarted, session_id
-from voicegate.ext.protocol import SHM_DIR
+from voicegate.core.kinds import Flag, Kind, session_id
+from voicegate.core.payloads import DrainEvent, WorkerRestarted
+from voicegate.ext.ring_format import SHM_DIR
 from voicegate.workers.gateway_link import GatewayLink, Received
 from voicegate.workers.metrics import read_node_status
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.status import State, StatusSnapshot
 
 # Every shared-memory object the worker tests create is named under this prefix.
@@ -60,7 +61,7 @@ class CrashAfterReadyStage(Stage[None]):
     def open_session(self, session: int, turn: int, params: memoryview) -> None:
         return None
 
-    def on_records(self, batch: Sequence[Message], states: Mapping[int, None], out: Output) -> None:
+    def on_records(self, batch: Batch, states: Mapping[int, None], out: Output) -> None:
         pass
 
     def tick(self, now_ns: int, states: Mapping[int, None], out: Output) -> None:
@@ -78,7 +79,7 @@ class FailingLoadStage(Stage[None]):
     def open_session(self, session: int, turn: int, params: memoryview) -> None:
         return None
 
-    def on_records(self, batch: Sequence[Message], states: Mapping[int, None], out: Output) -> None:
+    def on_records(self, batch: Batch, states: Mapping[int, None], out: Output) -> None:
         pass
 
 
@@ -93,21 +94,13 @@ class EchoCountStage(Stage[list[int]]):
         state.clear()
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, list[int]], out: Output
+        self, batch: Batch, states: Mapping[int, list[int]], out: Output
     ) -> None:
         for m in batch:
             seen = states[m.session]
             if m.kind != Kind.COMMIT:
                 seen.append(m.seq)
-            out.emit(
-                m.kind,
-                m.session,
-                m.turn,
-                m.seq,
-                m.origin_ns,
-                bytes(m.payload) + b"#%d" % len(seen),
-                m.flags,
-            )
+            out.emit(m.replace(payload=bytes(m.payload) + b"#%d" % len(seen)))
 
 
 # -- a node under test ----------------------------------------------------------------
@@ -270,7 +263,16 @@ class TestGateway:
 
     def _send(self, kind: int, sid: int, seq: int, payload: bytes = b"", flags: int = 0) -> None:
         ok = self.link.send_wait(
-            kind, sid, self.turns[sid], seq, monotonic_ns(), payload, flags, timeout=30.0
+            Record(
+                kind=kind,
+                session=sid,
+                turn=self.turns[sid],
+                seq=seq,
+                origin_ns=monotonic_ns(),
+                payload=payload,
+                flags=flags,
+            ),
+            timeout=30.0,
         )
         assert ok, f"gateway {self.index}: ring to vad stayed full for 30 s"
 

@@ -8,56 +8,41 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 from typing_extensions import Buffer
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig, NodeSettings
-from voicegate.core.kinds import Kind, Message
+from voicegate.core.kinds import Kind
+from voicegate.ext import Record
 from voicegate.models.synth import Scripted, synth_bundle
 from voicegate.workers.stage import Stage, StageContext
 
-
-@dataclass(frozen=True)
-class Out:
-    kind: int
-    session: int
-    turn: int
-    seq: int
-    origin_ns: int
-    payload: bytes
-    flags: int
-    event_path: bool  # emitted with emit_event (straight to the gateway)
+Out: TypeAlias = Record[bytes]  # what a stage emitted, its payload copied
 
 
 @dataclass
 class Recorder:
-    """An Output that keeps everything."""
+    """An Output that keeps everything: ``records`` went downstream, ``events`` straight
+    to the gateway (``emit_event``)."""
 
     records: list[Out] = field(default_factory=list)
+    events: list[Out] = field(default_factory=list)
 
-    def emit(  # noqa: PLR0917 - the ring's record fields
-        self, kind: int, session: int, turn: int, seq: int, origin_ns: int,
-        payload: Buffer = b"", flags: int = 0,
-    ) -> None:
-        self.records.append(
-            Out(kind, session, turn, seq, origin_ns, bytes(memoryview(payload)), flags, False)
-        )
+    def emit(self, record: Record[Buffer]) -> None:
+        self.records.append(_copied(record))
 
-    def emit_event(  # noqa: PLR0917 - the ring's record fields
-        self, kind: int, session: int, turn: int, seq: int, origin_ns: int,
-        payload: Buffer = b"", flags: int = 0,
-    ) -> None:
-        self.records.append(
-            Out(kind, session, turn, seq, origin_ns, bytes(memoryview(payload)), flags, True)
-        )
+    def emit_event(self, record: Record[Buffer]) -> None:
+        self.events.append(_copied(record))
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.events.clear()
 
     def take(self, kind: Kind | None = None, *, event_path: bool = False) -> list[Out]:
-        return [
-            r for r in self.records
-            if (kind is None or r.kind == kind) and r.event_path == event_path
-        ]
+        return [r for r in (self.events if event_path else self.records)
+                if kind is None or r.kind == kind]  # fmt: skip
 
 
 def context(
@@ -79,11 +64,19 @@ def open_params(
     }).encode()
 
 
-def msg(  # noqa: PLR0917 - the ring's record fields
-    kind: int, session: int, turn: int, payload: bytes = b"", flags: int = 0, seq: int = 0,
+def _copied(record: Record[Buffer]) -> Out:
+    return cast("Out", record.replace(payload=bytes(memoryview(record.payload))))
+
+
+def msg(
+    kind: int, session: int, turn: int, payload: bytes = b"", *, flags: int = 0, seq: int = 0,
     origin_ns: int = 0, sent_ns: int = 0,
-) -> Message:
-    return Message(kind, flags, session, turn, seq, origin_ns, memoryview(payload), sent_ns)
+) -> Record[memoryview]:
+    """A record as a ring read hands it to a stage: its payload a memoryview."""
+    return Record(
+        kind=kind, session=session, turn=turn, seq=seq, origin_ns=origin_ns,
+        payload=memoryview(payload), flags=flags, sent_ns=sent_ns,
+    )
 
 
 class Harness:
@@ -99,7 +92,7 @@ class Harness:
         self.states[session] = self.stage.open_session(session, turn, memoryview(params))
         self.turns[session] = turn
 
-    def send(self, *messages: Message) -> None:
+    def send(self, *messages: Record[memoryview]) -> None:
         for m in messages:
             if m.turn > self.turns[m.session]:
                 self.turns[m.session] = m.turn
@@ -108,7 +101,7 @@ class Harness:
                 continue  # the runtime handles and forwards these itself
             self.stage.on_records([m], self.states, self.out)
 
-    def send_batch(self, messages: list[Message]) -> None:
+    def send_batch(self, messages: list[Record[memoryview]]) -> None:
         """Records of the current turns in one ``on_records`` call, as a ring read gives."""
         self.stage.on_records(messages, self.states, self.out)
 

@@ -32,9 +32,10 @@ def random_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def forward(records: list[Out], into: Harness) -> None:
     """What the next worker's runtime hands its stage: data records and lifecycle."""
     for r in records:
-        if r.event_path:
-            continue
-        into.send(msg(r.kind, r.session, r.turn, r.payload, r.flags, r.seq, r.origin_ns, 1))
+        into.send(
+            msg(r.kind, r.session, r.turn, r.payload, flags=r.flags, seq=r.seq,
+                origin_ns=r.origin_ns, sent_ns=1)
+        )  # fmt: skip
 
 
 def test_random_bundle_answers_a_spoken_turn(random_bundle: Path) -> None:

@@ -43,7 +43,7 @@ def answer(h: Harness, turn: int) -> str:
 def test_speculation_on_the_provisional_is_kept_when_the_final_matches(bundle: Path) -> None:
     llm, h = stage(bundle)
     assert llm.engine is not None
-    h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do you open?", Flag.PROVISIONAL,
+    h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do you open?", flags=Flag.PROVISIONAL,
                origin_ns=77, sent_ns=5))
     h.tick(3)
     prefills = llm.engine.counters.prefill_calls
@@ -69,7 +69,7 @@ def test_speculation_on_the_provisional_is_kept_when_the_final_matches(bundle: P
 def test_a_voided_speculation_stops_and_stays_out_of_the_history(bundle: Path) -> None:
     llm, h = stage(bundle)
     assert llm.engine is not None
-    h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do", Flag.PROVISIONAL))
+    h.send(msg(Kind.TRANSCRIPT_PARTIAL, SID, 1, b"When do", flags=Flag.PROVISIONAL))
     h.tick(3)
     spoken = len(h.out.take(Kind.LLM_TOKEN))
     assert spoken > 0

@@ -6,14 +6,15 @@ every other session (issue 15, defects 1 and 2)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import test_worker_runtime
 from test_worker_runtime import S1, S2, Harness
 
-from voicegate.core.kinds import ErrorCode, ErrorEvent, Kind, StageId, session_id
-from voicegate.workers.stage import Message, Output, SessionFailed, Stage
+from voicegate.core.kinds import Kind, session_id
+from voicegate.core.payloads import StageId, TurnError, TurnErrorCode
+from voicegate.workers.stage import Batch, Output, SessionFailed, Stage
 from voicegate.workers.status import Field
 
 S3 = session_id(0, 3)
@@ -42,14 +43,14 @@ class BoomStage(Stage[list[bytes]]):
         state.clear()
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, list[bytes]], out: Output
+        self, batch: Batch, states: Mapping[int, list[bytes]], out: Output
     ) -> None:
         for m in batch:
             payload = bytes(m.payload)
             if payload.startswith(b"boom"):
                 raise ValueError("prompt of 2276 tokens does not fit max_context 2048")
             states[m.session].append(payload)
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, payload + b"!", m.flags)
+            out.emit(m.replace(payload=payload + b"!"))
 
     def tick(self, now_ns: int, states: Mapping[int, list[bytes]], out: Output) -> None:
         if self.tick_victim is not None:
@@ -57,8 +58,8 @@ class BoomStage(Stage[list[bytes]]):
             raise SessionFailed(victim, "decode step failed")
 
 
-def errors(received: Received) -> list[tuple[int, int, ErrorEvent]]:
-    return [(r[1], r[2], ErrorEvent.unpack(r[4])) for r in received if r[0] == Kind.ERROR]
+def errors(received: Received) -> list[tuple[int, int, TurnError]]:
+    return [(r[1], r[2], TurnError.unpack(r[4])) for r in received if r[0] == Kind.ERROR]
 
 
 def data(received: Received) -> list[tuple[int, int, int, bytes]]:
@@ -87,7 +88,7 @@ def test_a_record_that_raises_fails_only_its_sessions_turn(make: Callable[..., H
     assert (S2, 1, 3, b"late!") not in data(got)
     [(sid, turn, error)] = errors(got)
     assert (sid, turn) == (S2, 1)
-    assert error.code is ErrorCode.INTERNAL and error.stage is StageId.STT
+    assert error.code is TurnErrorCode.INTERNAL and error.stage is StageId.STT
     assert "ValueError" in error.detail and "2276" not in error.detail  # no content
     assert h.status.get(Field.SESSION_FAILURES) == 1
     # The failed session's next turn is served again.
@@ -146,7 +147,7 @@ class SlowTurnsStage(Stage[None]):
     def open_session(self, session: int, turn: int, params: memoryview) -> None:
         return None
 
-    def on_records(self, batch: Sequence[Message], states: Mapping[int, None], out: Output) -> None:
+    def on_records(self, batch: Batch, states: Mapping[int, None], out: Output) -> None:
         self.beats.append(self.status.get(Field.HEARTBEAT_NS))
         # A prefill's worth of work: at least one clock tick, so a beat is seen to move.
         before = self.status.get(Field.HEARTBEAT_NS)

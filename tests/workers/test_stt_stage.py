@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from stage_test_support import TRANSCRIPT, Harness, context, msg, open_params, scripted_bundle
 
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.workers.stt_stage import SttStage
 
 SID = 11

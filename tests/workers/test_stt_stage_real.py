@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from stage_test_support import SPEECH, Harness, context, msg, open_params
 
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.core.wav import read_wav
 from voicegate.models.bundle import merge_stage_table
 from voicegate.models.importers.whisper import import_whisper

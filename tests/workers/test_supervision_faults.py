@@ -13,7 +13,7 @@ import test_supervisor
 from runtime_helpers import wait_until
 from test_supervisor import Connect, StartNode, stop_cleanly
 
-from voicegate.core.kinds import RestartReason, StageId
+from voicegate.core.payloads import RestartReason, StageId
 from voicegate.workers.procinfo import is_alive
 from voicegate.workers.status import State
 

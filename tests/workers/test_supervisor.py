@@ -20,7 +20,7 @@ from runtime_helpers import (
 )
 
 from voicegate.core.config import STAGES
-from voicegate.core.kinds import RestartReason, StageId
+from voicegate.core.payloads import RestartReason, StageId
 from voicegate.workers.procinfo import is_alive
 from voicegate.workers.status import State
 

@@ -9,7 +9,8 @@ import pytest
 from stage_test_support import REPLY, Harness, context, msg, open_params, scripted_bundle
 
 from voicegate.core.config import ConfigError
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType
 from voicegate.workers.tts_stage import TtsStage
 
 SID = 31
@@ -33,7 +34,7 @@ def reply(h: Harness, turn: int, text: str = REPLY, *, last: bool = True) -> Non
     for i, word in enumerate(words):
         final = last and i == len(words) - 1
         piece = word if i == len(words) - 1 else word + " "
-        h.send(msg(Kind.LLM_TOKEN, SID, turn, piece.encode(), Flag.LAST if final else 0,
+        h.send(msg(Kind.LLM_TOKEN, SID, turn, piece.encode(), flags=Flag.LAST if final else 0,
                    origin_ns=99))
 
 

@@ -13,8 +13,9 @@ from stage_test_support import SPEECH, Harness, Out, context, msg, open_params
 
 from voicegate.core import codec
 from voicegate.core.audio import float32_to_pcm16, resample
-from voicegate.core.config import ConfigError
-from voicegate.core.kinds import ErrorCode, ErrorEvent, Flag, Kind, VadEvent, VadEventType
+from voicegate.core.config import END_OF_TURN_SILENCE_MS, ConfigError, end_of_turn_silence_ms
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import TurnError, TurnErrorCode, VadEvent, VadEventType
 from voicegate.core.wav import read_wav
 from voicegate.models.synth import synth_bundle
 from voicegate.workers.vad_stage import VadStage
@@ -125,7 +126,7 @@ def test_turns_follow_the_gateway_and_typed_turns_take_the_next(
     h.send(msg(Kind.TEXT_INPUT, 3, 5, b"hello"))
     (typed,) = h.out.take(Kind.TEXT_INPUT)
     assert (typed.turn, typed.payload) == (6, b"hello")
-    h.out.records.clear()
+    h.out.clear()
     play(h, 3, store_hours, 320, turn=9)  # a gateway that has seen turn 9
     assert events(h.out.take(event_path=True))[0][::2] == (VadEventType.SPEECH_START, 9)
 
@@ -153,9 +154,9 @@ def test_bad_input_is_reported_to_the_gateway_and_the_stage_goes_on(
     h.send(msg(Kind.AUDIO_IN, 6, 1, b"\x00\x01\x02"))  # half a sample
     h.send(msg(Kind.AUDIO_IN, 5, 1, b"\x00\x00"))
     reported = h.out.take(Kind.ERROR, event_path=True)
-    errors = {r.session: ErrorEvent.unpack(r.payload) for r in reported}
-    assert errors[5].code is ErrorCode.BAD_INPUT and "input.encoding" in errors[5].detail
-    assert errors[6].code is ErrorCode.BAD_INPUT and "frame" in errors[6].detail
+    errors = {r.session: TurnError.unpack(r.payload) for r in reported}
+    assert errors[5].code is TurnErrorCode.BAD_INPUT and "input.encoding" in errors[5].detail
+    assert errors[6].code is TurnErrorCode.BAD_INPUT and "frame" in errors[6].detail
     play(h, 6, store_hours, 320)
     assert events(h.out.take(event_path=True))[0][0] is VadEventType.SPEECH_START
 
@@ -173,6 +174,13 @@ def test_bad_options_name_the_key(options: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         VadStage(context("vad", None, options))
     assert exc.value.key == key
+
+
+@pytest.mark.parametrize("options", [{}, {"end_of_turn_silence_ms": 450}])
+def test_the_gateway_and_the_stage_read_one_end_of_turn_silence(options: dict[str, object]) -> None:
+    expected = options.get("end_of_turn_silence_ms", END_OF_TURN_SILENCE_MS)
+    assert VadStage(context("vad", None, options)).end_of_turn_ms == expected
+    assert end_of_turn_silence_ms(options) == expected
 
 
 def test_a_missing_bundle_is_a_clear_error() -> None:

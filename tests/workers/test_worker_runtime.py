@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -13,18 +13,10 @@ from runtime_helpers import RING_IMPL, EchoCountStage, shm_leftovers, unique_nod
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import (
-    Flag,
-    Kind,
-    gateway_of,
-    session_id,
-    set_stamp,
-    split_stamp,
-    stamp_buffer,
-)
+from voicegate.core.kinds import Flag, Kind, gateway_of, session_id
 from voicegate.workers.passthrough import PassThroughStage
 from voicegate.workers.rings import ring_class
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.status import Field, Histogram, StatusBlock
 from voicegate.workers.worker import Worker
 
@@ -45,20 +37,20 @@ class RecordingStage(Stage[dict[str, Any]]):
 
     def close_session(self, session: int, state: dict[str, Any], out: Output) -> None:
         self.calls.append(("close", session))
-        out.emit(Kind.TRANSCRIPT_FINAL, session, 0, 99, 0, b"flushed")
+        out.emit(
+            Record(kind=Kind.TRANSCRIPT_FINAL, session=session, turn=0, seq=99, payload=b"flushed")
+        )
 
     def new_turn(self, session: int, turn: int, state: dict[str, Any]) -> None:
         self.calls.append(("turn", session, turn))
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, dict[str, Any]], out: Output
+        self, batch: Batch, states: Mapping[int, dict[str, Any]], out: Output
     ) -> None:
         self.calls.append(("records", [(m.session, m.turn, m.seq) for m in batch]))
         for m in batch:
             assert states[m.session]["params"] is not None
-            out.emit(
-                m.kind, m.session, m.turn, m.seq, m.origin_ns, bytes(m.payload) + b"!", m.flags
-            )
+            out.emit(m.replace(payload=bytes(m.payload) + b"!"))
 
 
 class TickingStage(RecordingStage):
@@ -66,7 +58,15 @@ class TickingStage(RecordingStage):
 
     def tick(self, now_ns: int, states: Mapping[int, dict[str, Any]], out: Output) -> None:
         for session in states:
-            out.emit(Kind.TRANSCRIPT_PARTIAL, session, 0, 0, now_ns, b"tick")
+            out.emit(
+                Record(
+                    kind=Kind.TRANSCRIPT_PARTIAL,
+                    session=session,
+                    turn=0,
+                    origin_ns=now_ns,
+                    payload=b"tick",
+                ),
+            )
 
 
 class Harness:
@@ -120,13 +120,18 @@ class Harness:
         flags: int = 0,
         *,
         ring: int = 0,
-        stamped: bool = True,
     ) -> None:
-        if stamped:
-            buf = stamp_buffer(payload)
-            set_stamp(buf, monotonic_ns())
-            payload, flags = bytes(buf), flags | Flag.STAMPED
-        assert self.feeds[ring].try_write(kind, session, turn, seq, monotonic_ns(), payload, flags)
+        assert self.feeds[ring].try_write(
+            Record(
+                kind=kind,
+                session=session,
+                turn=turn,
+                seq=seq,
+                origin_ns=monotonic_ns(),
+                payload=payload,
+                flags=flags,
+            ),
+        )
 
     def pump(self) -> int:
         total = 0
@@ -137,10 +142,8 @@ class Harness:
     def received(self, ring: int = 0) -> list[Out]:
         out: list[Out] = []
         for r in self.sinks[ring].read_batch(10_000, timeout=0):
-            assert r.flags & Flag.STAMPED, "the runtime stamps every record it writes"
-            payload, sent_ns = split_stamp(r.payload, r.flags)
-            assert 0 < sent_ns <= monotonic_ns()
-            out.append((r.kind, r.session, r.turn, r.seq, bytes(payload), r.flags & ~Flag.STAMPED))
+            assert 0 < r.sent_ns <= monotonic_ns(), "the ring stamps every record it publishes"
+            out.append((r.kind, r.session, r.turn, r.seq, bytes(r.payload), r.flags))
         self.sinks[ring].release()
         return out
 
@@ -269,16 +272,15 @@ def test_timing_counters(make: Callable[..., Harness]) -> None:
     h.send(Kind.SESSION_OPEN, S1, 1)
     for seq in range(1, 11):
         h.send(Kind.AUDIO_IN, S1, 1, seq, b"f")
-    h.send(Kind.AUDIO_IN, S1, 1, 11, b"unstamped", stamped=False)
     h.pump()
-    assert len(h.received()) == 12
+    assert len(h.received()) == 11
     snap = h.status.snapshot()
     wait = snap.histograms["ring_wait"]
     compute = snap.histograms["compute"]
-    assert wait.count == 11  # the stamped ones
-    assert snap.counters["unstamped"] == 1
+    assert wait.count == 11  # every record: the ring stamps each one it publishes
+    assert snap.counters["unstamped"] == 0
     assert wait.sum_ns > 0
-    assert compute.count == 12  # the open (its hook) and the 11 frames
+    assert compute.count == 11  # the open (its hook) and the 10 frames
     assert snap.counters["batches"] >= 1
     assert snap.counters["heartbeat_ns"] > 0
     assert snap.heartbeat_age_s < 60
@@ -376,10 +378,47 @@ def test_full_output_keeps_records_queued_then_counts_a_discard(
     assert h.status.get(Field.DROPPED_OUTPUT) == remaining
 
 
+class ForwardStage(Stage[None]):
+    """Forwards every record as it was read (``out.emit(m)``): written ring to ring."""
+
+    def open_session(self, session: int, turn: int, params: memoryview) -> None:
+        return None
+
+    def on_records(self, batch: Batch, states: Mapping[int, None], out: Output) -> None:
+        for m in batch:
+            out.emit(m)
+
+
+def test_forwarded_records_that_wait_for_room_outlive_their_input_batch(
+    make: Callable[..., Harness],
+) -> None:
+    """A forwarded record is a view into the input ring; one still queued when its batch
+    is released is copied first, so the input ring reusing that space cannot change it."""
+    h = make(ForwardStage, out_capacity=4096)
+    h.send(Kind.SESSION_OPEN, S1, 1)
+    sent = [bytes([seq]) * 300 for seq in range(1, 41)]
+    for seq, payload in enumerate(sent, 1):
+        h.send(Kind.AUDIO_IN, S1, 1, seq, payload)
+    h.worker._stopping = lambda: True  # give up at once instead of waiting for room
+    h.pump()
+    assert h.worker.outbox.pending() > 0
+    # The input ring's space is reused by the next records before the queue drains.
+    for seq in range(41, 201):
+        h.send(Kind.AUDIO_IN, S1, 1, seq, b"\xee" * 300)
+    got: list[Out] = []
+    while len(got) < 41:
+        got += h.received()
+        h.worker.outbox.flush(h.status.beat, 0.01, lambda: True)
+    assert [r[4] for r in got[1:41]] == sent
+    assert [r[3] for r in got[:41]] == list(range(41))
+
+
 def test_too_large_a_record_is_an_error_naming_the_ring(make: Callable[..., Harness]) -> None:
     h = make(PassThroughStage, out_capacity=4096)
     with pytest.raises(ValueError, match=r"AUDIO_OUT record of 5000 bytes does not fit ring"):
-        h.worker.outbox.emit(Kind.AUDIO_OUT, S1, 1, 1, 0, bytes(5000))
+        h.worker.outbox.emit(
+            Record(kind=Kind.AUDIO_OUT, session=S1, turn=1, seq=1, payload=bytes(5000))
+        )
 
 
 def _attach_and_die(name: str, impl: str) -> None:
@@ -402,7 +441,7 @@ def test_a_dead_producer_is_not_an_error(make: Callable[..., Harness]) -> None:
     assert h.worker.run_once(0.05) == 0
     replacement = ring_class(h.impl).attach(feed_name, "producer")
     try:
-        assert replacement.try_write(Kind.SESSION_OPEN, S1, 1, 0, 0)
+        assert replacement.try_write(Record(kind=Kind.SESSION_OPEN, session=S1, turn=1))
         assert h.worker.run_once(1.0) == 1
         assert [r[0] for r in h.received()] == [Kind.SESSION_OPEN]
     finally:

@@ -25,15 +25,18 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from voicegate.core.kinds import MAX_GATEWAYS
 from voicegate.core.layout import MAX_CAPACITY, MIN_CAPACITY
 
+if TYPE_CHECKING:
+    from voicegate.server.protocols.native_wire import ProtocolLimits
+
 ENV_PREFIX: Final[str] = "VOICEGATE_"
 CONFIG_ENV: Final[str] = "VOICEGATE_CONFIG"  # path of the TOML file when none is given
 
-# The pipeline of DESIGN.md, in data-flow order.
+# The pipeline of docs/pipeline.md, in data-flow order.
 STAGES: Final[tuple[str, ...]] = ("vad", "stt", "llm", "tts")
 RING_IMPLS: Final[tuple[str, ...]] = ("native", "reference")
 PROVIDERS: Final[tuple[str, ...]] = ("cpu", "cuda", "tensorrt")
@@ -66,6 +69,30 @@ class ConfigError(ValueError):
 def _check(ok: bool, key: str, value: object, problem: str) -> None:
     if not ok:
         raise ConfigError(key, value, problem)
+
+
+def option_number(
+    options: Mapping[str, Any], prefix: str, key: str, default: float, *, minimum: float = 0.0
+) -> float:
+    """A numeric stage option, ``default`` when absent; a ConfigError names ``prefix.key``."""
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{prefix}.{key}", value, "must be a number")
+    if value < minimum:
+        raise ConfigError(f"{prefix}.{key}", value, f"must be >= {minimum:g}")
+    return float(value)
+
+
+# The VAD stage's option; here because the gateway reads it too (to date the audio that
+# completed the silence) and must not import the stage (its model runtime).
+END_OF_TURN_SILENCE_MS: Final[float] = 300.0
+
+
+def end_of_turn_silence_ms(options: Mapping[str, Any]) -> float:
+    """The silence that ends a turn, from ``[workers.vad.options]``."""
+    return option_number(
+        options, "workers.vad.options", "end_of_turn_silence_ms", END_OF_TURN_SILENCE_MS
+    )
 
 
 @dataclass(frozen=True)
@@ -208,6 +235,14 @@ class GatewaySettings:
     cpus: tuple[int, ...] = ()  # empty: the default layout
     # "auto": uvloop when installed, else asyncio's loop; "uvloop" requires it
     event_loop: str = "auto"
+    # The send path to each client (docs/gateway.md, "Slow clients"):
+    send_queue_frames: int = 100  # answer audio records queued per client (~2 s at 20 ms)
+    stall_ms: float = 200.0  # a send blocked this long (queue full): the client is not reading
+    lead_ms: float = 300.0  # answer audio is sent at most this far ahead of real time
+    send_buffer_bytes: int = 0  # SO_SNDBUF of client sockets; 0: the kernel's autotuning
+    # Answer audio the client's TCP stack has not acknowledged, in ms of its format, that
+    # makes it a slow client, however large the kernel buffers are.
+    unread_limit_ms: float = 2000.0
 
     def __post_init__(self) -> None:
         _check(
@@ -216,6 +251,16 @@ class GatewaySettings:
             self.event_loop,
             "must be one of auto, uvloop, asyncio",
         )
+        _check(
+            self.send_queue_frames >= 1,
+            "gateway.send_queue_frames",
+            self.send_queue_frames,
+            "must be >= 1",
+        )
+        for key in ("stall_ms", "unread_limit_ms"):
+            _check(getattr(self, key) > 0, f"gateway.{key}", getattr(self, key), "must be > 0")
+        for key in ("lead_ms", "send_buffer_bytes"):
+            _check(getattr(self, key) >= 0, f"gateway.{key}", getattr(self, key), "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -445,6 +490,48 @@ class NodeConfig:
     def shm_prefix(self) -> str:
         """Prefix of every shared-memory segment and semaphore of this node."""
         return f"vg-{self.node.name}-"
+
+
+def _protocol_limits() -> ProtocolLimits:
+    # The wire protocol owns its message limits; imported here, when options are built,
+    # so that importing the configuration does not import the server.
+    from voicegate.server.protocols.native_wire import DEFAULT_LIMITS  # noqa: PLC0415
+
+    return DEFAULT_LIMITS
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """What one gateway process runs with: [gateway]'s send path and
+    ``limits.max_sessions``, gathered from a ``NodeConfig`` by ``from_config``, so they
+    come the one way every setting does (file < ``VOICEGATE_*`` < ``voicegate serve``
+    flags, the flags applied to the ``NodeConfig``). Field meanings: ``GatewaySettings``."""
+
+    max_sessions: int = LimitsSettings.max_sessions  # node-wide
+    send_queue_frames: int = GatewaySettings.send_queue_frames
+    stall_ms: float = GatewaySettings.stall_ms
+    lead_ms: float = GatewaySettings.lead_ms
+    send_buffer_bytes: int = GatewaySettings.send_buffer_bytes
+    unread_limit_ms: float = GatewaySettings.unread_limit_ms
+    limits: ProtocolLimits = field(default_factory=_protocol_limits)
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
+        if self.send_queue_frames < 1:
+            raise ValueError(f"send_queue_frames must be >= 1, got {self.send_queue_frames}")
+
+    @classmethod
+    def from_config(cls, config: NodeConfig) -> GatewayOptions:
+        gateway = config.gateway
+        return cls(
+            max_sessions=config.limits.max_sessions,
+            send_queue_frames=gateway.send_queue_frames,
+            stall_ms=gateway.stall_ms,
+            lead_ms=gateway.lead_ms,
+            send_buffer_bytes=gateway.send_buffer_bytes,
+            unread_limit_ms=gateway.unread_limit_ms,
+        )
 
 
 def _check_cpus(key: str, cpus: tuple[int, ...], available: Sequence[int]) -> None:

@@ -1,7 +1,8 @@
-"""Message kinds, record flags and the small payload formats every stage shares.
+"""Message kinds, record flags and session ids.
 
 The header layout itself lives in ``layout.py``; this module says what the ``kind``,
-``flags`` and ``session`` fields of that header mean.
+``flags`` and ``session`` fields of that header mean; ``payloads.py`` says what each
+kind's payload bytes mean.
 
 Kinds below ``CONTROL_BASE`` are data: they belong to a turn and are dropped when the
 turn is no longer current. Kinds from ``CONTROL_BASE`` up are control. Control travels in
@@ -15,44 +16,48 @@ restarted worker needs no routing table.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import Final, TypeVar
-
-from typing_extensions import Buffer
+from typing import Final
 
 from voicegate.core.layout import MAX_KIND
 
 CONTROL_BASE: Final[int] = 0x1000
-_E = TypeVar("_E", bound=IntEnum)
 
 
 class Kind(IntEnum):
     """What a record carries."""
 
     # Data: belongs to the turn in the header.
-    AUDIO_IN = 0x0001  # caller audio: PCM16 mono frame (gateway -> vad -> stt)
-    VAD_EVENT = 0x0002  # speech start, pause, resume, end of turn (vad -> stt); VadEvent payload
+    # Caller audio: the client's bytes in the session's input format (gateway -> vad),
+    # then 16 kHz PCM16 of the current utterance (vad -> stt).
+    AUDIO_IN = 0x0001
+    VAD_EVENT = 0x0002  # speech start, pause, resume, end of turn (vad -> stt, gateway)
     TRANSCRIPT_PARTIAL = 0x0003  # provisional transcript text, UTF-8 (stt -> llm)
     TRANSCRIPT_FINAL = 0x0004  # final transcript of the turn, UTF-8 (stt -> llm)
     LLM_TOKEN = 0x0005  # decoded answer text, UTF-8 (llm -> tts)
     AUDIO_OUT = 0x0006  # answer audio in the session's output format (tts -> gateway)
     TEXT_INPUT = 0x0007  # the caller typed a turn, UTF-8 (gateway -> vad, which gives it a turn)
-    TURN_TIMING = 0x0008  # when each stage first produced output for the turn (tts -> gateway)
+    TURN_TIMING = 0x0008  # when each stage first produced output (llm -> tts -> gateway)
     # Control: session lifecycle and turn boundaries, in order with the data.
-    SESSION_OPEN = 0x1001  # payload: session parameters, opaque to the runtime
+    SESSION_OPEN = 0x1001  # session parameters (payloads.SessionParams), opaque to the runtime
     SESSION_CLOSE = 0x1002
     COMMIT = 0x1003  # the caller ended the turn explicitly
     CANCEL = 0x1004  # the turn in the header becomes current; older turns are stale
     BARGE_IN = 0x1005  # the caller spoke over the answer; the header's turn becomes current
-    ERROR = 0x1006  # the turn in the header failed; ErrorEvent payload
+    ERROR = 0x1006  # the turn in the header failed; payloads.TurnError
     # Supervisor -> gateway only.
-    WORKER_RESTARTED = 0x1010  # WorkerRestarted payload
-    DRAIN = 0x1011  # stop admitting sessions; DrainEvent payload
+    WORKER_RESTARTED = 0x1010  # payloads.WorkerRestarted
+    DRAIN = 0x1011  # stop admitting sessions; payloads.DrainEvent
     # Gateway -> pipeline, forwarded by every stage.
     PLAYBACK = 0x1020  # one byte: 1 the gateway started sending an answer, 0 it finished
     OUTPUT_FORMAT = 0x1021  # the session's output format changed (slow-client degrade); JSON
+    # Session options (the Realtime front end); gateway -> pipeline, forwarded by every stage.
+    SESSION_UPDATE = 0x1022  # payloads.SessionOptions: applies from the next turn
+    RESPONSE_CREATE = 0x1023  # answer now from the conversation as it stands (VAD numbers it)
+    TRUNCATE = 0x1024  # payloads.Truncation: keep only the heard part of an answer in history
+    # TTS -> gateway: where a clause's audio ends in the answer text (for TRUNCATE);
+    # payloads.AudioMark. Control, so that it adds nothing to what stages drop as stale.
+    AUDIO_MARK = 0x1025
 
 
 assert max(Kind) <= MAX_KIND
@@ -74,10 +79,8 @@ def kind_name(kind: int) -> str:
 class Flag(IntFlag):
     """Bits of the header's ``flags`` field."""
 
-    # The last 8 payload bytes are the producer's send time (little-endian int64,
-    # CLOCK_MONOTONIC ns), so the consumer measures how long the record waited in the
-    # ring. The worker runtime adds and strips the stamp; stages never see it.
-    STAMPED = 0x0001
+    # 0x0001 was STAMPED (a send stamp ending the payload); the send time is now the
+    # header's ``sent_ns``, written by the ring. The bit stays unused.
     # The last record of its kind in this turn (final token, last chunk of answer audio).
     LAST = 0x0002
     # Speculative content that a later record of the same turn may replace.
@@ -88,30 +91,9 @@ class Flag(IntFlag):
     # On CANCEL: the caller's utterance goes on under the new turn (a void speculation),
     # so STT keeps the audio it has; without it a new utterance starts.
     CONTINUE = 0x0010
-
-
-@dataclass(slots=True)
-class Message:
-    """A typed view of one record, as a stage sees it.
-
-    ``payload`` points into the ring's shared memory and is only valid during the call
-    that received it: copy what you keep."""
-
-    kind: int
-    flags: int
-    session: int
-    turn: int
-    seq: int
-    origin_ns: int  # when the originating audio entered the gateway (CLOCK_MONOTONIC)
-    payload: memoryview  # without the send stamp
-    sent_ns: int  # when the upstream process wrote it; 0 when it carried no stamp
-
-    def __repr__(self) -> str:
-        # Never the payload: it may be audio or conversation text.
-        return (
-            f"Message({kind_name(self.kind)}, session={self.session}, turn={self.turn}, "
-            f"seq={self.seq}, flags={self.flags:#x}, {len(self.payload)} bytes)"
-        )
+    # On TEXT_INPUT (and the TRANSCRIPT_FINAL STT makes of it): add the text to the
+    # conversation without answering it (Realtime's conversation.item.create).
+    ITEM_ONLY = 0x0020
 
 
 # -- session ids ----------------------------------------------------------------------
@@ -141,185 +123,3 @@ def local_of(session: int) -> int:
     return session & MAX_LOCAL_SESSION
 
 
-# -- send stamps ----------------------------------------------------------------------
-
-STAMP: Final[struct.Struct] = struct.Struct("<q")
-STAMP_SIZE: Final[int] = STAMP.size
-
-
-def stamp_buffer(payload: Buffer) -> bytearray:
-    """A copy of ``payload`` with room for the send stamp at the end; fill it with
-    ``set_stamp`` just before the record is written."""
-    view = memoryview(payload).cast("B")
-    buf = bytearray(len(view) + STAMP_SIZE)
-    buf[: len(view)] = view
-    return buf
-
-
-def set_stamp(buf: bytearray, sent_ns: int) -> None:
-    """Write the send time into a buffer made by ``stamp_buffer``."""
-    STAMP.pack_into(buf, len(buf) - STAMP_SIZE, sent_ns)
-
-
-def split_stamp(payload: memoryview, flags: int) -> tuple[memoryview, int]:
-    """The stage-visible payload and the send time (0 when the record is not stamped)."""
-    if not flags & Flag.STAMPED:
-        return payload, 0
-    if len(payload) < STAMP_SIZE:
-        raise ValueError(
-            f"record flagged STAMPED has a {len(payload)}-byte payload, "
-            f"shorter than the {STAMP_SIZE}-byte stamp"
-        )
-    body_len = len(payload) - STAMP_SIZE
-    (sent_ns,) = STAMP.unpack_from(payload, body_len)
-    return payload[:body_len], int(sent_ns)
-
-
-# -- payloads of control and event records ------------------------------------------
-
-
-class StageId(IntEnum):
-    """Process roles named in control payloads."""
-
-    GATEWAY = 0
-    VAD = 1
-    STT = 2
-    LLM = 3
-    TTS = 4
-
-    @classmethod
-    def from_name(cls, name: str) -> StageId:
-        try:
-            return cls[name.upper()]
-        except KeyError:
-            raise ValueError(f"unknown stage name {name!r}") from None
-
-
-class VadEventType(IntEnum):
-    SPEECH_START = 1
-    SPEECH_PAUSE = 2  # silence began: the turn may be over; speculation may start
-    SPEECH_RESUME = 3  # the pause ended in more speech: speculation is void
-    END_OF_TURN = 4  # the silence lasted long enough: the turn is over
-
-
-@dataclass(frozen=True, slots=True)
-class VadEvent:
-    """Payload of a VAD_EVENT record."""
-
-    event: VadEventType
-    at_sample: int  # position in the session's input stream, in samples at 16 kHz
-
-    _FORMAT = struct.Struct("<H6xq")
-
-    def pack(self) -> bytes:
-        return self._FORMAT.pack(self.event, self.at_sample)
-
-    @classmethod
-    def unpack(cls, payload: Buffer) -> VadEvent:
-        event, at_sample = _unpack(cls._FORMAT, payload, "VAD_EVENT")
-        return cls(_enum(VadEventType, event, "VAD_EVENT", "event"), at_sample)
-
-
-class ErrorCode(IntEnum):
-    INTERNAL = 1  # a stage failed on this turn
-    WORKER_RESTARTED = 2  # a worker serving the turn died and was replaced
-    OVERLOADED = 3  # the node shed the turn to protect the others
-    BAD_INPUT = 4  # the caller's input could not be used
-    TIMEOUT = 5  # the turn took longer than allowed
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorEvent:
-    """Payload of an ERROR record. ``detail`` is for operators: never audio or text of
-    the conversation."""
-
-    code: ErrorCode
-    stage: StageId
-    detail: str = ""
-
-    _FORMAT = struct.Struct("<HH")
-
-    def pack(self) -> bytes:
-        return self._FORMAT.pack(self.code, self.stage) + self.detail.encode()
-
-    @classmethod
-    def unpack(cls, payload: Buffer) -> ErrorEvent:
-        view = memoryview(payload).cast("B")
-        code, stage = _unpack(cls._FORMAT, view[: cls._FORMAT.size], "ERROR")
-        try:
-            detail = bytes(view[cls._FORMAT.size :]).decode()
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"ERROR payload: detail is not UTF-8 ({exc})") from None
-        return cls(
-            _enum(ErrorCode, code, "ERROR", "code"), _enum(StageId, stage, "ERROR", "stage"), detail
-        )
-
-
-class RestartReason(IntEnum):
-    EXITED = 1  # the process ended (crash, kill -9, exit)
-    UNRESPONSIVE = 2  # its heartbeat stopped; the supervisor killed it
-    NOT_READY = 3  # it did not report ready in time; the supervisor killed it
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRestarted:
-    """Payload of WORKER_RESTARTED, sent by the supervisor to every gateway as soon as a
-    worker is found dead. Every session with a turn in flight fails that turn (an ERROR
-    with ``ErrorCode.WORKER_RESTARTED``) and re-sends SESSION_OPEN with ``Flag.REOPEN`` and
-    its next turn, which also re-introduces the session to the replacement worker."""
-
-    stage: StageId
-    generation: int  # starts of this worker so far; the replacement will be generation + 1
-    pid: int  # the process that died
-    reason: RestartReason
-    exit_code: int  # the exit status, negative for a signal (as multiprocessing reports it)
-
-    _FORMAT = struct.Struct("<HHIIi")
-
-    def pack(self) -> bytes:
-        return self._FORMAT.pack(self.stage, self.reason, self.generation, self.pid, self.exit_code)
-
-    @classmethod
-    def unpack(cls, payload: Buffer) -> WorkerRestarted:
-        stage, reason, generation, pid, exit_code = _unpack(
-            cls._FORMAT, payload, "WORKER_RESTARTED"
-        )
-        return cls(
-            _enum(StageId, stage, "WORKER_RESTARTED", "stage"),
-            generation,
-            pid,
-            _enum(RestartReason, reason, "WORKER_RESTARTED", "reason"),
-            exit_code,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DrainEvent:
-    """Payload of DRAIN: admit no new sessions, let turns in flight finish until
-    ``deadline_ns`` (CLOCK_MONOTONIC), then close the remaining sessions with 1001."""
-
-    deadline_ns: int
-
-    _FORMAT = struct.Struct("<q")
-
-    def pack(self) -> bytes:
-        return self._FORMAT.pack(self.deadline_ns)
-
-    @classmethod
-    def unpack(cls, payload: Buffer) -> DrainEvent:
-        (deadline_ns,) = _unpack(cls._FORMAT, payload, "DRAIN")
-        return cls(deadline_ns)
-
-
-def _unpack(fmt: struct.Struct, payload: Buffer, kind: str) -> tuple[int, ...]:
-    view = memoryview(payload).cast("B")
-    if len(view) != fmt.size:
-        raise ValueError(f"{kind} payload is {len(view)} bytes, expected {fmt.size}")
-    return tuple(int(v) for v in fmt.unpack(view))
-
-
-def _enum(cls: type[_E], value: int, kind: str, field: str) -> _E:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"{kind} payload: {field} {value} is not a {cls.__name__}") from None

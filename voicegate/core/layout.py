@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-# Fixed header carried by every record (DESIGN.md, "Data flow").
+# Fixed header carried by every record (docs/ring.md).
 # (name, C type, struct code). Order is the byte order in memory; no implicit padding.
 RECORD_FIELDS: Final[tuple[tuple[str, str, str], ...]] = (
     ("length", "uint32_t", "I"),  # payload bytes that follow the header
@@ -22,6 +22,9 @@ RECORD_FIELDS: Final[tuple[tuple[str, str, str], ...]] = (
     ("seq", "uint32_t", "I"),
     ("reserved", "uint32_t", "I"),  # keeps origin_ns 8-byte aligned; always written as 0
     ("origin_ns", "int64_t", "q"),  # CLOCK_MONOTONIC ns when the originating audio arrived
+    # CLOCK_MONOTONIC ns when the producer published the record, written by the ring at
+    # publish time: the consumer measures how long the record waited in the ring.
+    ("sent_ns", "int64_t", "q"),
 )
 RECORD_FORMAT: Final[str] = "<" + "".join(code for _, _, code in RECORD_FIELDS)
 RECORD_HEADER_SIZE: Final[int] = struct.calcsize(RECORD_FORMAT)
@@ -51,7 +54,7 @@ def record_size(payload_len: int) -> int:
 # separate 128-byte blocks: two cache lines each, so the adjacent-line prefetcher cannot
 # bring back false sharing. The data area starts on its own page.
 RING_MAGIC: Final[int] = int.from_bytes(b"VGRING01", "little")
-RING_VERSION: Final[int] = 1
+RING_VERSION: Final[int] = 2  # 2: the 40-byte header with sent_ns
 CACHE_BLOCK: Final[int] = 128
 DATA_OFFSET: Final[int] = 4096
 

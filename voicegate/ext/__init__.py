@@ -1,7 +1,8 @@
 """voicegate.ext: the native core, shared-memory SPSC rings linking the worker processes.
 
-``Ring`` and ``Record`` come from the compiled extension (``_ring.pyx``); they are loaded
-on first use, so the pure-Python parts (``ReferenceRing``, errors, ``cleanup_stale``) can
+``Ring`` and ``Record`` (the one record type of the node, which the reference ring
+returns too) come from the compiled extension (``_ring.pyx``); they are loaded on first
+use, so the pure-Python parts (``ReferenceRing``'s module, errors, ``cleanup_stale``) can
 be imported before the extension is built.
 """
 
@@ -11,8 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from voicegate.ext.errors import PeerDied, RingClosed, RingError, RingLayoutError
-from voicegate.ext.protocol import Role
-from voicegate.ext.reference import ReferenceRecord, ReferenceRing
+from voicegate.ext.reference import ReferenceRing
+from voicegate.ext.ring_format import Role
 from voicegate.ext.segment import cleanup_stale
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = [
     "PeerDied",
     "Record",
-    "ReferenceRecord",
     "ReferenceRing",
     "Ring",
     "RingClosed",

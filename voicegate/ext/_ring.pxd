@@ -14,7 +14,9 @@ cdef class Record:
     cdef readonly uint32_t turn
     cdef readonly uint32_t seq
     cdef readonly int64_t origin_ns
-    cdef Ring _ring
+    cdef readonly int64_t sent_ns       # when the producer published it (CLOCK_MONOTONIC)
+    cdef object _payload          # the payload of a record not read from a ring
+    cdef Ring _ring               # the ring it was read from, or None
     cdef Py_ssize_t _offset       # payload offset in the data area
     cdef Py_ssize_t _length
     cdef uint64_t _generation     # the ring's release count when this record was read
@@ -38,7 +40,11 @@ cdef class Ring:
     cdef bint _owner
     cdef bint _closed
     cdef int _creator_pid
-    cdef bytes _unlink_names      # NUL-separated names for a finaliser without Python
+    # The kernel names, encoded at setup so the finaliser passes them to C as they are.
+    cdef bytes _shm_name
+    cdef bytes _data_sem_name
+    cdef bytes _space_sem_name
+    cdef bytes _bell_path
     cdef uint64_t _cap
     cdef uint64_t _mask
     cdef uint64_t _max_payload
@@ -78,6 +84,7 @@ cdef class Ring:
     cdef int _stage_bytes(self, long long kind, long long session, long long turn,
                           long long seq, long long origin_ns, const char *body,
                           Py_ssize_t body_len, long long flags, bint count_drop) except -1
+    cdef inline int _stage_record(self, Record record, bint count_drop) except -1
     cdef int _publish(self) except -1
     cdef int _wake_consumer(self) except -1
     cdef int _drop(self) except -1
@@ -86,6 +93,7 @@ cdef class Ring:
     cdef object _next(self)
     cdef int _release(self) except -1
     cdef int _wait_readable(self, double timeout) except -1
+    cdef int _wait_until(self, bint for_space, uint64_t target, double timeout) except -1
     cdef int _wake_all(self) except -1
     cdef int _map_data(self) except -1
     cdef void _unmap_data(self) noexcept

@@ -4,6 +4,7 @@ The pure-Python reference ring (voicegate/ext/reference.py) implements exactly t
 """
 
 from collections.abc import Iterable
+from typing import Generic, TypeVar, overload
 
 from typing_extensions import Buffer
 
@@ -19,14 +20,77 @@ from voicegate.ext.errors import (
 from voicegate.ext.errors import (
     RingLayoutError as RingLayoutError,
 )
-from voicegate.ext.protocol import Role as Role
+from voicegate.ext.ring_format import Role as Role
 
-# (kind, flags, session, turn, seq, origin_ns, payload)
-RecordTuple = tuple[int, int, int, int, int, int, Buffer]
+# The payload's type: memoryview for a record read from a ring (a view into it), what it
+# was built with otherwise (bytes for the gateway link's copies).
+P_co = TypeVar("P_co", bound=Buffer, covariant=True)
 
-class Record:
-    """One record read from a ring. ``payload`` is a zero-copy read-only view into shared
-    memory that stays valid until the consumer's next read, ``wait`` or ``release`` call."""
+Q = TypeVar("Q", bound=Buffer)
+
+class Record(Generic[P_co]):
+    """One record: the header's fields (kind, flags, session, turn, seq, origin_ns,
+    sent_ns) and its payload; the one record type of the node. Built by keyword only.
+    ``sent_ns`` is written by the ring when it publishes the record.
+
+    A record read from a ring has a zero-copy read-only view into shared memory as its
+    payload, valid until the consumer's next read, ``wait`` or ``release`` call."""
+
+    @overload
+    def __init__(
+        self: Record[bytes],
+        *,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int = 0,
+        origin_ns: int = 0,
+        flags: int = 0,
+        sent_ns: int = 0,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        *,
+        kind: int,
+        session: int,
+        turn: int,
+        seq: int = 0,
+        origin_ns: int = 0,
+        payload: P_co,
+        flags: int = 0,
+        sent_ns: int = 0,
+    ) -> None: ...
+    @overload
+    def replace(
+        self,
+        *,
+        kind: int | None = None,
+        session: int | None = None,
+        turn: int | None = None,
+        seq: int | None = None,
+        origin_ns: int | None = None,
+        payload: Q,
+        flags: int | None = None,
+    ) -> Record[Q]: ...
+    @overload
+    def replace(
+        self,
+        *,
+        kind: int | None = None,
+        session: int | None = None,
+        turn: int | None = None,
+        seq: int | None = None,
+        origin_ns: int | None = None,
+        flags: int | None = None,
+    ) -> Record[P_co]:
+        """A copy with the given fields changed; without a new payload it shares this
+        record's (a view into a ring stays one: ``detach`` copies)."""
+    @property
+    def borrowed(self) -> bool:
+        """True for a record whose payload is a view into the ring it was read from."""
+    def detach(self) -> Record[Buffer]:
+        """This record, or a copy with its payload as bytes when it is a view into a ring."""
 
     @property
     def kind(self) -> int: ...
@@ -41,7 +105,12 @@ class Record:
     @property
     def origin_ns(self) -> int: ...
     @property
-    def payload(self) -> memoryview: ...
+    def sent_ns(self) -> int:
+        """CLOCK_MONOTONIC ns when the producer published it (written by the ring)."""
+    @property
+    def payload(self) -> P_co:
+        """A read-only memoryview into the ring for a record read from one; what it was
+        built with otherwise."""
 
 class Ring:
     """Single-producer single-consumer ring of variable-length records in POSIX shared
@@ -81,55 +150,30 @@ class Ring:
     def slice_timeouts(self) -> int:
         """Park slices of this handle that ended by timeout rather than by a wake-up."""
     # -- producer -------------------------------------------------------------------
-    def try_write(
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> bool:
+    def try_write(self, record: Record[Buffer]) -> bool:
         """Write and publish one record; never blocks. False (and counted) when full."""
-    def stage(
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> bool:
+    def stage(self, record: Record[Buffer]) -> bool:
         """Write one record without publishing it; ``publish`` makes all staged records
         visible at once. False (and counted) when full."""
     def publish(self) -> int:
-        """Publish staged records and wake a parked consumer; returns how many."""
-    def write_batch(self, records: Iterable[RecordTuple]) -> int:
+        """Publish staged records (the ring writes the publish time into each header's
+        ``sent_ns``) and wake a parked consumer; returns how many."""
+    def write_batch(self, records: Iterable[Record[Buffer]]) -> int:
         """Stage records until one does not fit, then publish them all with one release
         store and at most one wake-up. Returns how many were written (a batch cut short
         counts one full event in ``dropped_full``)."""
-    def write(
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-        timeout: float | None = None,
-    ) -> bool:
+    def write(self, record: Record[Buffer], timeout: float | None = None) -> bool:
         """Write one record, waiting (spin, then park) up to ``timeout`` seconds for space.
         Raises PeerDied when the consumer dies while the ring is full."""
     # -- consumer -------------------------------------------------------------------
-    def try_read(self) -> Record | None: ...
-    def read(self, timeout: float | None = None) -> Record | None:
+    def try_read(self) -> Record[memoryview] | None: ...
+    def read(self, timeout: float | None = None) -> Record[memoryview] | None:
         """Next record, waiting up to ``timeout`` seconds (None: forever). Raises
         PeerDied when the ring is empty and the producer died, RingClosed when it is
         empty and its owner closed it."""
-    def read_batch(self, max_records: int = 256, timeout: float | None = 0.0) -> list[Record]:
+    def read_batch(
+        self, max_records: int = 256, timeout: float | None = 0.0
+    ) -> list[Record[memoryview]]:
         """Up to ``max_records`` records; waits up to ``timeout`` for the first one."""
     def wait(self, timeout: float | None = None) -> bool:
         """Release what was read, then wait until a record is available. GIL released."""

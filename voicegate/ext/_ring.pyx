@@ -4,11 +4,14 @@ records in POSIX shared memory.
 Layout (voicegate/core/layout.py, the one definition): a 4 KiB control block whose
 producer and consumer fields sit on separate 128-byte blocks, then a power-of-two data
 area. Positions are 64-bit and only grow; ``pos & (capacity - 1)`` is the offset. Each
-record is a 32-byte header and its payload, 8-byte aligned; a record that does not fit
+record is a 40-byte header and its payload, 8-byte aligned (docs/ring.md); a record that does not fit
 before the end of the area is preceded by a padding record and placed at offset 0. Each
 side caches the other's position and reloads it (acquire) only when the cache says the
 ring is empty or full; publishing is one release store of ``write_pos`` (or
-``read_pos``).
+``read_pos``). Just before that store the producer writes the publish time into the
+``sent_ns`` header field of every record it publishes, so the consumer can tell how long
+each record waited without a stamp in the payload (the payload is copied once, by the
+ring).
 
 Waiting: spin for ``spin_us`` (a pause instruction per probe, the GIL released), then park
 on a POSIX semaphore in slices of ``park_slice_s``, the GIL released. The handshake that
@@ -86,7 +89,7 @@ from voicegate.ext.includes.semaphore cimport (
 import math
 import os
 
-from voicegate.ext import protocol
+from voicegate.ext import ring_format
 from voicegate.ext.doorbell import DoorbellReader, DoorbellWriter
 from voicegate.ext.errors import (
     STATUS_CLOSED,
@@ -118,12 +121,12 @@ cdef extern from "<unistd.h>" nogil:
 cdef extern from "<sys/mman.h>" nogil:
     int shm_unlink(const char *name)
 
-cdef uint32_t AWAKE = protocol.AWAKE
-cdef uint32_t PARKED_ON_SEMAPHORE = protocol.PARKED_ON_SEMAPHORE
-cdef uint32_t PARKED_ON_DOORBELL = protocol.PARKED_ON_DOORBELL
-cdef uint64_t U32_MAX = protocol.U32_MAX
-cdef long long U16_MAX = protocol.U16_MAX
-cdef long long MAX_KIND = protocol.MAX_KIND
+cdef uint32_t AWAKE = ring_format.AWAKE
+cdef uint32_t PARKED_ON_SEMAPHORE = ring_format.PARKED_ON_SEMAPHORE
+cdef uint32_t PARKED_ON_DOORBELL = ring_format.PARKED_ON_DOORBELL
+cdef uint64_t U32_MAX = ring_format.U32_MAX
+cdef long long U16_MAX = ring_format.U16_MAX
+cdef long long MAX_KIND = ring_format.MAX_KIND
 
 cdef enum:
     SIDE_NONE = 0
@@ -140,6 +143,20 @@ cdef enum:
 
 cdef inline uint64_t _record_size(uint64_t length) noexcept nogil:
     return (VG_RECORD_HEADER_SIZE + length + 7) & ~(<uint64_t>7)
+
+
+cdef void _stamp_sent(char *data, uint64_t mask, uint64_t start, uint64_t end,
+                      int64_t now) noexcept nogil:
+    """Write ``now`` as the send time of every record staged in [start, end)."""
+    cdef vg_record_header *header
+    cdef uint64_t pos = start
+    while pos < end:
+        header = <vg_record_header *>(data + (pos & mask))
+        if header.kind == VG_KIND_PAD:
+            pos += header.length  # a pad's header may not fit whole: skip it untouched
+        else:
+            header.sent_ns = now
+            pos += _record_size(header.length)
 
 
 cdef bint _spin_until_ge(char *ctrl, size_t off, uint64_t target,
@@ -203,16 +220,43 @@ def monotonic_ns():
 
 
 cdef class Record:
-    """One record read from a ring. ``payload`` is a zero-copy read-only view into shared
-    memory, valid until the consumer's next read, ``wait`` or ``release`` call; it is made
-    on first access, which must come before that call."""
+    """One record: the header's fields (in the header's order: kind, flags, session, turn,
+    seq, origin_ns, sent_ns) and its payload. The one record type of the node: rings
+    return it, stages receive and emit it, the gateway link hands it to the gateway.
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("records are created by Ring reads")
+    Built by keyword only, so two swapped ids cannot type-check:
+    ``Record(kind=Kind.AUDIO_IN, session=sid, turn=1, payload=frame)``. ``sent_ns`` is
+    written by the ring when it publishes the record; a value given here is not sent.
+
+    A record read from a ring holds a zero-copy read-only view into shared memory as its
+    payload, valid until the consumer's next read, ``wait`` or ``release`` call; the view
+    is made on first access, which must come before that call; ``detach`` makes a record
+    that outlives it."""
+
+    def __init__(self, *, long long kind, long long session, long long turn,
+                 long long seq=0, long long origin_ns=0, payload=b"", long long flags=0,
+                 long long sent_ns=0):
+        if (kind < 0 or kind > MAX_KIND or flags < 0 or flags > U16_MAX
+                or session < 0 or <uint64_t>session > U32_MAX
+                or turn < 0 or <uint64_t>turn > U32_MAX
+                or seq < 0 or <uint64_t>seq > U32_MAX):
+            raise ring_format.record_field_error(
+                kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns
+            )
+        self.kind = <uint32_t>kind
+        self.flags = <uint32_t>flags
+        self.session = <uint32_t>session
+        self.turn = <uint32_t>turn
+        self.seq = <uint32_t>seq
+        self.origin_ns = origin_ns
+        self.sent_ns = sent_ns
+        self._payload = payload
 
     @property
     def payload(self):
         ring = self._ring
+        if ring is None:
+            return self._payload
         if ring._closed:
             raise RingClosed(f"ring {ring._name!r}: this handle is closed")
         if ring._generation != self._generation:
@@ -222,12 +266,63 @@ cdef class Record:
             )
         return ring._ro[self._offset:self._offset + self._length]
 
+    def replace(self, *, kind=None, session=None, turn=None, seq=None, origin_ns=None,
+                payload=None, flags=None):
+        """A copy with the given fields changed. Without a new payload it shares this
+        record's: a record read from a ring stays a view into it (``detach`` copies)."""
+        cdef Record copy = Record.__new__(Record)
+        copy.kind = self.kind if kind is None else Record._u16(kind, "kind", MAX_KIND)
+        copy.flags = self.flags if flags is None else Record._u16(flags, "flags", U16_MAX)
+        copy.session = self.session if session is None else Record._u32(session, "session")
+        copy.turn = self.turn if turn is None else Record._u32(turn, "turn")
+        copy.seq = self.seq if seq is None else Record._u32(seq, "seq")
+        copy.origin_ns = self.origin_ns if origin_ns is None else origin_ns
+        copy.sent_ns = self.sent_ns
+        if payload is not None:
+            copy._payload = payload
+        elif self._ring is None:
+            copy._payload = self._payload
+        else:
+            copy._ring = self._ring
+            copy._offset = self._offset
+            copy._length = self._length
+            copy._generation = self._generation
+        return copy
+
+    @property
+    def borrowed(self):
+        """True for a record whose payload is a view into the ring it was read from."""
+        return self._ring is not None
+
+    @classmethod
+    def __class_getitem__(cls, item):
+        return cls  # Record[bytes] in annotations and aliases: the type is generic in stubs
+
+    def detach(self):
+        """This record, or a copy with its payload as bytes when it is a view into a ring."""
+        return self if self._ring is None else self.replace(payload=bytes(self.payload))
+
+    @staticmethod
+    def _u16(object value, str field, long long high):
+        cdef long long v = value
+        if v < 0 or v > high:
+            raise ValueError(f"record field {field}={v} out of range [0, {high}]")
+        return v
+
+    @staticmethod
+    def _u32(object value, str field):
+        cdef long long v = value
+        if v < 0 or <uint64_t>v > U32_MAX:
+            raise ValueError(f"record field {field}={v} out of range [0, {U32_MAX}]")
+        return v
+
     def __repr__(self):
         # Never the payload itself: it may be audio or a transcript.
+        cdef Py_ssize_t length = self._length if self._ring is not None else memoryview(self._payload).nbytes
         return (
-            f"Record(kind={self.kind}, flags={self.flags}, session={self.session}, "
+            f"Record(kind={self.kind}, flags={self.flags:#x}, session={self.session}, "
             f"turn={self.turn}, seq={self.seq}, origin_ns={self.origin_ns}, "
-            f"payload=<{self._length} bytes>)"
+            f"sent_ns={self.sent_ns}, payload=<{length} bytes>)"
         )
 
 
@@ -246,10 +341,10 @@ cdef class Ring:
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def create(cls, name, capacity, *, role="owner", spin_us=protocol.DEFAULT_SPIN_US,
-               park_slice_s=protocol.DEFAULT_PARK_SLICE_S):
-        role = protocol.check_role(role, ("owner", "producer", "consumer"))
-        protocol.check_timing(spin_us, park_slice_s)
+    def create(cls, name, capacity, *, role="owner", spin_us=ring_format.DEFAULT_SPIN_US,
+               park_slice_s=ring_format.DEFAULT_PARK_SLICE_S):
+        role = ring_format.check_role(role, ("owner", "producer", "consumer"))
+        ring_format.check_timing(spin_us, park_slice_s)
         seg = Segment.create(name, capacity)
         cdef Ring ring = Ring.__new__(Ring)
         try:
@@ -265,10 +360,10 @@ cdef class Ring:
         return ring
 
     @classmethod
-    def attach(cls, name, role, *, spin_us=protocol.DEFAULT_SPIN_US,
-               park_slice_s=protocol.DEFAULT_PARK_SLICE_S):
-        role = protocol.check_role(role, ("producer", "consumer", "observer"))
-        protocol.check_timing(spin_us, park_slice_s)
+    def attach(cls, name, role, *, spin_us=ring_format.DEFAULT_SPIN_US,
+               park_slice_s=ring_format.DEFAULT_PARK_SLICE_S):
+        role = ring_format.check_role(role, ("producer", "consumer", "observer"))
+        ring_format.check_timing(spin_us, park_slice_s)
         seg = Segment.open(name)
         cdef Ring ring = Ring.__new__(Ring)
         try:
@@ -295,9 +390,10 @@ cdef class Ring:
         self._slice_ns = <int64_t>(park_slice_s * 1e9)
         self._creator_pid = seg.get("creator_pid")
         names = seg.names
-        self._unlink_names = b"\0".join(
-            os.fsencode(n) for n in (names.shm, names.data_sem, names.space_sem, names.doorbell)
-        )
+        self._shm_name = os.fsencode(names.shm)
+        self._data_sem_name = os.fsencode(names.data_sem)
+        self._space_sem_name = os.fsencode(names.space_sem)
+        self._bell_path = os.fsencode(names.doorbell)
         PyObject_GetBuffer(seg.ctrl, &self._ctrl_buf, PyBUF_WRITABLE)
         self._have_ctrl_buf = True
         self._ctrl = <char *>self._ctrl_buf.buf
@@ -400,16 +496,10 @@ cdef class Ring:
     cdef int _stage(self, long long kind, long long session, long long turn, long long seq,
                     long long origin_ns, object payload, long long flags,
                     bint count_drop) except -1:
-        """Stage one record: 1 when written, 0 when the ring is full."""
+        """Stage one record: 1 when written, 0 when the ring is full. The fields come
+        from a Record, which checked their ranges when it was built."""
         cdef Py_buffer view
         cdef int staged
-        if (kind < 0 or kind > MAX_KIND or flags < 0 or flags > U16_MAX
-                or session < 0 or <uint64_t>session > U32_MAX
-                or turn < 0 or <uint64_t>turn > U32_MAX
-                or seq < 0 or <uint64_t>seq > U32_MAX):
-            raise protocol.record_field_error(
-                kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns
-            )
         if PyBytes_CheckExact(payload):  # the common case, without a buffer export
             return self._stage_bytes(kind, session, turn, seq, origin_ns,
                                      PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
@@ -429,7 +519,7 @@ cdef class Ring:
         cdef uint64_t size, w, idx, pad, end
         cdef vg_record_header *header
         if length > self._max_payload:
-            raise protocol.payload_too_large(length, self._max_payload, self._name)
+            raise ring_format.payload_too_large(length, self._max_payload, self._name)
         size = _record_size(length)
         w = self._wpos
         idx = w & self._mask
@@ -458,6 +548,7 @@ cdef class Ring:
         header.seq = <uint32_t>seq
         header.reserved = 0
         header.origin_ns = origin_ns
+        header.sent_ns = 0  # the publish time, written by _publish
         if length:
             memcpy(self._data + idx + VG_RECORD_HEADER_SIZE, body, length)
         self._wpos = end
@@ -476,6 +567,7 @@ cdef class Ring:
             raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
         cdef int count = <int>self._staged
         if self._wpos != self._pub:
+            _stamp_sent(self._data, self._mask, self._pub, self._wpos, vg_now_ns())
             vg_store_release_u64(ctrl, VG_CTRL_WRITE_POS, self._wpos)
             self._pub = self._wpos
             self._staged = 0
@@ -500,20 +592,22 @@ cdef class Ring:
         vg_store_relaxed_u64(self._ctrl, VG_CTRL_WAKEUPS_SENT, self._wakeups)
         return 0
 
-    def try_write(self, long long kind, long long session, long long turn, long long seq,
-                  long long origin_ns, payload=b"", long long flags=0):
+    cdef inline int _stage_record(self, Record record, bint count_drop) except -1:
+        return self._stage(record.kind, record.session, record.turn, record.seq,
+                           record.origin_ns, record.payload, record.flags, count_drop)
+
+    def try_write(self, Record record not None):
         """Write and publish one record; never blocks. False (and counted) when full."""
         self._check(SIDE_PRODUCER, "try_write")
-        if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+        if not self._stage_record(record, True):
             return False
         self._publish()
         return True
 
-    def stage(self, long long kind, long long session, long long turn, long long seq,
-              long long origin_ns, payload=b"", long long flags=0):
+    def stage(self, Record record not None):
         """Write one record without publishing it. False (and counted) when full."""
         self._check(SIDE_PRODUCER, "stage")
-        return self._stage(kind, session, turn, seq, origin_ns, payload, flags, True) == 1
+        return self._stage_record(record, True) == 1
 
     def publish(self):
         """Publish staged records and wake a parked consumer; returns how many."""
@@ -522,15 +616,16 @@ cdef class Ring:
 
     def write_batch(self, records):
         """Stage records until one does not fit, then publish them all at once. A record
-        that is invalid (bad field, payload too large) raises and the batch writes nothing."""
+        that is invalid (not a Record, payload too large) raises and the batch writes
+        nothing."""
         self._check(SIDE_PRODUCER, "write_batch")
-        cdef long long kind, flags, session, turn, seq, origin_ns
         cdef int count = 0
         cdef uint64_t wpos = self._wpos, written = self._written, staged = self._staged
+        cdef Record record
         try:
             for item in records:
-                kind, flags, session, turn, seq, origin_ns, payload = item
-                if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+                record = <Record?>item
+                if not self._stage_record(record, True):
                     break
                 count += 1
         except BaseException:
@@ -540,19 +635,18 @@ cdef class Ring:
         self._publish()
         return count
 
-    def write(self, long long kind, long long session, long long turn, long long seq,
-              long long origin_ns, payload=b"", long long flags=0, timeout=None):
+    def write(self, Record record not None, timeout=None):
         """Write one record, waiting (spin, then park) up to ``timeout`` s for space."""
         self._check(SIDE_PRODUCER, "write")
         cdef double wait_s = _timeout_arg(timeout)
         cdef Py_buffer view
         cdef uint64_t length
         while True:
-            if self._stage(kind, session, turn, seq, origin_ns, payload, flags, False):
+            if self._stage_record(record, False):
                 self._publish()
                 return True
             self._publish()  # what was staged before must be visible before we wait
-            PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+            PyObject_GetBuffer(record.payload, &view, PyBUF_SIMPLE)
             length = <uint64_t>view.len
             PyBuffer_Release(&view)
             if not self._wait_space(length, wait_s):
@@ -564,49 +658,63 @@ cdef class Ring:
         cdef uint64_t size = _record_size(length)
         cdef uint64_t idx = self._wpos & self._mask
         cdef uint64_t pad = self._cap - idx if idx + size > self._cap else 0
-        cdef uint64_t target = self._wpos + pad + size - self._cap  # read_pos needed
+        if timeout == 0:
+            return 0
+        # read_pos the consumer must reach for the record to fit
+        return self._wait_until(True, self._wpos + pad + size - self._cap, timeout)
+
+    cdef int _wait_until(self, bint for_space, uint64_t target, double timeout) except -1:
+        """Wait until the peer's position reaches ``target``: 1, or 0 at the timeout
+        (negative: wait forever). The producer waits for ``read_pos`` (room), the consumer
+        for ``write_pos`` (a record): spin, then park in slices, checking between slices
+        that the ring is open and the peer alive."""
         cdef char *ctrl = self._ctrl
+        cdef size_t pos_off = VG_CTRL_READ_POS if for_space else VG_CTRL_WRITE_POS
+        cdef size_t flag_off = VG_CTRL_PRODUCER_SLEEPING if for_space else VG_CTRL_CONSUMER_SLEEPING
+        cdef sem_t *sem = self._sem_space if for_space else self._sem_data
         cdef int64_t now, deadline, spin_end, slice_end
         cdef int outcome, err = 0
         cdef bint ready
-        if timeout == 0:
-            return 0
         now = vg_now_ns()
         deadline = _deadline(now, timeout)
         spin_end = min(now + self._spin_ns, deadline)
         if self._spin_ns > 0:
             self._waiting += 1
             with nogil:
-                ready = _spin_until_ge(ctrl, VG_CTRL_READ_POS, target, spin_end)
+                ready = _spin_until_ge(ctrl, pos_off, target, spin_end)
             self._waiting -= 1
             if ready:
                 return 1
         while True:
-            if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED):
+            if (vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED)
+                    and vg_load_acquire_u64(ctrl, pos_off) < target):
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
             slice_end = min(vg_now_ns() + self._slice_ns, deadline)
             self._waiting += 1
             with nogil:
-                outcome = _park_slice(ctrl, VG_CTRL_PRODUCER_SLEEPING, VG_CTRL_READ_POS,
-                                      target, self._sem_space, slice_end, &err)
+                outcome = _park_slice(ctrl, flag_off, pos_off, target, sem, slice_end, &err)
             self._waiting -= 1
             if outcome == PARK_READY:
                 return 1
             if outcome == PARK_ERROR:
                 raise_for_status(STATUS_OS_ERROR, self._name, "sem_clockwait", err)
-            self._pparks += 1
-            vg_store_relaxed_u64(ctrl, VG_CTRL_PRODUCER_PARKS, self._pparks)
+            if for_space:
+                self._pparks += 1
+                vg_store_relaxed_u64(ctrl, VG_CTRL_PRODUCER_PARKS, self._pparks)
+            else:
+                self._cparks += 1
+                vg_store_relaxed_u64(ctrl, VG_CTRL_CONSUMER_PARKS, self._cparks)
             if outcome == PARK_TIMED_OUT:
                 self._slice_timeouts += 1
             elif outcome == PARK_INTERRUPTED:
                 PyErr_CheckSignals()
             self._beat()
-            if vg_load_acquire_u64(ctrl, VG_CTRL_READ_POS) >= target:
+            if vg_load_acquire_u64(ctrl, pos_off) >= target:
                 return 1
             if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED):
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
-            if self._seg.holder_died("consumer"):
-                raise_for_status(STATUS_PEER_DIED, self._name, "consumer gone while waiting")
+            if self._seg.holder_died(self._peer):
+                raise_for_status(STATUS_PEER_DIED, self._name, f"{self._peer} gone while waiting")
             if vg_now_ns() >= deadline:
                 return 0
 
@@ -653,6 +761,7 @@ cdef class Ring:
         record.turn = header.turn
         record.seq = header.seq
         record.origin_ns = header.origin_ns
+        record.sent_ns = header.sent_ns
         record._ring = self
         record._offset = <Py_ssize_t>(idx + VG_RECORD_HEADER_SIZE)
         record._length = <Py_ssize_t>length
@@ -681,56 +790,13 @@ cdef class Ring:
 
     cdef int _wait_readable(self, double timeout) except -1:
         """1 when a record is available, 0 at the timeout (negative: wait forever)."""
-        cdef char *ctrl = self._ctrl
-        cdef int64_t now, deadline, spin_end, slice_end
-        cdef uint64_t target
-        cdef int outcome, err = 0
-        cdef bint ready
         if self._has_record():
             return 1
         if timeout == 0:
-            if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED):
+            if vg_load_relaxed_u32(self._ctrl, VG_CTRL_CLOSED):
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
             return 0
-        target = self._rpos + 1
-        now = vg_now_ns()
-        deadline = _deadline(now, timeout)
-        spin_end = min(now + self._spin_ns, deadline)
-        if self._spin_ns > 0:
-            self._waiting += 1
-            with nogil:
-                ready = _spin_until_ge(ctrl, VG_CTRL_WRITE_POS, target, spin_end)
-            self._waiting -= 1
-            if ready:
-                return 1
-        while True:
-            if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED) and not self._has_record():
-                raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
-            slice_end = min(vg_now_ns() + self._slice_ns, deadline)
-            self._waiting += 1
-            with nogil:
-                outcome = _park_slice(ctrl, VG_CTRL_CONSUMER_SLEEPING, VG_CTRL_WRITE_POS,
-                                      target, self._sem_data, slice_end, &err)
-            self._waiting -= 1
-            if outcome == PARK_READY:
-                return 1
-            if outcome == PARK_ERROR:
-                raise_for_status(STATUS_OS_ERROR, self._name, "sem_clockwait", err)
-            self._cparks += 1
-            vg_store_relaxed_u64(ctrl, VG_CTRL_CONSUMER_PARKS, self._cparks)
-            if outcome == PARK_TIMED_OUT:
-                self._slice_timeouts += 1
-            elif outcome == PARK_INTERRUPTED:
-                PyErr_CheckSignals()
-            self._beat()
-            if self._has_record():
-                return 1
-            if vg_load_relaxed_u32(ctrl, VG_CTRL_CLOSED):
-                raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
-            if self._seg.holder_died("producer"):
-                raise_for_status(STATUS_PEER_DIED, self._name, "producer gone while waiting")
-            if vg_now_ns() >= deadline:
-                return 0
+        return self._wait_until(False, self._rpos + 1, timeout)
 
     def try_read(self):
         """The next record, or None when none is published; never blocks."""
@@ -947,20 +1013,20 @@ cdef class Ring:
 
     def __dealloc__(self):
         # A handle dropped without close(): give the role back and, for the owner in its
-        # own process (not a forked copy), remove the names. Plain C only: this may run
-        # during interpreter shutdown. The mappings are freed by their own finalisers.
-        cdef list names
+        # own process (not a forked copy), remove the names. C calls on this handle's own
+        # fields only (the names were encoded to bytes at setup; the one Python-level read
+        # is the segment's ``unlinked`` flag): this may run during interpreter shutdown.
+        # The mappings are freed by their own finalisers.
         if not self._closed and self._ctrl != NULL:
             if self._side != SIDE_NONE and vg_load_relaxed_u32(self._ctrl, self._pid_off) == <uint32_t>getpid():
                 vg_store_release_u32(self._ctrl, self._pid_off, 0)
-            if (self._owner and self._creator_pid == getpid() and self._unlink_names is not None
+            if (self._owner and self._creator_pid == getpid() and self._bell_path is not None
                     and not self._seg.unlinked):
                 vg_store_release_u32(self._ctrl, VG_CTRL_CLOSED, 1)
-                names = self._unlink_names.split(b"\0")
-                shm_unlink(names[0])
-                sem_unlink(names[1])
-                sem_unlink(names[2])
-                unlink(names[3])
+                shm_unlink(self._shm_name)
+                sem_unlink(self._data_sem_name)
+                sem_unlink(self._space_sem_name)
+                unlink(self._bell_path)
         if self._sem_data != NULL:
             sem_close(self._sem_data)
         if self._sem_space != NULL:

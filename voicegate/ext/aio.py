@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from voicegate.ext.errors import STATUS_PEER_DIED, raise_for_status
-from voicegate.ext.protocol import DEFAULT_PARK_SLICE_S
+from voicegate.ext.ring_format import DEFAULT_PARK_SLICE_S
 
 
 class DoorbellConsumer(Protocol):

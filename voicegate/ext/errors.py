@@ -1,8 +1,12 @@
-"""Ring exceptions, and the one place where status codes become exceptions.
+"""Ring exceptions, and the one place where a ring failure's status becomes an exception.
 
-The Cython ring's C-level helpers return small integer status codes (they run without
-the GIL and cannot raise); :func:`raise_for_status` is the only translation from those
-codes to Python exceptions, for both ring implementations.
+The failures both ring implementations detect while reading, writing or waiting (the
+owner closed the ring, the peer died, a record is corrupt, a system call failed) are
+named by a ``STATUS_*`` code and raised through :func:`raise_for_status`, so the Cython
+ring and the reference ring raise the same exception with the same message. The GIL-free
+C helpers of the Cython ring report their outcome to their caller, which raises through
+this function once it holds the GIL again. Misuse of the API (a bad argument, the wrong
+role, a closed handle) is raised where it is checked, as any Python API does.
 """
 
 from __future__ import annotations
@@ -29,23 +33,14 @@ class PeerDied(RingError):  # noqa: N818 (the API's name)
     """The process holding the other role of the ring has exited (kill -9 included)."""
 
 
-STATUS_OK: Final[int] = 0
-STATUS_TIMEOUT: Final[int] = 1
 STATUS_CLOSED: Final[int] = -1
 STATUS_PEER_DIED: Final[int] = -2
 STATUS_OS_ERROR: Final[int] = -3
 STATUS_CORRUPT: Final[int] = -4
-STATUS_INTERRUPTED: Final[int] = -5
 
 
-def raise_for_status(status: int, ring: str, detail: str = "", errno: int = 0) -> None:
-    """Raise the exception for ``status``; return quietly for OK and TIMEOUT.
-
-    STATUS_INTERRUPTED (a wait cut short by a signal) raises nothing here: the caller
-    runs the Python signal handlers and retries.
-    """
-    if status in (STATUS_OK, STATUS_TIMEOUT, STATUS_INTERRUPTED):
-        return
+def raise_for_status(status: int, ring: str, detail: str = "", errno: int = 0) -> NoReturn:
+    """Raise the exception for the failure ``status``."""
     suffix = f": {detail}" if detail else ""
     if status == STATUS_CLOSED:
         raise RingClosed(f"ring {ring!r} is closed{suffix}")

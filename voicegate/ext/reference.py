@@ -27,7 +27,6 @@ import struct
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import posix_ipc
@@ -37,6 +36,7 @@ from voicegate.core.layout import (
     KIND_PAD,
     RECORD_FORMAT,
     RECORD_HEADER_SIZE,
+    record_offsets,
     record_size,
 )
 from voicegate.ext.doorbell import DoorbellReader, DoorbellWriter
@@ -48,7 +48,7 @@ from voicegate.ext.errors import (
     RingError,
     raise_for_status,
 )
-from voicegate.ext.protocol import (
+from voicegate.ext.ring_format import (
     AWAKE,
     DEFAULT_PARK_SLICE_S,
     DEFAULT_SPIN_US,
@@ -64,17 +64,18 @@ from voicegate.ext.segment import PEER_ROLE, ROLE_FIELDS, Segment
 
 _RECORD = struct.Struct(RECORD_FORMAT)
 _PAD_HEAD = struct.Struct("<IHH")  # length, kind, flags: all of a pad that must fit
+_SENT = struct.Struct("<q")
+_SENT_OFFSET: Final[int] = record_offsets()["sent_ns"]
 
 _Q: Final[dict[str, int]] = {name: off >> 3 for name, off in CONTROL_OFFSETS.items()}
 _I: Final[dict[str, int]] = {name: off >> 2 for name, off in CONTROL_OFFSETS.items()}
 
 _FENCE_LOCK = threading.Lock()
 
-if TYPE_CHECKING:  # typing_extensions is a type-checking dependency only
+if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-    # (kind, flags, session, turn, seq, origin_ns, payload)
-    RecordTuple = tuple[int, int, int, int, int, int, Buffer]
+    from voicegate.ext._ring import Record
 
 
 def _full_fence() -> None:
@@ -87,26 +88,24 @@ def monotonic_ns() -> int:
     return time.monotonic_ns()
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class ReferenceRecord:
-    """One record read from a reference ring; ``payload`` is a read-only view into shared
-    memory, valid until the consumer's next read, ``wait`` or ``release`` call."""
+def _record_class() -> type[Record[Buffer]]:
+    """The one record type, from the compiled extension (imported on first use, so this
+    module loads before the extension is built)."""
+    from voicegate.ext import _ring  # noqa: PLC0415 (see the docstring)
 
-    kind: int
-    flags: int
-    session: int
-    turn: int
-    seq: int
-    origin_ns: int
-    payload: memoryview
+    return _ring.Record
 
-    def __repr__(self) -> str:
-        # Never the payload itself: it may be audio or a transcript.
-        return (
-            f"ReferenceRecord(kind={self.kind}, flags={self.flags}, session={self.session}, "
-            f"turn={self.turn}, seq={self.seq}, origin_ns={self.origin_ns}, "
-            f"payload=<{self.payload.nbytes} bytes>)"
-        )
+
+def _view_record(
+    *, kind: int, flags: int, session: int, turn: int, seq: int, origin_ns: int, sent_ns: int,
+    payload: memoryview,
+) -> Record[memoryview]:
+    from voicegate.ext import _ring  # noqa: PLC0415 (see _record_class)
+
+    return _ring.Record(
+        kind=kind, session=session, turn=turn, seq=seq, origin_ns=origin_ns, payload=payload,
+        flags=flags, sent_ns=sent_ns,
+    )
 
 
 class ReferenceRing:
@@ -251,17 +250,11 @@ class ReferenceRing:
 
     # -- producer -----------------------------------------------------------------------
 
-    def _stage(  # noqa: PLR0917 (the ring API's argument order)
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer,
-        flags: int,
-        count_drop: bool,
-    ) -> bool:
+    def _stage(self, record: Record[Buffer], count_drop: bool) -> bool:
+        if not isinstance(record, _record_class()):
+            raise TypeError(f"a ring takes a Record, not {type(record).__name__}")
+        kind, flags, session, turn = record.kind, record.flags, record.session, record.turn
+        seq, origin_ns, payload = record.seq, record.origin_ns, record.payload
         error = record_field_error(
             kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns
         )
@@ -287,7 +280,8 @@ class ReferenceRing:
             if pad:
                 _PAD_HEAD.pack_into(data, idx, pad, KIND_PAD, 0)
                 idx = 0
-            _RECORD.pack_into(data, idx, length, kind, flags, session, turn, seq, 0, origin_ns)
+            # sent_ns stays 0 until publish writes the publish time.
+            _RECORD.pack_into(data, idx, length, kind, flags, session, turn, seq, 0, origin_ns, 0)
             start = idx + RECORD_HEADER_SIZE
             data[start : start + length] = body
         self._wpos = end
@@ -310,36 +304,18 @@ class ReferenceRing:
         self._wakeups += 1
         self._q[_Q["wakeups_sent"]] = self._wakeups
 
-    def try_write(  # noqa: PLR0917 (the ring API's argument order)
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> bool:
+    def try_write(self, record: Record[Buffer]) -> bool:
         """Write and publish one record; never blocks. False (and counted) when full."""
         self._check("producer", "try_write")
-        if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+        if not self._stage(record, True):
             return False
         self.publish()
         return True
 
-    def stage(  # noqa: PLR0917 (the ring API's argument order)
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> bool:
+    def stage(self, record: Record[Buffer]) -> bool:
         """Write one record without publishing it. False (and counted) when full."""
         self._check("producer", "stage")
-        return self._stage(kind, session, turn, seq, origin_ns, payload, flags, True)
+        return self._stage(record, True)
 
     def publish(self) -> int:
         """Publish staged records and wake a parked consumer; returns how many."""
@@ -348,6 +324,7 @@ class ReferenceRing:
             raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
         count = self._staged
         if self._wpos != self._pub:
+            self._stamp_sent(time.monotonic_ns())
             self._q[_Q["write_pos"]] = self._wpos
             self._pub = self._wpos
             self._staged = 0
@@ -357,15 +334,27 @@ class ReferenceRing:
         self._beat()
         return count
 
-    def write_batch(self, records: Iterable[RecordTuple]) -> int:
+    def _stamp_sent(self, now: int) -> None:
+        """Write ``now`` as the send time of every staged record (pads are skipped)."""
+        pos, data = self._pub, self._data
+        while pos < self._wpos:
+            idx = pos & self._mask
+            length, kind, _ = _PAD_HEAD.unpack_from(data, idx)
+            if kind == KIND_PAD:
+                pos += length
+                continue
+            _SENT.pack_into(data, idx + _SENT_OFFSET, now)
+            pos += record_size(length)
+
+    def write_batch(self, records: Iterable[Record[Buffer]]) -> int:
         """Stage records until one does not fit, then publish them all at once. A record
         that is invalid (bad field, payload too large) raises and the batch writes nothing."""
         self._check("producer", "write_batch")
         count = 0
         saved = (self._wpos, self._written, self._staged)
         try:
-            for kind, flags, session, turn, seq, origin_ns, payload in records:
-                if not self._stage(kind, session, turn, seq, origin_ns, payload, flags, True):
+            for record in records:
+                if not self._stage(record, True):
                     break
                 count += 1
         except BaseException:
@@ -375,21 +364,10 @@ class ReferenceRing:
         self.publish()
         return count
 
-    def write(  # noqa: PLR0917 (the ring API's argument order)
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-        timeout: float | None = None,
-    ) -> bool:
+    def write(self, record: Record[Buffer], timeout: float | None = None) -> bool:
         """Write one record, waiting (spin, then park) up to ``timeout`` s for space."""
         self._check("producer", "write")
-        args = (kind, session, turn, seq, origin_ns, payload, flags)
-        if self._stage(*args, False):
+        if self._stage(record, False):
             self.publish()
             return True
         self.publish()  # what was staged before must be visible before we wait
@@ -399,7 +377,7 @@ class ReferenceRing:
         deadline = math.inf if timeout is None else now + timeout
         spin_end = min(now + self._spin_s, deadline)
         while time.monotonic() < spin_end:
-            if self._stage(*args, False):
+            if self._stage(record, False):
                 self.publish()
                 return True
         sleeping = _I["producer_sleeping"]
@@ -408,7 +386,7 @@ class ReferenceRing:
             _drain(self._space_sem)
             self._i[sleeping] = PARKED_ON_SEMAPHORE
             _full_fence()
-            if self._stage(*args, False):
+            if self._stage(record, False):
                 self._i[sleeping] = AWAKE
                 self.publish()
                 return True
@@ -421,7 +399,7 @@ class ReferenceRing:
             self._pparks += 1
             self._q[_Q["producer_parks"]] = self._pparks
             self._beat()
-            if self._stage(*args, False):
+            if self._stage(record, False):
                 self.publish()
                 return True
             if self._owner_closed():
@@ -447,7 +425,7 @@ class ReferenceRing:
     def _corrupt(self, detail: str) -> None:
         raise_for_status(STATUS_CORRUPT, self._name, detail)
 
-    def _next(self) -> ReferenceRecord | None:
+    def _next(self) -> Record[memoryview] | None:
         if not self._has_record():
             return None
         r = self._rpos
@@ -461,14 +439,17 @@ class ReferenceRing:
             idx = 0
             if r >= self._cached_wpos:
                 self._corrupt(f"pad at position {r - length} not followed by a record")
-        length, kind, flags, session, turn, seq, _, origin_ns = _RECORD.unpack_from(data, idx)
+        length, kind, flags, session, turn, seq, _, origin_ns, sent_ns = _RECORD.unpack_from(
+            data, idx
+        )
         size = record_size(length)
         if length > self._max_payload or idx + size > self._cap or r + size > self._cached_wpos:
             self._corrupt(f"record of {length} bytes at position {r} overruns the ring")
         start = idx + RECORD_HEADER_SIZE
-        record = ReferenceRecord(
-            kind, flags, session, turn, seq, origin_ns, self._ro[start : start + length]
-        )
+        record = _view_record(
+            kind=kind, flags=flags, session=session, turn=turn, seq=seq, origin_ns=origin_ns,
+            sent_ns=sent_ns, payload=self._ro[start : start + length],
+        )  # fmt: skip
         self._rpos = r + size
         self._read += 1
         return record
@@ -529,7 +510,7 @@ class ReferenceRing:
             if time.monotonic() >= deadline:
                 return False
 
-    def try_read(self) -> ReferenceRecord | None:
+    def try_read(self) -> Record[memoryview] | None:
         self._check("consumer", "try_read")
         self._release()
         record = self._next()
@@ -539,7 +520,7 @@ class ReferenceRing:
                 raise_for_status(STATUS_CLOSED, self._name, "its owner closed it")
         return record
 
-    def read(self, timeout: float | None = None) -> ReferenceRecord | None:
+    def read(self, timeout: float | None = None) -> Record[memoryview] | None:
         """Next record, waiting up to ``timeout`` seconds (None: forever)."""
         self._check("consumer", "read")
         self._release()
@@ -549,7 +530,7 @@ class ReferenceRing:
 
     def read_batch(
         self, max_records: int = 256, timeout: float | None = 0.0
-    ) -> list[ReferenceRecord]:
+    ) -> list[Record[memoryview]]:
         """Up to ``max_records`` records; waits up to ``timeout`` for the first one."""
         self._check("consumer", "read_batch")
         if max_records < 1:
@@ -557,7 +538,7 @@ class ReferenceRing:
         self._release()
         if not self._wait_readable(timeout):
             return []
-        records: list[ReferenceRecord] = []
+        records: list[Record[memoryview]] = []
         while len(records) < max_records:
             record = self._next()
             if record is None:

@@ -36,7 +36,7 @@ from voicegate.core.layout import (
 from voicegate.ext.doorbell import DoorbellWriter
 from voicegate.ext.errors import RingClosed, RingError, RingLayoutError
 from voicegate.ext.procinfo import process_alive, self_start_time
-from voicegate.ext.protocol import (
+from voicegate.ext.ring_format import (
     AWAKE,
     SHM_DIR,
     RingNames,

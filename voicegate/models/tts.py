@@ -175,8 +175,15 @@ class PiperVoice:
     def sample_rate(self) -> int:
         return self.config.sample_rate
 
+    @property
+    def voice_names(self) -> tuple[str, ...]:
+        """The names a session may pick its voice by (``voice_names``)."""
+        return speaker_names(self.config, self.config_path)
+
     def speaker_id(self, speaker: int | str) -> int:
         if isinstance(speaker, str):
+            if not self.config.speaker_id_map and speaker == self.voice_names[0]:
+                return 0
             if speaker not in self.config.speaker_id_map:
                 raise KeyError(f"voice {self.config_path} has no speaker {speaker!r}")
             return int(self.config.speaker_id_map[speaker])
@@ -323,16 +330,32 @@ class TtsEngine:
         self._order += 1
         session.queue.append(_Item(self._order, session.reply, clause, last))
 
-    def push_text(self, sid: int, text: str) -> None:
-        """More reply text; complete clauses become ready for the next step."""
+    def push_text(self, sid: int, text: str) -> int:
+        """More reply text; complete clauses become ready for the next step. Returns
+        how many did."""
         session = self._get(sid)
-        for clause in session.chunker.push(text):
+        clauses = session.chunker.push(text)
+        for clause in clauses:
             self._enqueue(session, clause)
+        return len(clauses)
 
-    def end_reply(self, sid: int) -> None:
-        """The reply is complete: what is buffered becomes its last clause."""
+    def unclaused_chars(self, sid: int) -> int:
+        """Characters of the pushed text that no clause has taken yet."""
+        return len(self._get(sid).chunker.pending_text)
+
+    def set_speaker(self, sid: int, speaker: int | str | None) -> None:
+        """The session's voice from its next clause (None: the bundle's)."""
         session = self._get(sid)
-        for clause in session.chunker.flush():
+        session.speaker = self._default_speaker if speaker is None else self.voice.speaker_id(
+            speaker
+        )
+
+    def end_reply(self, sid: int) -> int:
+        """The reply is complete: what is buffered becomes its last clause. Returns how
+        many clauses that made."""
+        session = self._get(sid)
+        clauses = session.chunker.flush()
+        for clause in clauses:
             self._enqueue(session, clause)
         tail = session.queue[-1] if session.queue else None
         if tail is not None and tail.reply == session.reply and tail.clause is not None:
@@ -340,6 +363,7 @@ class TtsEngine:
         else:
             self._enqueue(session, None, last=True)
         session.reply += 1
+        return len(clauses)
 
     def cancel(self, sid: int) -> None:
         """Barge-in: drop queued text and the audio held in the resampler."""
@@ -423,6 +447,24 @@ def load_voice(table: Mapping[str, Any], base: Path, config: ExecutionConfig,
         model_path=model_path, config_path=config_path, execution=config,
         params=params or read_params(table, base),
     )
+
+
+def speaker_names(config: VoiceConfig, config_path: Path) -> tuple[str, ...]:
+    """A voice's speaker names in id order; a single-speaker voice has one name, its
+    file's (``en_US-joe-medium`` for ``en_US-joe-medium.onnx.json``)."""
+    if config.speaker_id_map:
+        return tuple(sorted(config.speaker_id_map, key=lambda name: config.speaker_id_map[name]))
+    name = config_path.name
+    for suffix in (".json", ".onnx"):
+        name = name.removesuffix(suffix)
+    return (name,)
+
+
+def voice_names(table: Mapping[str, Any], base: Path) -> tuple[str, ...]:
+    """The voice names of a bundle's ``[tts]`` table, read from the voice's config
+    alone (no model loaded): what a gateway checks a session's ``voice`` against."""
+    config_path = TableReader(table, base, STAGE).path("config")
+    return speaker_names(VoiceConfig.load(config_path), config_path)
 
 
 def check(

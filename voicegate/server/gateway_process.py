@@ -29,13 +29,13 @@ import uvicorn
 from setproctitle import setproctitle
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
-from voicegate.core.config import NodeConfig, SecuritySettings
+from voicegate.core.config import GatewayOptions, NodeConfig, SecuritySettings
 from voicegate.core.log_limit import ClientErrorFilter
 from voicegate.core.logs import setup_node_logging
 from voicegate.server import event_loop, tls
 from voicegate.server.auth import GatewaySecurity
-from voicegate.server.gateway import Gateway, GatewayOptions
-from voicegate.server.limits import handshake_protocol
+from voicegate.server.gateway import Gateway
+from voicegate.server.gateway.limits import handshake_protocol
 from voicegate.server.ops_app import start_metrics_server
 from voicegate.workers.procinfo import die_with_parent, pin_to
 

@@ -34,10 +34,9 @@ from collections import deque
 from multiprocessing.process import BaseProcess
 
 from voicegate.core.clock import NS_PER_S
-from voicegate.core.config import NodeConfig
+from voicegate.core.config import GatewayOptions, NodeConfig
 from voicegate.ext.procinfo import process_state
 from voicegate.server.auth import GatewaySecurity
-from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import GatewaySpec, gateway_main
 from voicegate.workers.status import Field, State, StatusBlock
 from voicegate.workers.topology import Topology

@@ -16,17 +16,26 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from voicegate.core.config import WEB_PAGE_MODES, ConfigError, NodeConfig, load_config
+from voicegate.core.config import (
+    WEB_PAGE_MODES,
+    ConfigError,
+    GatewayOptions,
+    GatewaySettings,
+    LimitsSettings,
+    NodeConfig,
+    NodeSettings,
+    load_config,
+)
 from voicegate.core.logs import setup_node_logging
 from voicegate.models import named_bundles
 from voicegate.models.bundle import load_bundle
 from voicegate.models.errors import BundleError
 from voicegate.server import security_setup
 from voicegate.server.auth import GatewaySecurity
-from voicegate.server.gateway import GatewayOptions
 from voicegate.server.gateway_process import listen_socket
 from voicegate.server.gateway_supervision import GatewayPool
 from voicegate.server.sdnotify import Notifier
@@ -47,6 +56,15 @@ _LIMIT_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("text_input_burst", int, "text.input messages allowed above that rate at once"),
 )
 
+# [gateway] keys that the command line can set: (key, type, help).
+_GATEWAY_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("send_queue_frames", int, "answer audio records queued per client before it counts as slow"),
+    ("stall_ms", float, "a send to a client blocked this long (with a full queue) makes it slow"),
+    ("lead_ms", float, "how far ahead of real time answer audio is sent"),
+    ("send_buffer_bytes", int, "kernel send buffer per client socket (0: autotuned)"),
+    ("unread_limit_ms", float, "unacknowledged answer audio (ms) that makes a client slow"),
+)
+
 
 def add_parser(commands: Any) -> None:
     p = commands.add_parser("serve", help="run a node: workers and gateways on one port")
@@ -64,36 +82,11 @@ def add_parser(commands: Any) -> None:
     )
     for name, kind, what in _LIMIT_OPTIONS:
         limits.add_argument("--" + name.replace("_", "-"), type=kind, help=what)
-    p.add_argument(
-        "--send-queue-frames",
-        type=int,
-        default=GatewayOptions.send_queue_frames,
-        help="answer audio records queued per client before it counts as slow",
+    gateway = p.add_argument_group(
+        "gateway", "override [gateway] of the configuration (VOICEGATE_GATEWAY_*)"
     )
-    p.add_argument(
-        "--stall-ms",
-        type=float,
-        default=GatewayOptions.stall_ms,
-        help="a send to a client blocked this long (with a full queue) makes it slow",
-    )
-    p.add_argument(
-        "--lead-ms",
-        type=float,
-        default=GatewayOptions.lead_ms,
-        help="how far ahead of real time answer audio is sent",
-    )
-    p.add_argument(
-        "--send-buffer-bytes",
-        type=int,
-        default=GatewayOptions.send_buffer_bytes,
-        help="kernel send buffer per client socket (0: autotuned)",
-    )
-    p.add_argument(
-        "--unread-limit-ms",
-        type=float,
-        default=GatewayOptions.unread_limit_ms,
-        help="answer audio a client has not acknowledged (ms) that makes it slow",
-    )
+    for name, kind, what in _GATEWAY_OPTIONS:
+        gateway.add_argument("--" + name.replace("_", "-"), type=kind, help=what)
     p.add_argument(
         "--web-page",
         choices=WEB_PAGE_MODES,
@@ -112,45 +105,18 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
-        # Command line over environment over file: load_config did the last two.
-        log_settings = config.logging
-        if args.log_level is not None:
-            log_settings = dataclasses.replace(log_settings, level=args.log_level)
-        if args.log_json is not None:
-            log_settings = dataclasses.replace(log_settings, json=args.log_json)
-        config = dataclasses.replace(config, logging=log_settings)
-        config = security_setup.apply_cli(config, args)
+        config = effective_config(args)
         # Every process of the node logs as this one does: they get this config.
         setup_node_logging(config.logging)
-        node = config.node
-        bundle = named_bundles.resolve(args.bundle or node.bundle, progress=sys.stderr)
+        bundle = named_bundles.resolve(args.bundle or config.node.bundle, progress=sys.stderr)
         name = _bundle_name(bundle)
         # stdout carries only the "serving on" line, which tools read.
         log.info("model bundle %s at %s", name, bundle)
-        node = dataclasses.replace(
-            node, bundle=bundle, gateways=args.gateways or node.gateways
-        )
-        config = dataclasses.replace(config, node=node)
-        # Command line over environment over file, as for the rest.
-        overrides = {
-            name: getattr(args, name)
-            for name, _, _ in _LIMIT_OPTIONS
-            if getattr(args, name) is not None
-        }
-        config = dataclasses.replace(
-            config, limits=dataclasses.replace(config.limits, **overrides)
-        )
         web = resolve_page(config.web, args.host, args.web_page)
-        config = dataclasses.replace(config, web=web)
-        options = GatewayOptions(
-            max_sessions=config.limits.max_sessions,
-            send_queue_frames=args.send_queue_frames,
-            stall_ms=args.stall_ms,
-            lead_ms=args.lead_ms,
-            send_buffer_bytes=args.send_buffer_bytes,
-            unread_limit_ms=args.unread_limit_ms,
+        config = dataclasses.replace(
+            config, node=dataclasses.replace(config.node, bundle=bundle), web=web
         )
+        options = GatewayOptions.from_config(config)
         notifier = Notifier()
         notifier.watchdog_interval()  # a malformed $WATCHDOG_USEC is a configuration error
         security = security_setup.prepare(config, args.host)
@@ -169,6 +135,47 @@ def run(args: argparse.Namespace) -> int:
     finally:
         reserve.close()
     return code
+
+
+# The sections whose keys have flags.
+_Settings = TypeVar("_Settings", NodeSettings, LimitsSettings, GatewaySettings)
+
+
+def effective_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """The configuration ``voicegate serve`` runs with: the file, then ``VOICEGATE_*``
+    from ``env`` (default: the process environment), both by ``load_config``, then the
+    flags in ``args``. Raises ``ConfigError`` naming the file, variable or flag."""
+    config = load_config(args.config, env)
+    log_settings = config.logging
+    if args.log_level is not None:
+        log_settings = dataclasses.replace(log_settings, level=args.log_level)
+    if args.log_json is not None:
+        log_settings = dataclasses.replace(log_settings, json=args.log_json)
+    config = security_setup.apply_cli(config, args)
+    return dataclasses.replace(
+        config,
+        logging=log_settings,
+        node=_with_flags(config.node, args, (("gateways", int, ""),)),
+        limits=_with_flags(config.limits, args, _LIMIT_OPTIONS),
+        gateway=_with_flags(config.gateway, args, _GATEWAY_OPTIONS),
+    )
+
+
+def _with_flags(
+    settings: _Settings, args: argparse.Namespace, flags: tuple[tuple[str, type, str], ...]
+) -> _Settings:
+    """``settings`` with the keys given on the command line replaced; a bad value's
+    error names its flag, as a bad file or environment value names its source."""
+    overrides = {name: getattr(args, name) for name, _, _ in flags}
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return dataclasses.replace(settings, **given)
+    except ConfigError as exc:
+        field_name = exc.key.rpartition(".")[2]
+        if field_name not in given:
+            raise
+        flag = "--" + field_name.replace("_", "-")
+        raise ConfigError(exc.key, exc.value, exc.problem, flag) from None
 
 
 def _bundle_name(bundle: Path) -> str:

@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from voicegate.core import codec
 from voicegate.core.codec import FRAME_UNIT_MS, SUPPORTED_SAMPLE_RATES, AudioFormat, Encoding
 from voicegate.core.wav import Wav, WavError, read_wav, write_wav
-from voicegate.server.events import (
+from voicegate.server.protocols.native_events import (
     ErrorEvent,
     EventFormatError,
     OutputDegraded,
@@ -46,7 +46,7 @@ from voicegate.server.events import (
     UnknownEvent,
     parse_server_event,
 )
-from voicegate.server.protocol import STREAM_PATH, SessionEnd, SessionStart
+from voicegate.server.protocols.native_wire import STREAM_PATH, SessionEnd, SessionStart
 from voicegate.server.talk_audio import (
     AnswerAudio,
     FramePacer,

@@ -3,8 +3,8 @@
 Gateway ``i`` is the producer of ``gw<i> -> vad`` and the consumer of ``tts -> gw<i>``,
 of ``vad -> gw<i>`` (turn events)
 and of the supervisor's control ring ``ctl-gw<i>``. Nothing here blocks unless asked to:
-``send`` is the hot path and drops (returning False) when the ring is full, as DESIGN.md
-wants of a gateway. Session ids must come from ``voicegate.core.kinds.session_id`` with
+``send`` is the hot path and drops (returning False) when the ring is full, as docs/gateway.md
+("Ingress") wants of a gateway. Session ids must come from ``voicegate.core.kinds.session_id`` with
 this gateway's index, so answers find their way back.
 
 The gateway's duties towards the runtime (the server implements them):
@@ -22,45 +22,27 @@ whole pipeline has processed it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 from typing_extensions import Buffer
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import STAMP, STAMP_SIZE, Flag, kind_name, set_stamp, stamp_buffer
+from voicegate.ext import Record
 from voicegate.workers.rings import ring_class
 from voicegate.workers.status import Field, Histogram, State, StatusBlock
 from voicegate.workers.topology import RingSpec, Topology, gateway_name
 
 if TYPE_CHECKING:
-    from voicegate.ext._ring import Record, Ring
-    from voicegate.ext.protocol import Role
+    from voicegate.ext._ring import Ring
+    from voicegate.ext.ring_format import Role
 
-_UNSTAMPED = ~int(Flag.STAMPED)
 _VECTOR_MIN = 16  # ring-wait samples from one read above which numpy is the cheaper way
 
 
-class Received(NamedTuple):
-    """A record copied out of a ring: it outlives the read. A named tuple, not a frozen
-    dataclass: one is built per record on the gateway's hot path, and a tuple is built
-    several times faster than a frozen dataclass sets its fields."""
-
-    kind: int
-    flags: int
-    session: int
-    turn: int
-    seq: int
-    origin_ns: int
-    payload: bytes  # without the send stamp
-    sent_ns: int  # when the last stage wrote it; 0 when not stamped
-
-    def __repr__(self) -> str:
-        return (
-            f"Received({kind_name(self.kind)}, session={self.session}, turn={self.turn}, "
-            f"seq={self.seq}, flags={self.flags:#x}, {len(self.payload)} bytes)"
-        )
+# A record copied out of a ring, its payload as bytes: it outlives the read.
+Received: TypeAlias = Record[bytes]
 
 
 class GatewayLink:
@@ -96,29 +78,15 @@ class GatewayLink:
 
     # -- towards the pipeline -------------------------------------------------------
 
-    def send(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-        *,
-        publish: bool = True,
-    ) -> bool:
-        """Write one stamped record; never blocks. False (and counted) when full.
+    def send(self, record: Record[Buffer], *, publish: bool = True) -> bool:
+        """Write one record; never blocks. False (and counted) when full.
 
         ``publish=False`` leaves it staged, invisible to the first stage until ``publish``
         (or any later publishing write): a caller that writes many records in one go
-        makes the consumer see them, and wakes it, once."""
-        # The stamp ends the payload: one join copies both (the ring takes one buffer).
-        buf = b"".join((payload, STAMP.pack(monotonic_ns())))
+        makes the consumer see them, and wakes it, once. The ring writes the publish time
+        into the header: the payload is copied once, into the ring."""
         ring = self.to_pipeline
-        written = (ring.try_write if publish else ring.stage)(
-            kind, session, turn, seq, origin_ns, buf, flags | Flag.STAMPED
-        )
+        written = ring.try_write(record) if publish else ring.stage(record)
         if written:
             self.status.add(Field.RECORDS_OUT, 1)
             return True
@@ -129,24 +97,10 @@ class GatewayLink:
         """Make the records staged by ``send(publish=False)`` visible."""
         self.to_pipeline.publish()
 
-    def send_wait(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-        timeout: float | None = None,
-    ) -> bool:
+    def send_wait(self, record: Record[Buffer], timeout: float | None = None) -> bool:
         """Like ``send`` but waits up to ``timeout`` seconds for room (for control records
         that must not be lost). Blocks: call it off the event loop."""
-        buf = stamp_buffer(payload)
-        set_stamp(buf, monotonic_ns())
-        ok = self.to_pipeline.write(
-            kind, session, turn, seq, origin_ns, buf, flags | Flag.STAMPED, timeout=timeout
-        )
+        ok = self.to_pipeline.write(record, timeout=timeout)
         self.status.add(Field.RECORDS_OUT if ok else Field.DROPPED_OUTPUT, 1)
         return ok
 
@@ -214,21 +168,9 @@ class GatewayLink:
         self.close()
 
 
-def _copy(record: Record) -> Received:
-    payload = record.payload
-    flags = record.flags
-    sent_ns = 0
-    if flags & Flag.STAMPED:
-        body = len(payload) - STAMP_SIZE
-        if body < 0:
-            raise ValueError(
-                f"record flagged STAMPED has a {len(payload)}-byte payload, "
-                f"shorter than the {STAMP_SIZE}-byte stamp"
-            )
-        (sent_ns,) = STAMP.unpack_from(payload, body)
-        payload = payload[:body]
-        flags &= _UNSTAMPED
-    return Received(
-        record.kind, flags, record.session, record.turn, record.seq, record.origin_ns,
-        bytes(payload), sent_ns,
+def _copy(record: Record[memoryview]) -> Received:
+    return Record(
+        kind=record.kind, session=record.session, turn=record.turn, seq=record.seq,
+        origin_ns=record.origin_ns, payload=bytes(record.payload), flags=record.flags,
+        sent_ns=record.sent_ns,
     )  # fmt: skip

@@ -26,28 +26,41 @@ for a confirmed turn (TRANSCRIPT_FINAL seen), when the answer completes or when 
 turn interrupts it (a barge-in). An interrupted answer is kept as far as it was
 generated: this stage does not know how much of it was heard.
 
+Session options (SESSION_UPDATE, docs/pipeline.md) act from the next generation:
+``instructions`` replace the session's, ``max_output_tokens`` caps the answer,
+``respond`` "none" or ``auto_respond`` false make a finished user turn (and any
+TEXT_INPUT with ``Flag.ITEM_ONLY``) a conversation item without an answer: no
+speculation, no LLM_TOKEN. RESPONSE_CREATE answers from the conversation as it stands,
+under its own turn. TRUNCATE cuts an answer in the history to the text the caller heard
+(the gateway reckons it from TTS's AUDIO_MARKs).
+
 Options ([workers.llm.options]) override the bundle's sampling:
     max_tokens, temperature, top_p; step_budget_ms (20)
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import (
+    SessionOptions,
+    SessionParams,
+    StageId,
+    Truncation,
+    TurnError,
+    TurnErrorCode,
+    TurnTiming,
+    decode_text,
+    encode_text,
+)
 from voicegate.models.llm import LlmEngine, Sampling
 from voicegate.models.llm import Message as ChatMessage
-from voicegate.workers.stage import Message, Output, Stage, StageContext
-from voicegate.workers.stage_support import (
-    SessionParams,
-    StageOptions,
-    bundle_table,
-    execution_config,
-)
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
+from voicegate.workers.stage_support import StageOptions, bundle_table, execution_config
 
 _OPTIONS = ("max_tokens", "temperature", "top_p", "step_budget_ms")
 
@@ -67,6 +80,15 @@ class LlmSession:
     origin_ns: int = 0
     transcript_ns: int = 0
     seq: int = 0
+    opened_instructions: str | None = None  # SESSION_OPEN's, which options may replace
+    options: SessionOptions = field(default_factory=SessionOptions)
+    response: bool = False  # gen_turn answers RESPONSE_CREATE: no user text of its own
+    answers: dict[int, int] = field(default_factory=dict)  # turn -> its answer in history
+    truncations: dict[int, int] = field(default_factory=dict)  # turn -> chars heard
+
+    def answering(self) -> bool:
+        """A finished user turn gets an answer without a RESPONSE_CREATE."""
+        return self.options.respond != "none" and self.options.auto_respond
 
 
 class LlmStage(Stage[LlmSession]):
@@ -115,9 +137,9 @@ class LlmStage(Stage[LlmSession]):
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, session: int, turn: int, params: memoryview) -> LlmSession:
-        instructions = SessionParams.parse_or_default(params)[0].instructions
+        instructions = SessionParams.unpack_or_default(params)[0].instructions
         self._engine().open_session(session)
-        return LlmSession(turn, instructions)
+        return LlmSession(turn, instructions, opened_instructions=instructions)
 
     def close_session(self, session: int, state: LlmSession, out: Output) -> None:
         self._engine().close_session(session)
@@ -131,15 +153,21 @@ class LlmStage(Stage[LlmSession]):
     # -- records --------------------------------------------------------------------
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, LlmSession], out: Output
+        self, batch: Batch, states: Mapping[int, LlmSession], out: Output
     ) -> None:
         for m in batch:
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            out.emit(m)
             state = states[m.session]
             if m.kind == Kind.TRANSCRIPT_PARTIAL and m.flags & Flag.PROVISIONAL:
-                self._start(m, state, bytes(m.payload).decode(), out)
+                if state.answering():
+                    self._start(m, state, decode_text(Kind.TRANSCRIPT_PARTIAL, m.payload), out)
             elif m.kind == Kind.TRANSCRIPT_FINAL:
-                text = bytes(m.payload).decode()
+                text = decode_text(Kind.TRANSCRIPT_FINAL, m.payload)
+                if state.gen_turn != m.turn and (
+                    not state.answering() or m.flags & Flag.ITEM_ONLY
+                ):
+                    self._add_item(state, text)
+                    continue
                 same = state.gen_turn == m.turn and state.user_text == text
                 if not same and not (state.gen_turn == m.turn and state.emitted):
                     self._start(m, state, text, out)
@@ -149,15 +177,56 @@ class LlmStage(Stage[LlmSession]):
                 state.confirmed = True
                 if state.finished:
                     self._commit(state)
+            elif m.kind in (Kind.SESSION_UPDATE, Kind.RESPONSE_CREATE, Kind.TRUNCATE):
+                self._on_session_control(m, state, out)
 
-    def _start(self, m: Message, state: LlmSession, text: str, out: Output) -> None:
+    def _on_session_control(self, m: Record[memoryview], state: LlmSession, out: Output) -> None:
+        if m.kind == Kind.SESSION_UPDATE:
+            state.options = SessionOptions.from_payload(m.payload)
+            given = state.options.instructions
+            state.instructions = state.opened_instructions if given is None else given or None
+        elif m.kind == Kind.RESPONSE_CREATE:
+            if state.options.respond == "none":
+                why = "RESPONSE_CREATE in a session with respond none"
+                detail = TurnError(TurnErrorCode.BAD_INPUT, StageId.LLM, why).pack()
+                out.emit(
+                    Record(
+                        kind=Kind.ERROR,
+                        session=m.session,
+                        turn=m.turn,
+                        origin_ns=m.origin_ns,
+                        payload=detail,
+                    )
+                )
+                return
+            self._start(m, state, None, out)
+            state.response = state.confirmed = True
+        else:
+            cut = Truncation.from_payload(m.payload)
+            state.truncations[cut.turn] = cut.text_chars
+            index = state.answers.get(cut.turn)
+            if index is not None:
+                heard = state.history[index].content[: cut.text_chars]
+                state.history[index] = ChatMessage("assistant", heard)
+
+    def _add_item(self, state: LlmSession, text: str) -> None:
+        """A user turn that gets no answer of its own joins the conversation now (not in
+        a transcription-only session, which has no conversation to keep)."""
+        if text.strip() and state.options.respond != "none":
+            state.history.append(ChatMessage("user", text))
+
+    def _start(
+        self, m: Record[memoryview], state: LlmSession, text: str | None, out: Output
+    ) -> None:
+        """Answer ``text`` (None: answer the conversation as it stands)."""
         engine = self._engine()
         engine.cancel(m.session)
-        state.gen_turn, state.user_text, state.answer = m.turn, text, ""
+        state.gen_turn, state.user_text, state.answer = m.turn, text or "", ""
         state.emitted = state.finished = state.confirmed = state.committed = False
+        state.response = False
         state.origin_ns = m.origin_ns
         state.transcript_ns = m.sent_ns or monotonic_ns()
-        if not text.strip():
+        if text is not None and not text.strip():
             # Nothing was understood: an empty answer closes the turn downstream.
             self._token(m.session, state, "", True, out)
             return
@@ -165,23 +234,42 @@ class LlmStage(Stage[LlmSession]):
         if state.instructions:
             messages.append(ChatMessage("system", state.instructions))
         messages += state.history
-        messages.append(ChatMessage("user", text))
-        engine.start(m.session, messages, self.sampling)
+        if text is not None:
+            messages.append(ChatMessage("user", text))
+        engine.start(m.session, messages, self._sampling(state))
+
+    def _sampling(self, state: LlmSession) -> Sampling | None:
+        cap = state.options.max_output_tokens
+        if cap is None or self.sampling is None:
+            return self.sampling
+        return replace(self.sampling, max_tokens=cap)
 
     def _token(self, sid: int, state: LlmSession, text: str, last: bool, out: Output) -> None:
         assert state.gen_turn is not None
         if not state.emitted:
-            timing = {"transcript_ns": state.transcript_ns, "first_token_ns": monotonic_ns()}
+            timing = TurnTiming(state.transcript_ns, first_token_ns=monotonic_ns())
             out.emit(
-                Kind.TURN_TIMING, sid, state.gen_turn, 0, state.origin_ns,
-                json.dumps(timing).encode(),
+                Record(
+                    kind=Kind.TURN_TIMING,
+                    session=sid,
+                    turn=state.gen_turn,
+                    origin_ns=state.origin_ns,
+                    payload=timing.pack(),
+                ),
             )
             state.emitted = True
         state.seq += 1
         state.answer += text
         out.emit(
-            Kind.LLM_TOKEN, sid, state.gen_turn, state.seq, state.origin_ns, text.encode(),
-            Flag.LAST if last else 0,
+            Record(
+                kind=Kind.LLM_TOKEN,
+                session=sid,
+                turn=state.gen_turn,
+                seq=state.seq,
+                origin_ns=state.origin_ns,
+                payload=encode_text(text),
+                flags=Flag.LAST if last else 0,
+            ),
         )
         if last:
             state.finished = True
@@ -192,10 +280,13 @@ class LlmStage(Stage[LlmSession]):
         """Append a confirmed turn to the conversation, once."""
         if state.gen_turn is None or not state.confirmed or state.committed:
             return
-        if not state.user_text.strip():
+        if state.user_text.strip():
+            state.history.append(ChatMessage("user", state.user_text))
+        elif not state.response:
             return
-        state.history.append(ChatMessage("user", state.user_text))
-        state.history.append(ChatMessage("assistant", state.answer))
+        heard = state.truncations.pop(state.gen_turn, len(state.answer))
+        state.answers = {state.gen_turn: len(state.history)}  # only the latest is truncated
+        state.history.append(ChatMessage("assistant", state.answer[:heard]))
         state.committed = True
 
     def tick(self, now_ns: int, states: Mapping[int, LlmSession], out: Output) -> None:

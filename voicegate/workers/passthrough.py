@@ -11,10 +11,10 @@ Options ([workers.<stage>.options]):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from voicegate.core.config import ConfigError
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Stage, StageContext
 
 _OPTIONS = ("tag",)
 
@@ -34,7 +34,7 @@ class PassThroughStage(Stage[None]):
     def open_session(self, session: int, turn: int, params: memoryview) -> None:
         return None
 
-    def on_records(self, batch: Sequence[Message], states: Mapping[int, None], out: Output) -> None:
+    def on_records(self, batch: Batch, states: Mapping[int, None], out: Output) -> None:
         tag = self.tag
         for m in batch:
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, bytes(m.payload) + tag, m.flags)
+            out.emit(m.replace(payload=bytes(m.payload) + tag))

@@ -28,7 +28,7 @@ from setproctitle import setproctitle
 from voicegate.core.clock import monotonic_ns
 from voicegate.core.config import NodeConfig
 from voicegate.core.logs import setup_node_logging
-from voicegate.ext.protocol import Role
+from voicegate.ext.ring_format import Role
 from voicegate.workers.procinfo import die_with_parent, pin_to
 from voicegate.workers.rings import ring_class
 from voicegate.workers.stage import Stage, StageContext

@@ -11,12 +11,16 @@ control. A stage only sees, in ring order:
 - ``tick`` every ``tick_interval_s`` for time-driven work (partial transcripts, decode
   steps), whether or not records arrived.
 
-Everything a stage produces goes through ``out.emit``; the runtime stamps, routes and
-writes it after the call returns.
+A stage sees records (``voicegate.ext.Record``) as the ring holds them: the payload is a
+view into the input ring, valid only during the call. Everything a stage produces goes
+through ``out.emit(record)``; the runtime routes and writes it after the call returns. A
+record the stage does not consume is forwarded as it is (``out.emit(m)``) or changed
+(``out.emit(m.replace(turn=t))``); new ones are built by keyword
+(``Record(kind=Kind.LLM_TOKEN, session=m.session, turn=m.turn, payload=text)``).
 
 One session's failure is that session's alone: an exception from ``open_session``,
 ``new_turn`` or ``on_records`` fails the turn of the session whose record (or hook) the
-stage was handling, with an ERROR record to its gateway (``ErrorCode.INTERNAL``), and the
+stage was handling, with an ERROR record to its gateway (``TurnErrorCode.INTERNAL``), and the
 worker goes on serving every other session; what the stage emitted before it raised
 stays. The runtime then calls ``new_turn`` with the same turn, for the stage to drop the
 turn's work, and drops the turn's later records. A stage that batches several sessions
@@ -30,14 +34,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar
 
 from typing_extensions import Buffer
 
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import Message
+from voicegate.ext import Record
 
-__all__ = ["Message", "Output", "SessionFailed", "Stage", "StageContext"]  # Message: from core
+__all__ = ["Batch", "Output", "Record", "SessionFailed", "Stage", "StageContext"]
+
+# What ``on_records`` is handed: records as read, their payloads views into the ring.
+Batch: TypeAlias = Sequence[Record[memoryview]]
 
 S = TypeVar("S")
 
@@ -55,28 +62,12 @@ class SessionFailed(Exception):  # noqa: N818 - an outcome a stage reports, like
 class Output(Protocol):
     """Where a stage puts what it produces."""
 
-    def emit(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> None:
-        """Queue one record downstream. The payload is copied at once."""
+    def emit(self, record: Record[Buffer]) -> None:
+        """Queue one record downstream. A record of the batch (forwarded as is or changed
+        with ``replace``) is written from the input ring before its batch is released;
+        ``bytes`` are kept as they are; any other payload is copied at once."""
 
-    def emit_event(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> None:
+    def emit_event(self, record: Record[Buffer]) -> None:
         """Queue one record straight to the session's gateway, past the later stages
         (the first stage only: turn events whose latency the caller hears)."""
 
@@ -127,7 +118,7 @@ class Stage(ABC, Generic[S]):
         """``turn`` is now the session's current turn: drop work for older turns."""
 
     @abstractmethod
-    def on_records(self, batch: Sequence[Message], states: Mapping[int, S], out: Output) -> None:
+    def on_records(self, batch: Batch, states: Mapping[int, S], out: Output) -> None:
         """Handle a batch of current-turn records of known sessions, in ring order.
         ``states[m.session]`` is the state of each record's session."""
 

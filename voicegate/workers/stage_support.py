@@ -8,14 +8,11 @@ gateway writes (docs/pipeline.md); an error names the field.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voicegate.core.codec import AudioFormat, Encoding
-from voicegate.core.config import ConfigError
+from voicegate.core.config import ConfigError, option_number
 from voicegate.models.bundle import load_bundle
 from voicegate.models.runtime import ExecutionConfig
 from voicegate.workers.stage import StageContext
@@ -36,12 +33,7 @@ class StageOptions:
                 )
 
     def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
-        value = self.options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{self.prefix}.{key}", value, "must be a number")
-        if value < minimum:
-            raise ConfigError(f"{self.prefix}.{key}", value, f"must be >= {minimum:g}")
-        return float(value)
+        return option_number(self.options, self.prefix, key, default, minimum=minimum)
 
     def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
         value = self.options.get(key, default)
@@ -75,71 +67,3 @@ def bundle_table(context: StageContext, stage: str) -> tuple[Mapping[str, Any], 
         )
     bundle = load_bundle(root, require=(stage,))
     return bundle.table(stage), bundle.root
-
-
-@dataclass(frozen=True)
-class SessionParams:
-    """The SESSION_OPEN payload: ``{"input": {"encoding", "sample_rate"}, "output":
-    {"encoding", "sample_rate"}, "instructions": str | null}``."""
-
-    input: AudioFormat
-    output: AudioFormat
-    instructions: str | None
-
-    @classmethod
-    def parse(cls, payload: memoryview | bytes) -> SessionParams:
-        try:
-            doc = json.loads(bytes(payload).decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"SESSION_OPEN payload is not UTF-8 JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ValueError("SESSION_OPEN payload: must be a JSON object")
-        instructions = doc.get("instructions")
-        if instructions is not None and not isinstance(instructions, str):
-            raise ValueError("SESSION_OPEN payload: instructions must be a string or null")
-        return cls(
-            parse_format(doc.get("input"), "SESSION_OPEN payload: input"),
-            parse_format(doc.get("output"), "SESSION_OPEN payload: output"),
-            instructions or None,
-        )
-
-
-    @classmethod
-    def parse_or_default(cls, payload: memoryview | bytes) -> tuple[SessionParams, str | None]:
-        """The parameters, or PCM16 16 kHz both ways and the reason when the payload is
-        bad: a stage must not die of one session's input (the gateway checks it first;
-        VAD reports the problem as that session's ERROR)."""
-        try:
-            return cls.parse(payload), None
-        except ValueError as exc:
-            fallback = AudioFormat(Encoding.PCM16, 16000)
-            return cls(fallback, fallback, None), str(exc)
-
-
-def parse_format(doc: object, where: str) -> AudioFormat:
-    """An ``{"encoding", "sample_rate"}`` object as an AudioFormat."""
-    if not isinstance(doc, dict):
-        raise ValueError(f"{where}: must be an object with encoding and sample_rate")
-    try:
-        encoding = Encoding(str(doc.get("encoding")))
-    except ValueError:
-        raise ValueError(
-            f"{where}.encoding: {doc.get('encoding')!r} is not one of "
-            f"{', '.join(e.value for e in Encoding)}"
-        ) from None
-    rate = doc.get("sample_rate")
-    if isinstance(rate, bool) or not isinstance(rate, int):
-        raise ValueError(f"{where}.sample_rate: {rate!r} is not an integer")
-    try:
-        return AudioFormat(encoding, rate)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-
-
-def parse_output_format(payload: memoryview | bytes) -> AudioFormat:
-    """The OUTPUT_FORMAT payload."""
-    try:
-        doc = json.loads(bytes(payload).decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"OUTPUT_FORMAT payload is not UTF-8 JSON: {exc}") from None
-    return parse_format(doc, "OUTPUT_FORMAT payload")

@@ -9,8 +9,8 @@ end plus padding; not the silence after it) is decoded at once and goes out as a
 TRANSCRIPT_PARTIAL with ``Flag.PROVISIONAL``: the LLM starts on it. At END_OF_TURN the
 same cut gives the same text, so the provisional text is sent as TRANSCRIPT_FINAL without
 decoding again; only a cut that changed is decoded. TEXT_INPUT becomes the turn's
-TRANSCRIPT_FINAL as is. Utterances longer than Whisper's 30 s window are decoded from
-their last 30 s.
+TRANSCRIPT_FINAL as is (with its ``Flag.ITEM_ONLY``). Utterances longer than Whisper's
+30 s window are decoded from their last 30 s.
 
 Under load the partials give way (``partial_shedding``): their spacing doubles while
 the stage is busy more than half the time, up to ``partial_max_stretch`` times, and
@@ -25,7 +25,7 @@ Options ([workers.stt.options]):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,11 +33,13 @@ import numpy.typing as npt
 
 from voicegate.core.audio import pcm16_to_float32
 from voicegate.core.clock import monotonic_ns
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
+from voicegate.core.codec import Encoding
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import VadEvent, VadEventType, decode_audio, encode_text
 from voicegate.models import melspec
 from voicegate.models.stt import SAMPLE_RATE, WhisperModel, load_model, read_params
 from voicegate.workers.partial_shedding import PartialGovernor
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.stage_support import StageOptions, bundle_table, execution_config
 
 log = logging.getLogger("voicegate.stt")
@@ -112,7 +114,7 @@ class SttStage(Stage[SttSession]):
         state.provisional = None
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, SttSession], out: Output
+        self, batch: Batch, states: Mapping[int, SttSession], out: Output
     ) -> None:
         start = monotonic_ns()
         try:
@@ -127,28 +129,29 @@ class SttStage(Stage[SttSession]):
                      spacing_ms, self.partials.stretch)  # fmt: skip
 
     def _on_records(
-        self, batch: Sequence[Message], states: Mapping[int, SttSession], out: Output
+        self, batch: Batch, states: Mapping[int, SttSession], out: Output
     ) -> None:
         requests: list[_Request] = []
         for m in batch:
             state = states[m.session]
             if m.kind == Kind.AUDIO_IN:
-                audio = pcm16_to_float32(m.payload)
+                audio = pcm16_to_float32(decode_audio(Kind.AUDIO_IN, m.payload, Encoding.PCM16))
                 state.chunks.append(audio)
                 state.samples += audio.size
                 continue
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            out.emit(m)
             if m.kind == Kind.TEXT_INPUT:
                 state.restart(0)
                 state.speaking = False
-                out.emit(Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, m.payload)
+                item_only = m.flags & Flag.ITEM_ONLY  # a conversation item: no answer
+                out.emit(m.replace(kind=Kind.TRANSCRIPT_FINAL, seq=0, flags=item_only))
             elif m.kind == Kind.VAD_EVENT:
                 request = self._on_event(m, state, out)
                 if request is not None:
                     requests.append(request)
         self._decode(requests, states, out)
 
-    def _on_event(self, m: Message, state: SttSession, out: Output) -> _Request | None:
+    def _on_event(self, m: Record[memoryview], state: SttSession, out: Output) -> _Request | None:
         event = VadEvent.unpack(m.payload)
         if event.event is VadEventType.SPEECH_START:
             state.restart(event.at_sample)
@@ -163,8 +166,10 @@ class SttStage(Stage[SttSession]):
             state.speaking = False
             cut = event.at_sample - state.start
             if state.provisional is not None and state.provisional[0] == cut:
-                text = state.provisional[1].encode()
-                out.emit(Kind.TRANSCRIPT_FINAL, m.session, m.turn, 0, m.origin_ns, text)
+                text = encode_text(state.provisional[1])
+                out.emit(
+                    m.replace(kind=Kind.TRANSCRIPT_FINAL, seq=0, flags=0, payload=text),
+                )
                 return None
             return _Request(m.session, m.turn, cut, True, m.origin_ns)
         return None
@@ -184,7 +189,14 @@ class SttStage(Stage[SttSession]):
                     kind, flags = Kind.TRANSCRIPT_PARTIAL, Flag.PROVISIONAL
                     state.provisional = (request.cut, text)
                 out.emit(
-                    kind, request.sid, request.turn, 0, request.origin_ns, text.encode(), flags
+                    Record(
+                        kind=kind,
+                        session=request.sid,
+                        turn=request.turn,
+                        origin_ns=request.origin_ns,
+                        payload=encode_text(text),
+                        flags=flags,
+                    ),
                 )
 
     def _transcribe(self, model: WhisperModel, audios: list[FloatAudio]) -> list[str]:
@@ -222,4 +234,12 @@ class SttStage(Stage[SttSession]):
             state.decoded_at = state.samples
             if text and text != state.last_partial:
                 state.last_partial = text
-                out.emit(Kind.TRANSCRIPT_PARTIAL, sid, state.turn, 0, now_ns, text.encode())
+                out.emit(
+                    Record(
+                        kind=Kind.TRANSCRIPT_PARTIAL,
+                        session=sid,
+                        turn=state.turn,
+                        origin_ns=now_ns,
+                        payload=encode_text(text),
+                    ),
+                )

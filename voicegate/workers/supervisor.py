@@ -63,7 +63,9 @@ import posix_ipc
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.config import NodeConfig
-from voicegate.core.kinds import DrainEvent, Kind, RestartReason, StageId, WorkerRestarted
+from voicegate.core.kinds import Kind
+from voicegate.core.payloads import DrainEvent, RestartReason, StageId, WorkerRestarted
+from voicegate.ext import Record
 from voicegate.ext.errors import RingError
 from voicegate.ext.procinfo import process_state
 from voicegate.workers import janitor
@@ -567,7 +569,16 @@ class Supervisor:
         payload = event.pack()
         now = monotonic_ns()
         for index, ring in enumerate(self._control):
-            if not ring.try_write(Kind.WORKER_RESTARTED, 0, 0, event.generation, now, payload):
+            if not ring.try_write(
+                Record(
+                    kind=Kind.WORKER_RESTARTED,
+                    session=0,
+                    turn=0,
+                    seq=event.generation,
+                    origin_ns=now,
+                    payload=payload,
+                ),
+            ):
                 log.warning("gateway %d control ring full: WORKER_RESTARTED not delivered", index)
 
     # -- shutdown -------------------------------------------------------------------
@@ -580,7 +591,15 @@ class Supervisor:
         deadline = monotonic_ns() + int(timeout * NS_PER_S)
         payload = DrainEvent(deadline).pack()
         for index, ring in enumerate(self._control):
-            if not ring.try_write(Kind.DRAIN, 0, 0, 0, monotonic_ns(), payload):
+            if not ring.try_write(
+                Record(
+                    kind=Kind.DRAIN,
+                    session=0,
+                    turn=0,
+                    origin_ns=monotonic_ns(),
+                    payload=payload,
+                ),
+            ):
                 log.warning("gateway %d control ring full: DRAIN not delivered", index)
         log.info("draining: up to %.1f s for turns in flight", timeout)
         while not self._skip_drain and monotonic_ns() < deadline:

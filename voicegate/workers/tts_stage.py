@@ -14,6 +14,16 @@ AUDIO_OUT: JSON ``{"transcript_ns", "first_token_ns", "first_audio_ns"}`` (CLOCK
 ns; 0 when unknown), ``origin_ns`` = when the frame in which the speech ended reached
 the gateway. VAD_EVENTs end here: the gateway has them from VAD's event path.
 
+Session options (SESSION_UPDATE; docs/pipeline.md), from the session's next answer (at
+once when its current turn has no answer yet): ``respond`` "text" or "none" synthesizes
+nothing (the LLM_TOKEN text still goes to the gateway, and a text answer's TURN_TIMING
+goes out as it arrives, ``first_audio_ns`` 0); ``voice`` picks the bundle's voice by name
+(an unknown name is the turn's BAD_INPUT error and leaves the voice as it was);
+``audio_marks`` adds an AUDIO_MARK after the frames of each spoken clause: the audio up
+to there (ms from the answer's start) speaks the answer's text up to there (characters
+of the LLM_TOKEN text; where the clause's text ends, unless one delta completed two
+clauses: the first then gets the second's end).
+
 Options ([workers.tts.options]):
     frame_ms     duration of one AUDIO_OUT record (20; a multiple of 10)
     max_batch    clauses synthesized in one call (8)
@@ -22,9 +32,10 @@ Options ([workers.tts.options]):
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -35,15 +46,21 @@ from voicegate.core.clock import monotonic_ns
 from voicegate.core.codec import AudioFormat
 from voicegate.core.config import ConfigError
 from voicegate.core.kinds import Flag, Kind
-from voicegate.models.tts import TtsEngine
-from voicegate.workers.stage import Message, Output, Stage, StageContext
-from voicegate.workers.stage_support import (
+from voicegate.core.payloads import (
+    AudioMark,
+    SessionOptions,
     SessionParams,
-    StageOptions,
-    bundle_table,
-    execution_config,
-    parse_output_format,
+    StageId,
+    TurnError,
+    TurnErrorCode,
+    TurnTiming,
+    decode_output_format,
+    decode_text,
+    encode_audio,
 )
+from voicegate.models.tts import TtsEngine
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
+from voicegate.workers.stage_support import StageOptions, bundle_table, execution_config
 
 _OPTIONS = ("frame_ms", "max_batch", "step_budget_ms")
 FloatAudio = npt.NDArray[np.float32]
@@ -57,8 +74,18 @@ class TtsSession:
     held: FloatAudio = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     seq: int = 0
     origin_ns: int = 0
-    timing: dict[str, int] = field(default_factory=dict)
+    timing: TurnTiming = field(default_factory=TurnTiming)
     timing_sent: bool = False
+    options: SessionOptions = field(default_factory=SessionOptions)  # of the current answer
+    pending: SessionOptions | None = None  # for the next answer
+    answering: bool = False  # the current turn's answer began here
+    text_chars: int = 0  # answer text received in this turn
+    clause_ends: deque[int] = field(default_factory=deque)  # text end of each queued clause
+    answer_samples: int = 0  # answer audio produced in this turn, at the output rate
+
+    @property
+    def speaks(self) -> bool:
+        return self.options.respond == "audio"
 
 
 class TtsStage(Stage[TtsSession]):
@@ -93,7 +120,7 @@ class TtsStage(Stage[TtsSession]):
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, session: int, turn: int, params: memoryview) -> TtsSession:
-        output = SessionParams.parse_or_default(params)[0].output
+        output = SessionParams.unpack_or_default(params)[0].output
         engine = self._engine()
         engine.open_session(session, engine.sample_rate)
         return TtsSession(output, StreamResampler(engine.sample_rate, output.sample_rate), turn)
@@ -106,13 +133,18 @@ class TtsStage(Stage[TtsSession]):
         state.resampler.reset()
         state.held = np.zeros(0, dtype=np.float32)
         state.turn = turn
-        state.timing = {}
+        state.timing = TurnTiming()
         state.timing_sent = False
+        state.answering = False
+        state.text_chars = state.answer_samples = 0
+        state.clause_ends.clear()
+        if state.pending is not None:
+            self._apply(session, state, state.pending)
 
     # -- records --------------------------------------------------------------------
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, TtsSession], out: Output
+        self, batch: Batch, states: Mapping[int, TtsSession], out: Output
     ) -> None:
         engine = self._engine()
         for m in batch:
@@ -120,22 +152,63 @@ class TtsStage(Stage[TtsSession]):
             if m.kind == Kind.VAD_EVENT:
                 continue
             if m.kind == Kind.TURN_TIMING:
-                state.timing = {k: int(v) for k, v in json.loads(bytes(m.payload)).items()}
+                state.answering = True
+                state.timing = TurnTiming.unpack(m.payload)
+                if not state.speaks:
+                    self._timing(m.session, state, 0, out)
                 continue
-            out.emit(m.kind, m.session, m.turn, m.seq, m.origin_ns, m.payload, m.flags)
+            out.emit(m)
             if m.kind == Kind.LLM_TOKEN:
-                state.origin_ns = m.origin_ns
-                engine.push_text(m.session, bytes(m.payload).decode())
-                if m.flags & Flag.LAST:
-                    engine.end_reply(m.session)
+                state.answering = True
+                if state.speaks:
+                    state.origin_ns = m.origin_ns
+                    text = decode_text(Kind.LLM_TOKEN, m.payload)
+                    self._push(m.session, state, text, m.flags & Flag.LAST)
+            elif m.kind == Kind.SESSION_UPDATE:
+                self._update(m, state, out)
             elif m.kind == Kind.OUTPUT_FORMAT:
-                fmt = parse_output_format(m.payload)
+                fmt = decode_output_format(m.payload)
                 if fmt.sample_rate != state.output.sample_rate:
                     state.resampler = StreamResampler(engine.sample_rate, fmt.sample_rate)
                     state.held = np.zeros(0, dtype=np.float32)
                 state.output = fmt
         if engine.pending():
             self._synthesize(states, out)
+
+    def _push(self, sid: int, state: TtsSession, text: str, last: int) -> None:
+        engine = self._engine()
+        state.text_chars += len(text)
+        clauses = engine.push_text(sid, text)
+        end = state.text_chars - engine.unclaused_chars(sid)
+        state.clause_ends.extend([end] * clauses)
+        if last:
+            state.clause_ends.extend([state.text_chars] * engine.end_reply(sid))
+
+    def _update(self, m: Record[memoryview], state: TtsSession, out: Output) -> None:
+        options = SessionOptions.from_payload(m.payload)
+        voices = self._engine().voice.voice_names
+        if options.voice is not None and options.voice not in voices:
+            detail = f"unknown voice {options.voice!r}; voices: {', '.join(voices)}"
+            payload = TurnError(TurnErrorCode.BAD_INPUT, StageId.TTS, detail).pack()
+            out.emit(
+                Record(
+                    kind=Kind.ERROR,
+                    session=m.session,
+                    turn=m.turn,
+                    origin_ns=m.origin_ns,
+                    payload=payload,
+                )
+            )
+            options = replace(options, voice=(state.pending or state.options).voice)
+        if state.answering:
+            state.pending = options  # this turn's answer keeps the voice it began with
+        else:
+            self._apply(m.session, state, options)
+
+    def _apply(self, sid: int, state: TtsSession, options: SessionOptions) -> None:
+        state.pending = None
+        self._engine().set_speaker(sid, options.voice)
+        state.options = options
 
     def tick(self, now_ns: int, states: Mapping[int, TtsSession], out: Output) -> None:
         engine = self._engine()
@@ -159,26 +232,56 @@ class TtsStage(Stage[TtsSession]):
             for start in range(0, whole, size):
                 self._frame(chunk.session, state, state.held[start : start + size], False, out)
             state.held = state.held[whole:]
+            state.answer_samples += audio.size
+            if chunk.clause >= 0 and state.clause_ends:
+                self._mark(chunk.session, state, state.clause_ends.popleft(), out)
             if chunk.last:
                 self._frame(chunk.session, state, state.held, True, out)
                 state.held = np.zeros(0, dtype=np.float32)
 
+    def _mark(self, sid: int, state: TtsSession, text_chars: int, out: Output) -> None:
+        if not state.options.audio_marks:
+            return
+        audio_ms = state.answer_samples * 1000 // state.output.sample_rate
+        mark = AudioMark(audio_ms, text_chars).to_payload()
+        out.emit(
+            Record(
+                kind=Kind.AUDIO_MARK,
+                session=sid,
+                turn=state.turn,
+                origin_ns=state.origin_ns,
+                payload=mark,
+            )
+        )
+
     def _frame(
         self, sid: int, state: TtsSession, audio: FloatAudio, last: bool, out: Output
     ) -> None:
-        payload = codec.encode(float32_to_pcm16(audio), state.output.encoding)
+        payload = encode_audio(float32_to_pcm16(audio), state.output.encoding)
         state.seq += 1
         out.emit(
-            Kind.AUDIO_OUT, sid, state.turn, state.seq, state.origin_ns, payload,
-            Flag.LAST if last else 0,
+            Record(
+                kind=Kind.AUDIO_OUT,
+                session=sid,
+                turn=state.turn,
+                seq=state.seq,
+                origin_ns=state.origin_ns,
+                payload=payload,
+                flags=Flag.LAST if last else 0,
+            ),
         )
         if not state.timing_sent:
-            timing = {
-                "transcript_ns": state.timing.get("transcript_ns", 0),
-                "first_token_ns": state.timing.get("first_token_ns", 0),
-                "first_audio_ns": monotonic_ns(),
-            }
-            out.emit(
-                Kind.TURN_TIMING, sid, state.turn, 0, state.origin_ns, json.dumps(timing).encode()
-            )
-            state.timing_sent = True
+            self._timing(sid, state, monotonic_ns(), out)
+
+    def _timing(self, sid: int, state: TtsSession, first_audio_ns: int, out: Output) -> None:
+        timing = dataclasses.replace(state.timing, first_audio_ns=first_audio_ns)
+        out.emit(
+            Record(
+                kind=Kind.TURN_TIMING,
+                session=sid,
+                turn=state.turn,
+                origin_ns=state.origin_ns,
+                payload=timing.pack(),
+            ),
+        )
+        state.timing_sent = True

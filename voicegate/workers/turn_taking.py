@@ -11,6 +11,9 @@ audio gives the same decisions however fast it is sent.
   candidate speech pending -> END_OF_TURN;
 - ``commit`` (the caller ended the turn explicitly): PAUSE if still speech, END_OF_TURN.
 
+With ``manual`` set (a session whose client commits its turns) silence never ends the
+turn: the utterance stays paused, through any pause length, until ``commit``.
+
 A chunk at or above ``threshold`` is speech, one below ``low_threshold`` silence; one in
 between changes nothing (hysteresis, as in Silero's own iterator). A speech candidate
 that falls silent for ``forget`` samples (at least ``pause``) is forgotten; shorter dips
@@ -75,6 +78,7 @@ class TurnTaker:
         self.params = params
         self.phase = Phase.IDLE
         self.playing = False  # the gateway is sending an answer to this caller
+        self.manual = False  # only ``commit`` ends a turn
         self._onset: int | None = None  # first sample of candidate speech
         self._quiet_from: int | None = None  # first silent sample after a candidate
         self._silence_from: int | None = None  # first silent sample after speech
@@ -137,7 +141,7 @@ class TurnTaker:
             self.phase = Phase.SPEECH
             self._silence_from = None
             return TurnDecision(Decision.RESUME, max(self._take_onset() - p.pad, 0), -1)
-        if self._onset is None and end - self._silence_from >= p.end_of_turn:
+        if self._onset is None and not self.manual and end - self._silence_from >= p.end_of_turn:
             self.phase = Phase.IDLE
             return self._ended(Decision.END_OF_TURN, end)
         return None

@@ -14,6 +14,12 @@ before the detected start until the end of the turn. SPEECH_START's ``at_sample`
 the first sample forwarded, so STT can cut the utterance at the sample a later event
 names. COMMIT ends an utterance in progress at once (at the audio received so far).
 
+Session options (SESSION_UPDATE, ``SessionOptions``; docs/pipeline.md) act here at once:
+the session's speech threshold, pre-roll and end-of-turn silence, and ``manual`` turn
+detection (silence never ends the turn, COMMIT does). A bad SESSION_UPDATE is the
+session's BAD_INPUT error and goes no further. RESPONSE_CREATE, like a typed turn, takes
+the next turn number and goes down under it.
+
 Options ([workers.vad.options]):
     end_of_turn_silence_ms   silence that ends a turn (300)
     pause_ms                 silence that starts speculation (64: two chunks)
@@ -32,29 +38,31 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from voicegate.core import codec
 from voicegate.core.audio import Pcm16, StreamResampler, float32_to_pcm16
-from voicegate.core.codec import AudioFormat
-from voicegate.core.config import ConfigError
-from voicegate.core.kinds import (
-    ErrorCode,
-    ErrorEvent,
-    Flag,
-    Kind,
+from voicegate.core.codec import AudioFormat, Encoding
+from voicegate.core.config import ConfigError, end_of_turn_silence_ms
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import (
+    SessionOptions,
+    SessionParams,
     StageId,
+    TurnError,
+    TurnErrorCode,
     VadEvent,
     VadEventType,
+    decode_audio,
+    decode_playback,
+    encode_audio,
 )
 from voicegate.models.vad import CHUNK, SAMPLE_RATE, ChunkProbability, SileroVad
 from voicegate.workers.audio_history import PcmHistory
-from voicegate.workers.stage import Message, Output, Stage, StageContext
+from voicegate.workers.stage import Batch, Output, Record, Stage, StageContext
 from voicegate.workers.stage_support import (
-    SessionParams,
     StageOptions,
     bundle_table,
     execution_config,
@@ -76,6 +84,7 @@ _PCM16_SCALE = np.float32(32768.0)
 FloatAudio = npt.NDArray[np.float32]
 
 
+
 @dataclass
 class VadSession:
     input: AudioFormat
@@ -90,6 +99,7 @@ class VadSession:
     decided: int = 0  # stream position up to which the model has run
     seq: int = 0
     problem: str | None = None  # bad input not yet reported to the gateway
+    pre_roll: int = 0  # samples forwarded before the padded start
 
     @property
     def fed(self) -> int:
@@ -127,7 +137,7 @@ class VadStage(Stage[VadSession]):
     def __init__(self, context: StageContext) -> None:
         super().__init__(context)
         options = StageOptions(context, _OPTIONS)
-        self.end_of_turn_ms = options.number("end_of_turn_silence_ms", 300.0)
+        self.end_of_turn_ms = end_of_turn_silence_ms(context.options)
         self.pause_ms = options.number("pause_ms", 64.0)
         if self.pause_ms > self.end_of_turn_ms:
             raise ConfigError(
@@ -169,7 +179,7 @@ class VadStage(Stage[VadSession]):
     # -- sessions -------------------------------------------------------------------
 
     def open_session(self, session: int, turn: int, params: memoryview) -> VadSession:
-        parsed, problem = SessionParams.parse_or_default(params)
+        parsed, problem = SessionParams.unpack_or_default(params)
         fmt = parsed.input
         self._engine().open_session(session)
         return VadSession(
@@ -179,6 +189,7 @@ class VadStage(Stage[VadSession]):
             taker=TurnTaker(self.turn_params),
             turn=turn - 1,  # the first utterance takes the turn the session opened with
             gateway_turn=turn,
+            pre_roll=self.pre_roll,
         )
 
     def close_session(self, session: int, state: VadSession, out: Output) -> None:
@@ -190,7 +201,7 @@ class VadStage(Stage[VadSession]):
     # -- records --------------------------------------------------------------------
 
     def on_records(
-        self, batch: Sequence[Message], states: Mapping[int, VadSession], out: Output
+        self, batch: Batch, states: Mapping[int, VadSession], out: Output
     ) -> None:
         engine = self._engine()
         fed: set[int] = set()
@@ -200,7 +211,7 @@ class VadStage(Stage[VadSession]):
                 self._report(m.session, state, out)
             if m.kind == Kind.AUDIO_IN:
                 try:
-                    pcm = codec.decode(m.payload, state.input.encoding)
+                    pcm = decode_audio(Kind.AUDIO_IN, m.payload, state.input.encoding)
                 except ValueError as exc:
                     state.problem = f"AUDIO_IN frame {m.seq}: {exc}"
                     self._report(m.session, state, out)
@@ -221,19 +232,21 @@ class VadStage(Stage[VadSession]):
                 self._run_model(fed, states, out)
                 fed = set()
             if m.kind == Kind.PLAYBACK:
-                state.taker.playing = bytes(m.payload[:1]) == b"\x01"
-                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                state.taker.playing = decode_playback(m.payload)
+                out.emit(m.replace(turn=state.turn))
             elif m.kind == Kind.COMMIT:
                 for committed in state.taker.commit(state.fed):
                     self._decide(m.session, state, committed, out)
-                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
-            elif m.kind == Kind.TEXT_INPUT:
+                out.emit(m.replace(turn=state.turn))
+            elif m.kind in (Kind.TEXT_INPUT, Kind.RESPONSE_CREATE):
                 state.taker.reset()
                 state.forwarding = False
                 turn = state.next_turn()
-                out.emit(Kind.TEXT_INPUT, m.session, turn, m.seq, m.origin_ns, m.payload, m.flags)
-            else:
-                out.emit(m.kind, m.session, state.turn, m.seq, m.origin_ns, m.payload, m.flags)
+                out.emit(m.replace(turn=turn))
+            elif m.kind != Kind.SESSION_UPDATE or self._update(m.session, state, m.payload, out):
+                # Before the first utterance (or after a reopen) the stage's own turn is
+                # behind the gateway's, and the next stages would drop it as stale.
+                out.emit(m.replace(turn=max(state.turn, m.turn)))
         if fed:
             self._run_model(fed, states, out)
 
@@ -262,31 +275,68 @@ class VadStage(Stage[VadSession]):
         if decided.decision in (Decision.START, Decision.BARGE_IN):
             turn = state.next_turn()
             if decided.decision is Decision.BARGE_IN:
-                self._both(out, Kind.BARGE_IN, sid, turn, latest, b"")
-            first = max(decided.sample - self.pre_roll, state.base)
-            self._event(out, VadEventType.SPEECH_START, sid, turn, first, latest)
+                barge_in = Record(kind=Kind.BARGE_IN, session=sid, turn=turn, origin_ns=latest)
+                self._both(out, barge_in)
+            first = max(decided.sample - state.pre_roll, state.base)
+            self._event(out, VadEventType.SPEECH_START, first, _head(sid, turn, latest))
             state.forwarding = True
             state.forwarded = first
             return
         if decided.decision is Decision.RESUME:
             turn = state.next_turn()
-            self._both(out, Kind.CANCEL, sid, turn, latest, b"", Flag.CONTINUE)
-            self._event(out, VadEventType.SPEECH_RESUME, sid, turn, decided.sample, latest)
+            cancel = Record(
+                kind=Kind.CANCEL, session=sid, turn=turn, origin_ns=latest, flags=Flag.CONTINUE
+            )
+            self._both(out, cancel)
+            self._event(out, VadEventType.SPEECH_RESUME, decided.sample, _head(sid, turn, latest))
             return
         # PAUSE or END_OF_TURN: the audio up to now goes first, so STT has all of it.
         self._flush(sid, state, out)
-        origin = state.origin_at(decided.speech_end)
+        head = _head(sid, state.turn, state.origin_at(decided.speech_end))
         if decided.decision is Decision.PAUSE:
-            self._event(out, VadEventType.SPEECH_PAUSE, sid, state.turn, decided.sample, origin)
+            self._event(out, VadEventType.SPEECH_PAUSE, decided.sample, head)
         else:
-            self._event(out, VadEventType.END_OF_TURN, sid, state.turn, decided.sample, origin)
+            self._event(out, VadEventType.END_OF_TURN, decided.sample, head)
             state.forwarding = False
+
+    def _update(self, sid: int, state: VadSession, payload: memoryview, out: Output) -> bool:
+        """Apply a SESSION_UPDATE's turn detection; False (and the session's BAD_INPUT
+        error) when the payload is bad."""
+        try:
+            options = SessionOptions.from_payload(payload)
+        except ValueError as exc:
+            state.problem = str(exc)
+            self._report(sid, state, out)
+            return False
+        state.taker.params = self.session_turn_params(options)
+        state.taker.manual = options.turn_detection == "manual"
+        padding = options.prefix_padding_ms
+        state.pre_roll = self.pre_roll if padding is None else padding * _PER_MS
+        return True
+
+    def session_turn_params(self, options: SessionOptions) -> TurnParams:
+        """The node's turn parameters with a session's overrides. The speech/silence
+        hysteresis keeps the bundle's width; an end-of-turn silence shorter than the pause
+        that starts speculation is raised to it."""
+        params = self.turn_params
+        if options.vad_threshold is not None:
+            gap = params.threshold - params.low_threshold
+            params = replace(
+                params,
+                threshold=options.vad_threshold,
+                low_threshold=max(0.0, options.vad_threshold - gap),
+            )
+        if options.silence_duration_ms is not None:
+            params = replace(
+                params, end_of_turn=max(options.silence_duration_ms * _PER_MS, params.pause)
+            )
+        return params
 
     def _report(self, sid: int, state: VadSession, out: Output) -> None:
         """The session's input could not be used: an ERROR to the gateway, once."""
-        detail = ErrorEvent(ErrorCode.BAD_INPUT, StageId.VAD, state.problem or "").pack()
+        detail = TurnError(TurnErrorCode.BAD_INPUT, StageId.VAD, state.problem or "").pack()
         state.problem = None
-        out.emit_event(Kind.ERROR, sid, state.turn, 0, 0, detail)
+        out.emit_event(Record(kind=Kind.ERROR, session=sid, turn=state.turn, payload=detail))
 
     def _flush(self, sid: int, state: VadSession, out: Output) -> None:
         """Send the utterance's audio that has not gone downstream yet."""
@@ -295,35 +345,28 @@ class VadStage(Stage[VadSession]):
         audio = state.history.since(state.forwarded)
         state.seq += 1
         origin = state.frames[-1][1] if state.frames else 0
-        out.emit(Kind.AUDIO_IN, sid, state.turn, state.seq, origin, audio.data)
+        out.emit(
+            Record(
+                kind=Kind.AUDIO_IN,
+                session=sid,
+                turn=state.turn,
+                seq=state.seq,
+                origin_ns=origin,
+                payload=encode_audio(audio, Encoding.PCM16),
+            ),
+        )
         state.forwarded = state.fed
 
-    def _event(  # noqa: PLR0917 - the record's fields
-        self,
-        out: Output,
-        event: VadEventType,
-        sid: int,
-        turn: int,
-        at_sample: int,
-        origin_ns: int,
+    def _event(
+        self, out: Output, event: VadEventType, at_sample: int, head: Record[bytes]
     ) -> None:
-        self._both(out, Kind.VAD_EVENT, sid, turn, origin_ns, VadEvent(event, at_sample).pack())
+        """A VAD_EVENT with the header fields of ``head`` (session, turn, origin), both ways."""
+        self._both(out, head.replace(payload=VadEvent(event, at_sample).pack()))
 
-    def _both(  # noqa: PLR0917 - the record's fields
-        self,
-        out: Output,
-        kind: int,
-        sid: int,
-        turn: int,
-        origin_ns: int,
-        payload: bytes,
-        flags: int = 0,
-    ) -> None:
+    def _both(self, out: Output, record: Record[bytes]) -> None:
         """To the gateway at once, and down the pipeline in order with the audio."""
-        out.emit_event(kind, sid, turn, 0, origin_ns, payload, flags)
-        out.emit(kind, sid, turn, 0, origin_ns, payload, flags)
-
-
+        out.emit_event(record)
+        out.emit(record)
 def _model_calls(probabilities: Sequence[ChunkProbability]) -> list[int]:
     """Rows of each batched model call behind one ``step``: a call holds one chunk of
     each session ready, so a session seen again starts the next call."""
@@ -336,3 +379,8 @@ def _model_calls(probabilities: Sequence[ChunkProbability]) -> list[int]:
         seen.add(chunk.sid)
         calls[-1] += 1
     return calls
+
+
+def _head(session: int, turn: int, origin_ns: int) -> Record[bytes]:
+    """The header fields an event record takes from its session and the audio it is about."""
+    return Record(kind=Kind.VAD_EVENT, session=session, turn=turn, origin_ns=origin_ns)

@@ -2,7 +2,7 @@
 
 Per batch read from an input ring it
 
-1. strips the send stamp and records how long each record waited in the ring;
+1. records how long each record waited in the ring (publish time, in its header);
 2. handles session lifecycle control itself (SESSION_OPEN, SESSION_CLOSE, CANCEL,
    BARGE_IN, ERROR): updates the session table, calls the stage's hooks and forwards the
    record downstream, so every later stage learns of it in order;
@@ -11,7 +11,8 @@ Per batch read from an input ring it
 4. hands the remaining records to ``Stage.on_records`` in runs that never span a control
    record or a turn change, so the stage's output keeps the input's order, and records
    the call's duration as the compute time of each record in the run;
-5. writes what the stage emitted with one publish per output ring, waiting for space
+5. writes what the stage emitted, before the input batch is released (a record the stage
+   forwards is copied once, ring to ring), with one publish per output ring, waiting for space
    when an output ring is full (backpressure) while still beating; a ring to a gateway
    never makes it wait: what does not fit there is dropped and counted.
 
@@ -25,9 +26,9 @@ the gateways send on WORKER_RESTARTED: a replacement starts with an empty table 
 records of sessions it has not seen opened (counted in DROPPED_UNKNOWN). A stage that
 already knows a re-opened session only moves it to the new turn.
 
-Ring wait is measured per record from the send stamp the producer writes just before it
-publishes (``Flag.STAMPED``); the gateway's frames carry one too. The stamp is the last
-8 payload bytes so the shared header layout stays as it is.
+Ring wait is measured per record from ``sent_ns``, the publish time the ring writes into
+each record's header (docs/ring.md): payloads carry no stamp, so a hop copies a payload
+once into the ring, and not at all when a stage emits ``bytes``.
 """
 
 from __future__ import annotations
@@ -45,38 +46,33 @@ from typing_extensions import Buffer
 
 from voicegate.core.clock import NS_PER_S, monotonic_ns
 from voicegate.core.kinds import (
-    STAMP_SIZE,
-    ErrorCode,
-    ErrorEvent,
-    Flag,
     Kind,
-    StageId,
     gateway_of,
     kind_name,
     local_of,
-    set_stamp,
-    split_stamp,
-    stamp_buffer,
 )
 from voicegate.core.log_limit import LogLimiter
+from voicegate.core.payloads import StageId, TurnError, TurnErrorCode
+from voicegate.ext import Record
 from voicegate.ext.errors import PeerDied, RingClosed
-from voicegate.workers.stage import Message, SessionFailed, Stage
+from voicegate.workers.stage import SessionFailed, Stage
 from voicegate.workers.status import Field, Histogram, StatusBlock
 
 if TYPE_CHECKING:
-    from voicegate.ext._ring import Record, Ring
+    from voicegate.ext._ring import Ring
 
 log = logging.getLogger("voicegate.worker")
 
 S = TypeVar("S")
-# A queued record, in the ring's record-tuple order; the payload has room for the stamp.
-_Pending = tuple[int, int, int, int, int, int, bytearray]
+# A queued record: bytes from the stage, a copy of what it emitted, or a view into the
+# input ring's batch being handled (written, or detached, before that batch is released).
+_Pending = Record[Buffer]
+_Read = Record[memoryview]  # a record as read from an input ring
 
 # Control the runtime handles and forwards itself. COMMIT goes to the stage like data.
 _LIFECYCLE = frozenset(
     {Kind.SESSION_OPEN, Kind.SESSION_CLOSE, Kind.CANCEL, Kind.BARGE_IN, Kind.ERROR}
 )
-_NOT_STAMPED = ~int(Flag.STAMPED) & 0xFFFF
 
 
 class Outbox:
@@ -107,62 +103,48 @@ class Outbox:
         self._rings += event_rings
         self._lossy += [True] * len(event_rings)
         self._pending: list[list[_Pending]] = [[] for _ in self._rings]
-        self._max_payload = [ring.max_payload - STAMP_SIZE for ring in self._rings]
+        self._max_payload = [ring.max_payload for ring in self._rings]
 
-    def emit(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> None:
-        self._queue(self._route(session), kind, session, turn, seq, origin_ns, payload, flags)
+    def emit(self, record: Record[Buffer]) -> None:
+        self._queue(self._route(record.session), record)
 
-    def emit_event(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer = b"",
-        flags: int = 0,
-    ) -> None:
-        gateway = gateway_of(session)
+    def emit_event(self, record: Record[Buffer]) -> None:
+        gateway = gateway_of(record.session)
         if not self._event_count:
             raise RuntimeError("this stage has no event path to the gateways")
         index = self._event_base + gateway if gateway < self._event_count else -1
-        self._queue(index, kind, session, turn, seq, origin_ns, payload, flags)
+        self._queue(index, record)
 
-    def _queue(  # noqa: PLR0917 - the ring's record fields, in the ring's order
-        self,
-        index: int,
-        kind: int,
-        session: int,
-        turn: int,
-        seq: int,
-        origin_ns: int,
-        payload: Buffer,
-        flags: int,
-    ) -> None:
+    def _queue(self, index: int, record: Record[Buffer]) -> None:
         if not 0 <= index < len(self._rings):
             self._status.add(Field.DROPPED_UNROUTABLE, 1)
             return
-        buf = stamp_buffer(payload)
-        if len(buf) - STAMP_SIZE > self._max_payload[index]:
+        # One copy per hop: a record borrowed from an input ring (forwarded, or changed
+        # with ``replace``) is written from that ring's memory before the batch is
+        # released (see ``Worker._read``), and bytes are immutable; anything else (a
+        # bytearray, a view the stage may reuse) is copied now.
+        payload = record.payload
+        if not record.borrowed and type(payload) is not bytes:
+            payload = bytes(payload)
+            record = record.replace(payload=payload)
+        size = memoryview(payload).nbytes
+        if size > self._max_payload[index]:
             raise ValueError(
-                f"{kind_name(kind)} record of {len(buf) - STAMP_SIZE} bytes does not fit ring "
+                f"{kind_name(record.kind)} record of {size} bytes does not fit ring "
                 f"{self._rings[index].name!r} (at most {self._max_payload[index]} bytes)"
             )
-        self._pending[index].append(
-            (kind, flags | Flag.STAMPED, session, turn, seq, origin_ns, buf)
-        )
+        self._pending[index].append(record)
 
     def pending(self) -> int:
         return sum(len(p) for p in self._pending)
+
+    def detach_borrowed(self) -> None:
+        """Copy the payloads of queued records that are views into an input ring: that
+        ring's batch is about to be released."""
+        for pending in self._pending:
+            for i, record in enumerate(pending):
+                if record.borrowed:
+                    pending[i] = record.detach()
 
     def flush(self, beat: Callable[[], None], wait_s: float, give_up: Callable[[], bool]) -> bool:
         """Write everything queued. A full ring is waited on in slices of ``wait_s``,
@@ -175,8 +157,6 @@ class Outbox:
             blocked_ns = 0
             while done < len(pending):
                 now = monotonic_ns()
-                for record in islice(pending, done, None):
-                    set_stamp(record[6], now)
                 done += ring.write_batch(islice(pending, done, None))
                 if done == len(pending):
                     break
@@ -186,12 +166,8 @@ class Outbox:
                     break
                 if give_up():
                     break
-                kind, flags, session, turn, seq, origin_ns, payload = pending[done]
-                set_stamp(payload, monotonic_ns())
                 try:
-                    if ring.write(
-                        kind, session, turn, seq, origin_ns, payload, flags, timeout=wait_s
-                    ):
+                    if ring.write(pending[done], timeout=wait_s):
                         done += 1
                 except PeerDied:
                     pass  # the consumer's replacement will attach and drain the ring
@@ -345,21 +321,24 @@ class Worker(Generic[S]):
         read_ns = monotonic_ns()
         try:
             self._process(records, read_ns)
+            # Written while the records the stage forwarded are still in the input ring:
+            # their payloads go from ring to ring in one copy.
+            self.outbox.flush(self.status.beat, self._beat_s, self._stopping)
         finally:
             # Payload views die here: the stage was told to copy what it keeps.
+            self.outbox.detach_borrowed()
             ring.release()
         return len(records)
 
     # -- one batch ------------------------------------------------------------------
 
-    def _process(self, records: list[Record], read_ns: int) -> None:
+    def _process(self, records: list[_Read], read_ns: int) -> None:
         turns = self._turns
-        run: list[Message] = []
+        run: list[_Read] = []
         waits: list[int] = []
         unstamped = stale = unknown = 0
         for record in records:
-            flags = record.flags
-            payload, sent_ns = split_stamp(record.payload, flags)
+            sent_ns = record.sent_ns
             if sent_ns:
                 waits.append(read_ns - sent_ns)
             else:
@@ -369,7 +348,7 @@ class Worker(Generic[S]):
                 if run:
                     self._run_stage(run)
                     run = []
-                self._control(record, flags & _NOT_STAMPED, payload)
+                self._control(record)
                 continue
             current = turns.get(session)
             if current is None:
@@ -386,18 +365,7 @@ class Worker(Generic[S]):
             if self._failed.get(session) == turn:
                 stale += 1  # the rest of a turn that failed here
                 continue
-            run.append(
-                Message(
-                    kind,
-                    flags & _NOT_STAMPED,
-                    session,
-                    turn,
-                    record.seq,
-                    record.origin_ns,
-                    payload,
-                    sent_ns,
-                )
-            )
+            run.append(record)
         if run:
             self._run_stage(run)
         status = self.status
@@ -413,7 +381,7 @@ class Worker(Generic[S]):
             status.observe_many(Histogram.RING_WAIT, np.array(waits, dtype=np.int64))
         status.set(Field.SESSIONS, len(turns))
 
-    def _run_stage(self, run: list[Message]) -> None:
+    def _run_stage(self, run: list[_Read]) -> None:
         while run:
             start = monotonic_ns()
             cursor = _Cursor(run)
@@ -465,8 +433,8 @@ class Worker(Generic[S]):
             turn,
             reason,
         )
-        payload = ErrorEvent(ErrorCode.INTERNAL, self._stage_id, reason[:200]).pack()
-        self.outbox.emit(Kind.ERROR, session, turn, 0, 0, payload)
+        payload = TurnError(TurnErrorCode.INTERNAL, self._stage_id, reason[:200]).pack()
+        self.outbox.emit(Record(kind=Kind.ERROR, session=session, turn=turn, payload=payload))
 
     def _close(self, session: int) -> None:
         state = self._states.pop(session)
@@ -493,7 +461,7 @@ class Worker(Generic[S]):
             self._failed[session] = turn
         self.status.beat()
 
-    def _control(self, record: Record, flags: int, payload: memoryview) -> None:
+    def _control(self, record: _Read) -> None:
         kind, session, turn = record.kind, record.session, record.turn
         start = monotonic_ns()
         current = self._turns.get(session)
@@ -501,7 +469,9 @@ class Worker(Generic[S]):
         if kind == Kind.SESSION_OPEN:
             if current is None:
                 try:
-                    self._states[session] = self.stage.open_session(session, turn, payload)
+                    self._states[session] = self.stage.open_session(
+                        session, turn, record.payload
+                    )
                     self._turns[session] = turn
                 except Exception as exc:
                     # Not known here: its records are dropped as of an unknown session.
@@ -520,7 +490,7 @@ class Worker(Generic[S]):
         elif kind in (Kind.CANCEL, Kind.BARGE_IN) and current is not None and turn > current:
             self._advance(session, turn)
         self.status.observe(Histogram.COMPUTE, monotonic_ns() - start)
-        self.outbox.emit(kind, session, turn, record.seq, record.origin_ns, payload, flags)
+        self.outbox.emit(record)  # forwarded as read: every later stage learns of it
         if failed:
             # After the open, so that the later stages know the session it is about.
             self._report(session, turn, failed)
@@ -539,13 +509,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}"
 
 
-class _Cursor(Sequence[Message]):
+class _Cursor(Sequence[_Read]):
     """The run a stage is handed: remembers the furthest record the stage looked at, so
     that a failure is pinned on the session it was handling."""
 
     __slots__ = ("_items", "furthest")
 
-    def __init__(self, items: list[Message]) -> None:
+    def __init__(self, items: list[_Read]) -> None:
         self._items = items
         self.furthest = -1
 
@@ -553,10 +523,10 @@ class _Cursor(Sequence[Message]):
         return len(self._items)
 
     @overload
-    def __getitem__(self, index: int) -> Message: ...
+    def __getitem__(self, index: int) -> _Read: ...
     @overload
-    def __getitem__(self, index: slice) -> Sequence[Message]: ...
-    def __getitem__(self, index: int | slice) -> Message | Sequence[Message]:
+    def __getitem__(self, index: slice) -> Sequence[_Read]: ...
+    def __getitem__(self, index: int | slice) -> _Read | Sequence[_Read]:
         if isinstance(index, slice):
             picked = range(len(self._items))[index]
             if picked:
@@ -566,7 +536,7 @@ class _Cursor(Sequence[Message]):
         self.furthest = max(self.furthest, index if index >= 0 else len(self._items) + index)
         return item
 
-    def __iter__(self) -> Iterator[Message]:
+    def __iter__(self) -> Iterator[_Read]:
         for index, item in enumerate(self._items):
             self.furthest = max(self.furthest, index)
             yield item

@@ -12,6 +12,7 @@ cdef extern from "vg_layout.h" nogil:
         uint32_t seq
         uint32_t reserved
         int64_t origin_ns
+        int64_t sent_ns
 
     enum:
         VG_RECORD_HEADER_SIZE

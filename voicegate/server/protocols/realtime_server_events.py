@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from voicegate.core.codec import AudioFormat
-from voicegate.server.events import TurnLatency
+from voicegate.server.protocols.native_events import TurnLatency
 from voicegate.server.protocols.realtime_config import Modality, format_json
 from voicegate.server.protocols.realtime_fields import RealtimeError
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from voicegate.core.codec import AudioFormat
-from voicegate.server.events import (
+from voicegate.server.protocols.native_events import (
     ErrorEvent,
     ResponseCancelled,
     ResponseDone,

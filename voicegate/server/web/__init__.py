@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from voicegate import __version__
 from voicegate.core.config import WebSettings
-from voicegate.server.protocol import STREAM_PATH
+from voicegate.server.protocols.native_wire import STREAM_PATH
 
 PAGE_PATH: Final[str] = "/talk"
 STATIC_PATH: Final[str] = "/talk/static"

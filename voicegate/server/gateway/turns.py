@@ -1,8 +1,9 @@
-"""One connection's side of the gateway: which pipeline records become which client
-messages, and when.
+"""One session's turn state at the gateway: which pipeline records become which turn
+events for the client, and when.
 
 ``SessionTurns`` is the turn logic of docs/pipeline.md seen from the gateway, with no I/O:
-records go in (``on_record``), client-bound items come out on a bounded ``SendQueue``.
+records go in (``on_record``), protocol-neutral turn events and answer audio come out on
+a bounded ``SendQueue``; the connection's wire protocol renders them.
 
 - Answer material (``response.*`` events and audio) of a turn that is not confirmed yet
   (a speculation started at SPEECH_PAUSE) is held; END_OF_TURN, or the turn's
@@ -16,26 +17,37 @@ records go in (``on_record``), client-bound items come out on a bounded ``SendQu
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from voicegate.core.codec import AudioFormat
-from voicegate.core.kinds import ErrorCode as ErrorPayloadCode
-from voicegate.core.kinds import ErrorEvent as ErrorPayload
-from voicegate.core.kinds import Flag, Kind, VadEvent, VadEventType
-from voicegate.server.arrivals import ArrivalLog
-from voicegate.server.events import (
+from voicegate.core.kinds import Flag, Kind
+from voicegate.core.payloads import (
+    TurnError,
+    TurnErrorCode,
+    TurnTiming,
+    VadEvent,
+    VadEventType,
+    decode_text,
+)
+from voicegate.server.gateway.arrivals import ArrivalLog
+from voicegate.server.gateway.send_queue import (
+    AudioItem,
+    DoneItem,
+    EventItem,
+    Item,
+    SendQueue,
+    item_turn,
+)
+from voicegate.server.protocols.base import TurnEvent
+from voicegate.server.protocols.native_events import (
     ErrorEvent,
     ResponseAudioStarted,
     ResponseCancelled,
     ResponseDone,
     ResponseStarted,
     ResponseTextDelta,
-    ServerEvent,
     SpeechStarted,
     SpeechStopped,
     TranscriptFinal,
@@ -43,122 +55,12 @@ from voicegate.server.events import (
     TurnLatency,
     TurnTimeline,
 )
-from voicegate.server.protocol import ErrorCode
+from voicegate.server.protocols.native_wire import ErrorCode
 from voicegate.workers.gateway_link import Received
 
 log = logging.getLogger("voicegate.gateway")
 
 VAD_RATE: Final[int] = 16000  # VadEvent.at_sample counts samples at this rate
-
-
-@dataclass(frozen=True, slots=True)
-class AudioItem:
-    """Answer audio for the client, in the session's current output format."""
-
-    turn: int
-    data: bytes
-    last: bool
-
-
-@dataclass(frozen=True, slots=True)
-class EventItem:
-    turn: int  # 0: not about a turn
-    event: ServerEvent
-
-
-@dataclass(frozen=True, slots=True)
-class DoneItem:
-    """Placeholder for response.done: rendered when the sender reaches it."""
-
-    turn: int
-
-
-@dataclass(frozen=True, slots=True)
-class TextItem:
-    """A JSON text message prepared by the connection's state machine."""
-
-    text: str = field(repr=False)
-    type: str
-
-
-@dataclass(frozen=True, slots=True)
-class CloseItem:
-    code: int
-    reason: str
-
-
-Item = AudioItem | EventItem | DoneItem | TextItem | CloseItem
-
-
-class SendQueue:
-    """What is waiting to go to one client. Bounded in audio items while the client is
-    stalled: ``push_audio`` returns False instead of growing past ``max_audio`` when
-    ``stalled()`` says the socket has stopped taking data (the slow-client signal). A
-    burst that a reading client will take at network speed is not refused: TTS produces
-    faster than real time. Events are never refused, they are few and small."""
-
-    def __init__(self, max_audio: int) -> None:
-        if max_audio < 1:
-            raise ValueError(f"max_audio must be >= 1, got {max_audio}")
-        self.max_audio = max_audio
-        self.items: deque[Item] = deque()
-        self.audio = 0
-        self.on_push: Callable[[], None] = lambda: None
-        self.stalled: Callable[[], bool] = lambda: True
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def push(self, item: Item) -> None:
-        self.items.append(item)
-        if isinstance(item, AudioItem):
-            self.audio += 1
-        self.on_push()
-
-    def push_audio(self, item: AudioItem) -> bool:
-        if self.audio >= self.max_audio and self.stalled():
-            return False
-        self.push(item)
-        return True
-
-    def pop(self) -> Item | None:
-        if not self.items:
-            return None
-        item = self.items.popleft()
-        if isinstance(item, AudioItem):
-            self.audio -= 1
-        return item
-
-    def drop_turns_below(self, turn: int) -> int:
-        """Take back queued audio and answer events of turns before ``turn``."""
-        kept: deque[Item] = deque()
-        dropped = 0
-        for item in self.items:
-            stale = isinstance(item, AudioItem | DoneItem) or (
-                isinstance(item, EventItem) and _is_answer_event(item.event)
-            )
-            if stale and 0 < _item_turn(item) < turn:
-                dropped += 1
-                if isinstance(item, AudioItem):
-                    self.audio -= 1
-                continue
-            kept.append(item)
-        self.items = kept
-        return dropped
-
-    def drop_pipeline_items(self) -> None:
-        """Keep only what the connection itself said (session, degrade and error events):
-        the backlog of a closing session is not worth waiting for."""
-        self.items = deque(i for i in self.items if isinstance(i, TextItem | CloseItem))
-        self.audio = 0
-
-
-def _item_turn(item: Item) -> int:
-    return item.turn if isinstance(item, AudioItem | EventItem | DoneItem) else 0
-
-
-def _is_answer_event(event: ServerEvent) -> bool:
-    return isinstance(event, ResponseStarted | ResponseTextDelta | ResponseAudioStarted)
 
 
 @dataclass
@@ -234,6 +136,28 @@ class SessionTurns:
         than twice per answer frame."""
         return 1000.0 * nbytes / self._output_bytes_per_s
 
+    def switch_output(self, fmt: AudioFormat) -> None:
+        """Later answer audio comes in ``fmt``; what TTS made before it heard so is
+        dropped until its OUTPUT_FORMAT record comes back."""
+        self.output = fmt
+        self.awaiting_format = True
+
+    # -- playback (the sender's side) -----------------------------------------------
+
+    def start_playing(self, turn: int, now_ns: int) -> None:
+        """The first audio of ``turn`` goes out now."""
+        self.playing = turn
+        answer = self.answers.get(turn)
+        if answer is not None and not answer.audio_sent_ns:
+            answer.audio_sent_ns = now_ns
+
+    def stop_playing(self, turn: int) -> bool:
+        """The client finished playing ``turn``; False if another turn plays by now."""
+        if self.playing != turn:
+            return False
+        self.playing = None
+        return True
+
     # -- input bookkeeping ----------------------------------------------------------
 
     def input_arrived(self, end_ms: int, arrival_ns: int) -> None:
@@ -257,14 +181,14 @@ class SessionTurns:
         elif r.turn < self.stale_below and kind != Kind.OUTPUT_FORMAT:
             self.counters.dropped_stale += 1
         elif kind == Kind.TRANSCRIPT_PARTIAL:
-            text = r.payload.decode()
+            text = decode_text(Kind.TRANSCRIPT_PARTIAL, r.payload)
             if r.flags & Flag.PROVISIONAL:
                 self._answer(r.turn).provisional = text
             self._emit(r.turn, TranscriptPartial(r.turn, text), hold=False)
         elif kind == Kind.TRANSCRIPT_FINAL:
             answer = self._answer(r.turn)
             answer.turn_end_ns = answer.turn_end_ns or read_ns
-            text = r.payload.decode()
+            text = decode_text(Kind.TRANSCRIPT_FINAL, r.payload)
             if answer.final_sent != text:
                 answer.final_sent = text
                 self._emit(r.turn, TranscriptFinal(r.turn, text), hold=False)
@@ -310,7 +234,7 @@ class SessionTurns:
     def _on_token(self, r: Received) -> None:
         answer = self._answer(r.turn)
         self._start_response(answer)
-        delta = r.payload.decode()
+        delta = decode_text(Kind.LLM_TOKEN, r.payload)
         if delta:
             answer.text.append(delta)
             self._emit(r.turn, ResponseTextDelta(r.turn, delta), hold=True)
@@ -338,22 +262,22 @@ class SessionTurns:
     def _on_timing(self, r: Received) -> None:
         answer = self._answer(r.turn)
         try:
-            timing = json.loads(r.payload)
-            answer.transcript_ns = int(timing.get("transcript_ns", 0))
-            answer.first_token_ns = int(timing.get("first_token_ns", 0))
-            answer.first_audio_ns = int(timing.get("first_audio_ns", 0))
-        except (ValueError, TypeError, AttributeError) as exc:
+            timing = TurnTiming.unpack(r.payload)
+        except ValueError as exc:
             log.warning("TURN_TIMING of turn %d is malformed (%s): ignored", r.turn, exc)
             return
+        answer.transcript_ns = timing.transcript_ns
+        answer.first_token_ns = timing.first_token_ns
+        answer.first_audio_ns = timing.first_audio_ns
         if r.origin_ns and not answer.speech_end_ns:
             answer.speech_end_ns = r.origin_ns
 
     def _on_error(self, r: Received) -> None:
         code = ErrorCode.INTERNAL_ERROR
         try:
-            detail = ErrorPayload.unpack(r.payload)
+            detail = TurnError.unpack(r.payload)
             what = f"{detail.stage.name.lower()} failed ({detail.code.name.lower()})"
-            if detail.code is ErrorPayloadCode.BAD_INPUT:
+            if detail.code is TurnErrorCode.BAD_INPUT:
                 code = ErrorCode.BAD_INPUT
         except ValueError:
             what = "a pipeline stage failed"
@@ -361,8 +285,7 @@ class SessionTurns:
         self.fail_turn(r.turn, what)
         # The client hears of it; the session goes on with its next turn.
         message = f"turn {r.turn} failed: {what}; the session goes on"
-        error = ErrorEvent(code.value, message, fatal=False)
-        self.queue.push(TextItem(error.to_json(), error.type))
+        self.queue.push(EventItem(0, ErrorEvent(code.value, message, fatal=False)))
 
     # -- turn transitions -----------------------------------------------------------
 
@@ -416,11 +339,11 @@ class SessionTurns:
         answer.speculative = answer.turn not in self.confirmed
         self._emit(answer.turn, ResponseStarted(answer.turn), hold=True)
 
-    def _emit(self, turn: int, event: ServerEvent, hold: bool) -> None:
+    def _emit(self, turn: int, event: TurnEvent, hold: bool) -> None:
         self._push(EventItem(turn, event), hold=hold and turn not in self.confirmed)
 
     def _push(self, item: Item, hold: bool) -> None:
-        turn = _item_turn(item)
+        turn = item_turn(item)
         if hold:
             self.held.setdefault(turn, []).append(item)
         elif isinstance(item, AudioItem):

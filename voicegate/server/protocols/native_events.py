@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, get_type_hints
 
 from voicegate.core.codec import AudioFormat, Encoding
-from voicegate.server.protocol import ProtocolLimits
+from voicegate.server.protocols.native_wire import ProtocolLimits
 
 
 class EventFormatError(ValueError):

@@ -1,4 +1,6 @@
-"""The lifecycle of one ``/v1/stream`` connection as a pure state machine.
+"""The native protocol, ``/v1/stream``: the lifecycle of one connection as a pure state
+machine (``native_wire`` parses its client messages, ``native_events`` shapes its server
+events).
 
 The gateway coroutine feeds it what happens (a client message arrived, the pipeline
 produced an event, the client is too slow, the server is shutting down) and carries
@@ -8,12 +10,25 @@ protocol is testable without a socket.
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 
 from voicegate.core.codec import AudioFormat
-from voicegate.server.events import (
+from voicegate.server.protocols.base import (
+    Accept,
+    Action,
+    Close,
+    CloseSession,
+    ConnectionState,
+    ForwardAudio,
+    ForwardText,
+    OpenSession,
+    Refusal,
+    SendText,
+    SwitchOutput,
+    TurnEvent,
+    WireProtocol,
+)
+from voicegate.server.protocols.native_events import (
     ErrorEvent,
     OutputDegraded,
     ResponseCancelled,
@@ -22,9 +37,9 @@ from voicegate.server.events import (
     ServerEvent,
     SessionStarted,
 )
-from voicegate.server.protocol import (
+from voicegate.server.protocols.native_wire import (
     DEFAULT_LIMITS,
-    AudioInput,
+    STREAM_PATH,
     CloseCode,
     ErrorCode,
     ProtocolError,
@@ -34,80 +49,6 @@ from voicegate.server.protocol import (
     TextInput,
     parse_client_audio,
     parse_client_text,
-)
-
-
-class ConnectionState(enum.Enum):
-    CONNECTING = 0  # handshake received, not accepted yet
-    CONNECTED = 1  # accepted, waiting for session.start
-    STARTED = 2  # session running: audio and events flow
-    ENDING = 3  # server shutting down: no new input, the answer in flight is finished
-    CLOSED = 4  # close sent or client gone: nothing more is sent
-
-
-@dataclass(frozen=True, slots=True)
-class Accept:
-    """Accept the WebSocket handshake."""
-
-
-@dataclass(frozen=True, slots=True)
-class OpenSession:
-    """Open the session in the pipeline, before `session.started` is sent."""
-
-    session: str
-    start: SessionStart
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardAudio:
-    """Hand client audio (input format, unparsed) to the pipeline."""
-
-    audio: AudioInput
-    stream_ms: int  # position of its first sample in the session's input audio
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardText:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class SwitchOutput:
-    """Send all later answer audio in this format."""
-
-    format: AudioFormat
-
-
-@dataclass(frozen=True, slots=True)
-class SendText:
-    """Send this text message (a JSON event) to the client."""
-
-    text: str = field(repr=False)
-    type: str  # the event type, for logs and tests
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSession:
-    """Close the session in the pipeline: in-flight work for it is cancelled."""
-
-    session: str
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    code: CloseCode
-    reason: str
-
-
-Action = (
-    Accept
-    | OpenSession
-    | ForwardAudio
-    | ForwardText
-    | SwitchOutput
-    | SendText
-    | CloseSession
-    | Close
 )
 
 
@@ -130,6 +71,7 @@ class StreamConnection:
         # Whether a session may start now: a session counts against the node's capacity
         # from session.start on, so the check is made there too, not only at connect.
         self.admit: Callable[[], bool] = lambda: True
+        self.start_message = "session.start"
 
     @property
     def degraded(self) -> bool:
@@ -184,10 +126,12 @@ class StreamConnection:
         # ENDING: a microphone keeps streaming until it sees the close; that is not an error.
         return []
 
-    def send_event(self, event: ServerEvent) -> list[Action]:
+    def send_event(self, event: TurnEvent) -> list[Action]:
         """An event from the pipeline for this client."""
         if self.state not in (ConnectionState.STARTED, ConnectionState.ENDING):
             return []
+        if isinstance(event, ErrorEvent) and not event.fatal:
+            return [_send(event)]  # a turn failed; the session goes on
         if isinstance(event, SessionStarted | ErrorEvent | OutputDegraded):
             raise ValueError(f"{event.type} is sent by the connection itself, not the pipeline")
         if isinstance(event, ResponseStarted):
@@ -198,6 +142,10 @@ class StreamConnection:
         if self.state is ConnectionState.ENDING and not self._responses_in_flight:
             actions += self._shutdown_now()
         return actions
+
+    def audio_frame(self, turn: int, data: bytes) -> bytes:
+        """Answer audio goes out as binary messages, as it is."""
+        return data
 
     def degrade_output(self) -> list[Action]:
         """The client does not take its audio fast enough."""
@@ -232,10 +180,11 @@ class StreamConnection:
             return []
         return self._shutdown_now()
 
-    def refuse(self, code: ErrorCode, close_code: CloseCode, message: str) -> list[Action]:
+    def refuse(self, refusal: Refusal, message: str) -> list[Action]:
         """A limit of the server ends the connection (rate, timeout, address)."""
         if self.state in (ConnectionState.CONNECTING, ConnectionState.CLOSED):
             return []
+        code, close_code = _REFUSALS[refusal]
         return self._fail(code, close_code, message)
 
     def internal_error(self, message: str) -> list[Action]:
@@ -326,3 +275,18 @@ class StreamConnection:
     def _expect(self, state: ConnectionState, what: str) -> None:
         if self.state is not state:
             raise RuntimeError(f"{what} in state {self.state.name}")
+
+
+_REFUSALS: dict[Refusal, tuple[ErrorCode, CloseCode]] = {
+    Refusal.TOO_MANY_CONNECTIONS: (ErrorCode.TOO_MANY_CONNECTIONS, CloseCode.TRY_AGAIN_LATER),
+    Refusal.TIMEOUT: (ErrorCode.TIMEOUT, CloseCode.POLICY_VIOLATION),
+    Refusal.RATE_LIMITED: (ErrorCode.RATE_LIMITED, CloseCode.POLICY_VIOLATION),
+}
+
+
+def _open(session: str, query: Mapping[str, str], limits: ProtocolLimits) -> StreamConnection:
+    # Every option of /v1/stream comes in session.start, none in the URL.
+    return StreamConnection(session, limits)
+
+
+PROTOCOL = WireProtocol("stream", STREAM_PATH, _open)

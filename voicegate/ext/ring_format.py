@@ -1,4 +1,4 @@
-"""Ring protocol constants shared by the Cython ring and the reference ring: roles, the
+"""The ring format's constants shared by the Cython ring and the reference ring: roles, the
 values of the sleeping flags, default timings, segment names and record field checks."""
 
 from __future__ import annotations
