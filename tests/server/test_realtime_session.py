@@ -171,8 +171,26 @@ def test_barge_in_cancels_the_answer_and_no_audio_of_it_follows() -> None:
     assert response["status"] == "cancelled"
     assert response["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
     assert "response.output_audio.delta" not in [e["type"] for e in events]
-    # the new turn gets its own item
+    # the new turn gets its own item, announced once
     assert events[0]["item_id"] != conv.by_turn[1].id
+    assert [e["type"] for e in events].count("input_audio_buffer.speech_started") == 1
+
+
+def test_a_barge_in_reported_before_the_new_speech_announces_it_first() -> None:
+    conv = conversation()
+    append(conv, FRAME * 50)
+    conv.pipeline_event(SpeechStarted(1, 0))
+    conv.pipeline_event(SpeechStopped(1, 600))
+    conv.pipeline_event(ResponseStarted(1))
+    events = sent(conv.pipeline_event(ResponseCancelled(1, "barge_in")))
+    assert events[0]["type"] == "input_audio_buffer.speech_started"
+    assert events[0]["audio_start_ms"] == 1000  # where the caller's audio stood
+    assert events[-1]["type"] == "response.done"
+    # the speech start that follows is the same item, not announced again
+    assert conv.pipeline_event(SpeechStarted(2, 900)) == []
+    assert conv.by_turn[2].id == events[0]["item_id"]
+    stopped = sent(conv.pipeline_event(SpeechStopped(2, 1500)))
+    assert stopped[0]["item_id"] == events[0]["item_id"]
 
 
 def test_client_cancel_finishes_at_once_and_drops_the_rest_of_the_turn() -> None:

@@ -41,10 +41,13 @@ connection, a ``base.WireSession``; the gateway's ``Connection`` (server/gateway
 Modules: ``base`` (the interface, actions, states and turn events), ``native`` (the
 ``/v1/stream`` state machine) with ``native_wire`` (its client messages, error and close
 codes, limits) and ``native_events`` (its server events), ``telephony`` (raw PCM or G.711
-for telephony bridges, ``/v1/pcm``).
+for telephony bridges, ``/v1/pcm``), ``realtime`` (OpenAI's Realtime API, ``/v1/realtime``)
+with ``realtime_fields`` (its error and JSON reading), ``realtime_config`` (the session
+configuration), ``realtime_events`` (client events), ``realtime_server_events`` (server
+events), ``realtime_audio`` (input framing) and ``realtime_session`` (the conversation).
 """
 
-from voicegate.server.protocols import native, telephony
+from voicegate.server.protocols import native, realtime, telephony
 from voicegate.server.protocols.base import WireProtocol
 
-PROTOCOLS: tuple[WireProtocol, ...] = (native.PROTOCOL, telephony.PROTOCOL)
+PROTOCOLS: tuple[WireProtocol, ...] = (native.PROTOCOL, telephony.PROTOCOL, realtime.PROTOCOL)

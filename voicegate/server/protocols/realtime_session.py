@@ -158,9 +158,9 @@ class CreateResponse:
 
 @dataclass(frozen=True, slots=True)
 class CancelResponse:
-    """Cancel the answer to ``turn`` (None: the one asked for and not started)."""
+    """Cancel the answer to ``turn``."""
 
-    turn: int | None
+    turn: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +202,7 @@ class _Item:
     audio_end_ms: int | None = None
     audio_out_ms: float = 0.0  # assistant: answer audio sent
     committed: bool = False
+    announced: bool = False  # user: speech_started already sent (at a barge-in)
     # assistant: (audio ms, text chars) at the end of each spoken clause, in order
     marks: list[tuple[int, int]] = field(default_factory=list)
 
@@ -258,6 +259,7 @@ class RealtimeConversation:
         self.response: _Response | None = None
         self.requested: ResponseOptions | None = None  # asked for, not started yet
         self.dropped_turns: set[int] = set()  # answers cancelled by the client
+        self.cancel_next = False  # a response asked for was cancelled before it started
         self.partials: dict[int, str] = {}  # transcription text sent as deltas, per turn
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -460,7 +462,8 @@ class RealtimeConversation:
                 "audio_end_ms",
             )
         chars = item.heard_chars(event.audio_end_ms)
-        item.text = (item.text or "")[:chars]
+        if item.marks:  # without marks the node cannot say which text was heard
+            item.text = (item.text or "")[:chars]
         return [
             TruncateAnswer(item.turn, event.audio_end_ms, chars),
             self._send(self.events.item_truncated(item.id, event.audio_end_ms)),
@@ -502,8 +505,10 @@ class RealtimeConversation:
         response = self.response
         if response is None or (response_id is not None and response_id != response.id):
             if response is None and self.requested is not None and response_id is None:
+                # The pipeline has not started it yet: it is cancelled when it does.
                 self.requested = None
-                return [CancelResponse(None)]
+                self.cancel_next = True
+                return []
             raise RealtimeError(
                 ErrorCode.NO_ACTIVE_RESPONSE,
                 "there is no response in progress"
@@ -584,7 +589,7 @@ class RealtimeConversation:
     def _speech_started(self, event: SpeechStarted) -> list[Action]:
         item = self._user_item_for(event.turn)
         item.audio_start_ms = event.audio_start_ms
-        if self.config.turn_detection is None:
+        if self.config.turn_detection is None or item.announced:
             return []
         return [self._send(self.events.speech_started(item.id, event.audio_start_ms))]
 
@@ -650,6 +655,10 @@ class RealtimeConversation:
     def _response_started(self, turn: int) -> list[Action]:
         if not self.config.responds or self.response is not None:
             return []
+        if self.cancel_next:
+            self.cancel_next = False
+            self.dropped_turns.add(turn)
+            return [CancelResponse(turn)]
         options = self.requested or ResponseOptions()
         self.requested = None
         modality = (
@@ -705,7 +714,17 @@ class RealtimeConversation:
         if response is None or response.turn != event.turn:
             return []
         status, reason = _CANCEL_STATUS.get(event.reason, (CANCELLED, "client_cancelled"))
-        return self._finish(status, reason, None)
+        actions: list[Action] = []
+        spoken = any(turn > response.turn for turn in self.by_turn)
+        if event.reason == "barge_in" and self.config.turn_detection is not None and not spoken:
+            # The pipeline says so before the new turn's speech start; a client hears of
+            # the speech first, as the API orders it. The item takes the new turn.
+            item = self._new_user_item("audio", None)
+            item.announced = True
+            self.unbound.append(item)
+            heard_at = int(self.framer.received_ms)
+            actions.append(self._send(self.events.speech_started(item.id, heard_at)))
+        return actions + self._finish(status, reason, None)
 
     def _finish(
         self,
