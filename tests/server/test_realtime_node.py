@@ -263,3 +263,27 @@ def test_refused_and_unknown_events_get_the_documented_error(node: RealtimeNode)
     ]
     assert errors[-1]["code"] == "invalid_json"
     assert seen[-1]["session"]["instructions"] == "Brief."
+
+
+def test_a_typed_item_and_a_written_answer(node: RealtimeNode) -> None:
+    async def main() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        async with node.client().realtime.connect(model="voicegate") as conn:
+            await events_until(conn, "session.created", seen)
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await events_until(conn, "session.updated", seen)
+            await conn.conversation.item.create(item={
+                "type": "message", "role": "user",
+                "content": [{"type": "input_text", "text": "What time do you open?"}]})  # fmt: skip
+            await events_until(conn, "conversation.item.done", seen)
+            await conn.response.create()
+            await events_until(conn, "response.done", seen)
+        return seen
+
+    seen = asyncio.run(main())
+    kinds = types(seen)
+    assert "response.output_text.delta" in kinds
+    assert "response.output_audio.delta" not in kinds
+    done = seen[-1]["response"]
+    assert done["status"] == "completed" and done["output_modalities"] == ["text"]
+    assert done["output"][0]["content"][0]["text"]

@@ -264,6 +264,9 @@ class Connection:
             turns.respond = action.options.respond
             self.write(Kind.SESSION_UPDATE, action.options.to_payload())
         elif isinstance(action, CreateResponse):
+            turns.response_modes.append(
+                action.own.respond if action.own is not None else turns.respond
+            )
             if action.own is not None:
                 self.write(Kind.SESSION_UPDATE, action.own.to_payload())
             self.write(Kind.RESPONSE_CREATE, b"")

@@ -121,6 +121,10 @@ class SessionTurns:
         # the latest answer (what TRUNCATE needs).
         self.respond = "audio"
         self.marks: dict[int, list[AudioMark]] = {}
+        # How the responses asked for (RESPONSE_CREATE) answer, in order, and the turns
+        # of those that write (a written answer ends with its last token).
+        self.response_modes: list[str] = []
+        self.written: set[int] = set()
 
     @property
     def output(self) -> AudioFormat:
@@ -213,6 +217,9 @@ class SessionTurns:
             self.awaiting_format = False
         elif kind == Kind.RESPONSE_CREATE:
             # The client asked for this answer: no end of turn will confirm it.
+            mode = self.response_modes.pop(0) if self.response_modes else self.respond
+            if mode == "text":
+                self.written.add(r.turn)
             self._answer(r.turn)
             self.confirm(r.turn)
         elif kind == Kind.AUDIO_MARK:
@@ -253,9 +260,11 @@ class SessionTurns:
         if delta:
             answer.text.append(delta)
             self._emit(r.turn, ResponseTextDelta(r.turn, delta), hold=True)
-        if r.flags & Flag.LAST and self.respond == "text" and not answer.done:
+        written = self.respond == "text" or r.turn in self.written
+        if r.flags & Flag.LAST and written and not answer.done:
             # A written answer ends with its last token: no audio follows.
             answer.done = True
+            self.written.discard(r.turn)
             self._push(DoneItem(r.turn), hold=r.turn not in self.confirmed)
 
     def _on_audio(self, r: Received) -> None:
