@@ -32,11 +32,10 @@ from voicegate.server.protocols.native_events import (
     SpeechStopped,
     TurnLatency,
 )
-from voicegate.server.protocols.native_wire import DEFAULT_LIMITS, ProtocolLimits
+from voicegate.server.protocols.native_wire import DEFAULT_LIMITS, CloseCode, ProtocolLimits
 from voicegate.server.protocols.realtime import (
     PROTOCOL,
     NodeSettings,
-    RealtimeClose,
     RealtimeConnection,
     node_settings,
 )
@@ -99,7 +98,7 @@ def test_connect_sends_session_created_and_the_first_audio_opens_the_session() -
 def test_at_capacity_at_the_handshake_and_at_the_first_audio() -> None:
     full = connection().connect(at_capacity=True)
     assert events(full)[0]["error"]["code"] == "at_capacity"  # type: ignore[index]
-    assert full[-1] == Close(RealtimeClose.TRY_AGAIN_LATER, full[-1].reason)  # type: ignore[union-attr]
+    assert full[-1] == Close(CloseCode.TRY_AGAIN_LATER, full[-1].reason)  # type: ignore[union-attr]
     conn = connection()
     conn.connect()
     conn.admit = lambda: False

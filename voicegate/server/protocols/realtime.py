@@ -17,7 +17,6 @@ upgrade.
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -45,7 +44,7 @@ from voicegate.server.protocols.base import (
     UpdateSession,
     WireProtocol,
 )
-from voicegate.server.protocols.native_wire import AudioInput, ProtocolLimits
+from voicegate.server.protocols.native_wire import AudioInput, CloseCode, ProtocolLimits
 from voicegate.server.protocols.realtime_config import (
     PipelineOptions,
     SessionType,
@@ -58,14 +57,6 @@ REALTIME_PATH: Final[str] = "/v1/realtime"
 DEFAULT_MODEL: Final[str] = "voicegate"
 # The name a bundle whose voices cannot be read gives its one voice.
 _UNNAMED_VOICE: Final[str] = "default"
-
-
-class RealtimeClose(enum.IntEnum):
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    POLICY_VIOLATION = 1008
-    INTERNAL_ERROR = 1011
-    TRY_AGAIN_LATER = 1013
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +210,7 @@ class RealtimeConnection:
             return []
         return self._fail(
             ErrorCode.SLOW_CLIENT,
-            RealtimeClose.POLICY_VIOLATION,
+            CloseCode.POLICY_VIOLATION,
             "the client does not take its audio fast enough",
         )
 
@@ -233,16 +224,16 @@ class RealtimeConnection:
         if self.state in (ConnectionState.CONNECTING, ConnectionState.CLOSED):
             return []
         return self._fail(
-            ErrorCode.SERVER_SHUTDOWN, RealtimeClose.GOING_AWAY, "the server is shutting down"
+            ErrorCode.SERVER_SHUTDOWN, CloseCode.GOING_AWAY, "the server is shutting down"
         )
 
     def refuse(self, refusal: Refusal, message: str) -> list[Action]:
         if self.state in (ConnectionState.CONNECTING, ConnectionState.CLOSED):
             return []
         close = (
-            RealtimeClose.TRY_AGAIN_LATER
+            CloseCode.TRY_AGAIN_LATER
             if refusal is Refusal.TOO_MANY_CONNECTIONS
-            else RealtimeClose.POLICY_VIOLATION
+            else CloseCode.POLICY_VIOLATION
         )
         return self._fail(ErrorCode(refusal.value), close, message)
 
@@ -256,11 +247,11 @@ class RealtimeConnection:
     def _at_capacity(self) -> list[Action]:
         return self._fail(
             ErrorCode.AT_CAPACITY,
-            RealtimeClose.TRY_AGAIN_LATER,
+            CloseCode.TRY_AGAIN_LATER,
             "the node is at capacity, try again later",
         )
 
-    def _fail(self, code: ErrorCode, close: RealtimeClose, message: str) -> list[Action]:
+    def _fail(self, code: ErrorCode, close: CloseCode, message: str) -> list[Action]:
         client_side = code in (ErrorCode.SLOW_CLIENT, ErrorCode.RATE_LIMITED, ErrorCode.TIMEOUT)
         error = RealtimeError(
             code,
