@@ -287,3 +287,18 @@ def test_a_typed_item_and_a_written_answer(node: RealtimeNode) -> None:
     done = seen[-1]["response"]
     assert done["status"] == "completed" and done["output_modalities"] == ["text"]
     assert done["output"][0]["content"][0]["text"]
+
+
+def test_a_browser_sends_its_key_as_a_subprotocol(node: RealtimeNode) -> None:
+    async def main() -> tuple[str | None, dict[str, Any]]:
+        offered = ["realtime", f"openai-insecure-api-key.{node.key}"]
+        async with websockets.connect(
+            f"ws://127.0.0.1:{node.port}/v1/realtime?model=m",
+            subprotocols=offered,  # type: ignore[arg-type]
+        ) as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            return ws.subprotocol, first
+
+    accepted, first = asyncio.run(main())
+    assert accepted == "realtime"  # never the credential
+    assert first["type"] == "session.created"
