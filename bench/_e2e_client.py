@@ -8,11 +8,17 @@ would) until the answer's ``response.done``, stays silent for the pause between 
 then speaks the next utterance. Voice-to-voice is measured the way ``voicegate talk``
 measures it: first answer audio received minus the moment the frame holding the
 utterance's ``speech_end_s`` was sent.
+
+``ClientPlan.protocol`` picks the wire protocol: ``stream`` (voicegate's own, binary audio
+frames) or ``realtime`` (OpenAI's Realtime API on ``/v1/realtime``: base64 audio in
+``input_audio_buffer.append`` events, answer audio in ``response.output_audio.delta``,
+the server's breakdown in ``response.done``'s metadata). Both replay the same speech.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import enum
 import json
@@ -28,6 +34,7 @@ from urllib.parse import urlsplit
 
 from bench._wsraw import OP_BINARY, OP_TEXT, HandshakeError, RawWebSocket, client_frame, connect
 from voicegate.core import codec
+from voicegate.core.codec import AudioFormat, Encoding
 from voicegate.core.wav import WavError, read_wav
 from voicegate.server.cli.talk_audio import resample, speech_end_frame, split_frames
 from voicegate.server.protocols.native_events import (
@@ -51,8 +58,9 @@ class Utterance:
     speech_end_frame: int
 
 
-def load_manifest(speech_dir: Path) -> list[Utterance]:
-    """The manifest's utterances as wire frames; errors name the file and field."""
+def load_manifest(speech_dir: Path, fmt: AudioFormat = FORMAT) -> list[Utterance]:
+    """The manifest's utterances as audio frames in ``fmt``; errors name the file and
+    field."""
     manifest = speech_dir / "manifest.json"
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
@@ -61,7 +69,7 @@ def load_manifest(speech_dir: Path) -> list[Utterance]:
     entries = data.get("utterances") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{manifest}: field 'utterances' must be a non-empty list")
-    per_frame = FORMAT.samples_per_frame(FRAME_MS)
+    per_frame = fmt.samples_per_frame(FRAME_MS)
     out: list[Utterance] = []
     for i, entry in enumerate(entries):
         name = entry.get("file") if isinstance(entry, dict) else None
@@ -74,9 +82,9 @@ def load_manifest(speech_dir: Path) -> list[Utterance]:
             wav = read_wav(speech_dir / name)
         except WavError as exc:
             raise ValueError(str(exc)) from None
-        samples = resample(wav.samples, wav.sample_rate, FORMAT.sample_rate)
-        frames = split_frames(samples, FORMAT, FRAME_MS)
-        last = min(speech_end_frame(float(end), FORMAT.sample_rate, per_frame), len(frames) - 1)
+        samples = resample(wav.samples, wav.sample_rate, fmt.sample_rate)
+        frames = split_frames(samples, fmt, FRAME_MS)
+        last = min(speech_end_frame(float(end), fmt.sample_rate, per_frame), len(frames) - 1)
         out.append(Utterance(name, frames, last))
     return out
 
@@ -106,6 +114,12 @@ class ClientPlan:
     cpus: list[int] = field(default_factory=list)
     api_key: str = ""  # sent as Authorization: Bearer on the handshake
     cafile: str = ""  # CA of a wss:// node's certificate
+    protocol: str = "stream"  # or "realtime" (plan.url is then the /v1/realtime URL)
+    sample_rate: int = FORMAT.sample_rate  # of the PCM16 audio sent and asked for
+
+    @property
+    def format(self) -> AudioFormat:
+        return AudioFormat(Encoding.PCM16, self.sample_rate)
 
 
 @dataclass
@@ -122,10 +136,11 @@ class _Replay(RawWebSocket):
 
     def __init__(  # noqa: PLR0917 - one session's whole plan
         self, host: str, path: str, index: int, plan: ClientPlan,
-        utterances: list[Utterance], t0: float,
+        utterances: list[Utterance], t0: float, silence: bytes,
     ) -> None:  # fmt: skip
         auth = {"Authorization": f"Bearer {plan.api_key}"} if plan.api_key else None
         super().__init__(host, path, auth)
+        self.silence = silence  # one frame of it, as sent
         self.index = index
         self.plan = plan
         self.utterances = utterances
@@ -148,17 +163,13 @@ class _Replay(RawWebSocket):
     # -- the server's side -----------------------------------------------------------
 
     def on_open(self) -> None:
-        self.send(OP_TEXT, SessionStart(FORMAT, FORMAT, None, None).to_json().encode())
+        fmt = self.plan.format
+        self.send(OP_TEXT, SessionStart(fmt, fmt, None, None).to_json().encode())
 
     def on_message(self, opcode: int, payload: bytes, now_ns: int) -> None:
         turn = self.turn
         if opcode == OP_BINARY:
-            if (
-                turn is not None
-                and turn.voice_to_voice_ms is None
-                and self.speech_end_sent_ns is not None
-            ):
-                turn.voice_to_voice_ms = (now_ns - self.speech_end_sent_ns) / 1e6
+            self._answer_audio(now_ns)
             return
         try:
             event = parse_server_event(payload.decode("utf-8", "replace"))
@@ -234,7 +245,7 @@ class _Replay(RawWebSocket):
             if self._frame == len(utt.frames):
                 self._phase, self._phase_ends = _Phase.WAITING, now + self.plan.timeout_s
         elif self._phase in (_Phase.WAITING, _Phase.PAUSE):
-            self.write(_SILENCE)
+            self.write(self.silence)
 
     @property
     def streaming(self) -> bool:
@@ -254,6 +265,15 @@ class _Replay(RawWebSocket):
         self.send(OP_TEXT, SessionEnd().to_json().encode())
         self.close(1000)
         self._finish()
+
+    def _answer_audio(self, now_ns: int) -> None:
+        turn = self.turn
+        if (
+            turn is not None
+            and turn.voice_to_voice_ms is None
+            and self.speech_end_sent_ns is not None
+        ):
+            turn.voice_to_voice_ms = (now_ns - self.speech_end_sent_ns) / 1e6
 
     def _finish(self) -> None:
         self._phase = _Phase.DONE
@@ -307,7 +327,7 @@ class _Pacer:
 
 async def _session(
     index: int, slot: int, plan: ClientPlan, utterances: list[Utterance], t0: float, *,
-    pacer: _Pacer,
+    pacer: _Pacer, silence: bytes,
 ) -> tuple[_Replay | None, str | None]:  # fmt: skip
     loop = asyncio.get_running_loop()
     # Stagger the sessions' first turns over one average turn so they do not all speak
@@ -317,7 +337,9 @@ async def _session(
     url = urlsplit(plan.url)
     secure = url.scheme == "wss"
     host, port = url.hostname or "127.0.0.1", url.port or (443 if secure else 80)
-    replay = _Replay(f"{host}:{port}", url.path or "/", index, plan, utterances, t0)
+    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    kind = _RealtimeReplay if plan.protocol == "realtime" else _Replay
+    replay = kind(f"{host}:{port}", path, index, plan, utterances, t0, silence)
     tls = ssl.create_default_context(cafile=plan.cafile or None) if secure else None
     try:
         await connect(replay, host, port, plan.timeout_s, tls)
@@ -346,15 +368,16 @@ async def _session(
 async def _run_plan(plan: ClientPlan, utterances: list[Utterance]) -> ClientOutcome:
     loop = asyncio.get_running_loop()
     t0 = loop.time() + max(0.0, plan.start_at - time.time())
+    wire = realtime_frame if plan.protocol == "realtime" else binary_frame
     framed = [
-        Utterance(u.file, [client_frame(OP_BINARY, f) for f in u.frames], u.speech_end_frame)
-        for u in utterances
+        Utterance(u.file, [wire(f) for f in u.frames], u.speech_end_frame) for u in utterances
     ]
+    silence = wire(codec.silence(plan.format, FRAME_MS))
     pacer = _Pacer([None] * len(plan.sessions), t0)
     pacer.start()
     try:
         outcomes = await asyncio.gather(*[
-            _session(index, slot, plan, framed, t0, pacer=pacer)
+            _session(index, slot, plan, framed, t0, pacer=pacer, silence=silence)
             for slot, index in enumerate(plan.sessions)
         ])  # fmt: skip
     finally:
@@ -365,7 +388,82 @@ async def _run_plan(plan: ClientPlan, utterances: list[Utterance]) -> ClientOutc
     return ClientOutcome(os.getpid(), turns, late, errors)
 
 
-_SILENCE = client_frame(OP_BINARY, codec.silence(FORMAT, FRAME_MS))
+def binary_frame(audio: bytes) -> bytes:
+    """A /v1/stream audio frame."""
+    return client_frame(OP_BINARY, audio)
+
+
+def realtime_frame(audio: bytes) -> bytes:
+    """A /v1/realtime ``input_audio_buffer.append`` frame."""
+    b64 = base64.b64encode(audio).decode("ascii")
+    return client_frame(OP_TEXT, f'{{"type":"input_audio_buffer.append","audio":"{b64}"}}'.encode())
+
+
+# What voicegate's /v1/realtime begins every audio delta with (one per answer frame):
+# recognised without parsing the JSON, so the client's CPU stays small.
+_AUDIO_DELTA = b'{"type":"response.output_audio.delta"'
+_LATENCY_PREFIX = "voicegate.latency_ms."
+
+
+class _RealtimeReplay(_Replay):
+    """The same replay over OpenAI's Realtime protocol: the session starts at
+    ``session.created`` and is set to transcribe its input (as /v1/stream always does)."""
+
+    def on_open(self) -> None:
+        update = {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {
+                "transcription": {"model": "whisper-1"}}}},
+        }  # fmt: skip
+        self.send(OP_TEXT, json.dumps(update).encode())
+
+    def on_message(self, opcode: int, payload: bytes, now_ns: int) -> None:
+        if payload.startswith(_AUDIO_DELTA):
+            self._answer_audio(now_ns)
+            return
+        try:
+            event = json.loads(payload)
+            kind = event["type"]
+        except (ValueError, KeyError, TypeError):
+            event, kind = {}, "malformed"
+        if not self.started.done():
+            if kind == "session.updated":
+                self.started.set_result(None)
+            elif kind != "session.created":
+                self._not_started(f"expected session.created/updated, got {kind}")
+            return
+        turn = self.turn
+        if turn is None:
+            return
+        if kind in ("error", "malformed"):
+            error = event.get("error") if isinstance(event, dict) else None
+            code = error.get("code") if isinstance(error, dict) else kind
+            turn.error = f"server error {code}"
+            self.answer_done = True
+        elif kind == "response.done":
+            self._response_done(turn, event.get("response") or {})
+
+    def _response_done(self, turn: TurnResult, response: dict[str, Any]) -> None:
+        if self.speech_end_sent_ns is None:
+            turn.extra_answers += 1
+            return
+        status = response.get("status")
+        if status != "completed":
+            details = response.get("status_details") or {}
+            turn.error = f"response {status} ({details.get('reason')})"
+        else:
+            metadata = response.get("metadata") or {}
+            turn.server_ms = {
+                k[len(_LATENCY_PREFIX) :]: float(v)
+                for k, v in metadata.items()
+                if k.startswith(_LATENCY_PREFIX)
+            }
+            turn.speculative = metadata.get("voicegate.speculative") == "true"
+        self.answer_done = True
+
+    def _say_goodbye(self) -> None:
+        self.close(1000)  # the Realtime protocol has no goodbye event
+        self._finish()
 
 
 def client_main(plan: ClientPlan, results: Queue[ClientOutcome | str]) -> None:
@@ -373,7 +471,7 @@ def client_main(plan: ClientPlan, results: Queue[ClientOutcome | str]) -> None:
     try:
         if plan.cpus:
             os.sched_setaffinity(0, plan.cpus)
-        utterances = load_manifest(Path(plan.speech_dir))
+        utterances = load_manifest(Path(plan.speech_dir), plan.format)
         # asyncio's own loop: the pacer's sub-millisecond timers busy-spin under uvloop,
         # whose timers have millisecond resolution.
         results.put(asyncio.run(_run_plan(plan, utterances)))

@@ -7,6 +7,7 @@ voice-to-voice latency at the client, with the server's per-stage breakdown.
     python -m bench e2e --spawn --sessions 20 --baselines
     python -m bench e2e --spawn --sessions 8 --peers pipecat
     python -m bench e2e --bundle synthetic --baselines
+    python -m bench e2e --spawn --sessions 8 --protocol realtime
 
 The bundle is ``real`` (built from the installed weight packages on first use, see
 ``voicegate models build-default``), ``synthetic`` (scripted test models) or a bundle
@@ -14,6 +15,11 @@ directory; voicegate, the baselines and the peers all run on the same one. A pee
 another framework serving the same protocol on the same engines: ``bench.baselines.PEERS``
 maps its name to ``start(bundle) -> context manager of its URL``; one that cannot run
 here is reported and skipped.
+
+``--protocol realtime`` runs the same load, on the same node in the same run, over
+OpenAI's Realtime protocol (``/v1/realtime``) right after ``/v1/stream``, both with 24 kHz
+PCM16 (the Realtime API's PCM rate), and compares the two: v2v p95 and the gateway's CPU
+per session (what base64 and JSON cost over binary frames).
 
 Load generator vs server on a small machine: the client processes are pinned to
 ``--client-cpus`` (default: the last CPU) and a spawned node to ``--server-cpus``
@@ -37,6 +43,7 @@ from contextlib import AbstractContextManager, contextmanager
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from bench import _pyspy, report
 from bench._e2e_client import ClientOutcome, ClientPlan, load_manifest, spawn_clients
@@ -99,7 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--security-rounds", type=int, default=2,
                    help="with --tls/--auth: plain and secured runs alternate this many times "
                    "(the machine's drift falls on both alike)")
-    p.set_defaults(api_key="", cafile="")  # what the clients present to a secured node
+    p.add_argument("--protocol", choices=("stream", "realtime"), default="stream",
+                   help="realtime: also run the load over /v1/realtime (OpenAI's Realtime "
+                   "API) on the same node, and compare it with /v1/stream")  # fmt: skip
+    # What the clients present to a secured node, and the wire they speak.
+    p.set_defaults(api_key="", cafile="", wire="stream")
     return p
 
 
@@ -173,7 +184,7 @@ def run_level(
     plans = [
         ClientPlan(str(url), str(args.speech), list(range(i, sessions, nclients)), sessions,
                    args.duration, args.pause, args.timeout, start_at, client_cpus,
-                   args.api_key, args.cafile)
+                   args.api_key, args.cafile, args.wire, _sample_rate(args))
         for i in range(nclients)
     ]  # fmt: skip
     procs, results = spawn_clients(plans)
@@ -237,6 +248,59 @@ def run_level(
     summary["server_exited"] = server_pid is not None and not is_running(server_pid)
     summary["turn_records"] = turns
     return summary
+
+
+def _sample_rate(args: argparse.Namespace) -> int:
+    # The Realtime API's PCM is 24 kHz: the comparison sends it over both protocols.
+    return 24000 if args.protocol == "realtime" else 16000
+
+
+def realtime_url(stream_url: str, model: str = "voicegate") -> str:
+    """The /v1/realtime URL of the node whose /v1/stream URL is ``stream_url``."""
+    parts = urlsplit(stream_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/v1/realtime", f"model={model}", ""))
+
+
+def protocol_comparison(stream: dict[str, Any], realtime: dict[str, Any]) -> dict[str, Any]:
+    """/v1/realtime against /v1/stream at each load level both ran: v2v p95 (the target:
+    within 10 ms) and gateway CPU per session (the target: x1.5 at most)."""
+    levels = []
+    for level in realtime["levels"]:
+        n = level["sessions"]
+        native = next((lvl for lvl in stream["levels"] if lvl["sessions"] == n), None)
+        if native is None:
+            continue
+        cpu = {
+            "stream": round(_gateway_cpu_pct(native) / n, 3),
+            "realtime": round(_gateway_cpu_pct(level) / n, 3),
+        }
+        p95 = {"stream": native["v2v_ms"]["p95"], "realtime": level["v2v_ms"]["p95"]}
+        delta = (
+            None
+            if math.isnan(p95["stream"]) or math.isnan(p95["realtime"])
+            else round(p95["realtime"] - p95["stream"], 1)
+        )
+        levels.append({
+            "sessions": n,
+            "v2v_p95_ms": p95,
+            "v2v_p95_delta_ms": delta,
+            "gateway_cpu_pct_per_session": cpu,
+            "gateway_cpu_ratio": _ratio(cpu["realtime"], cpu["stream"]),
+            "errors": {"stream": native["errors"], "realtime": level["errors"]},
+        })  # fmt: skip
+    return {"levels": levels}
+
+
+def _protocol_line(comparison: dict[str, Any]) -> str:
+    return "\n".join(
+        f"realtime vs stream at {lvl['sessions']} sessions: v2v p95 "
+        f"{_cell(lvl['v2v_p95_ms']['realtime'])} vs {_cell(lvl['v2v_p95_ms']['stream'])} ms "
+        f"({_cell(lvl['v2v_p95_delta_ms'])} ms), gateway CPU per session "
+        f"{lvl['gateway_cpu_pct_per_session']['realtime']:.2f}% vs "
+        f"{lvl['gateway_cpu_pct_per_session']['stream']:.2f}% "
+        f"(x{_cell(lvl['gateway_cpu_ratio'])})"
+        for lvl in comparison["levels"]
+    )
 
 
 def _cpu_total(rows: list[dict[str, object]], role: str) -> float:
@@ -601,9 +665,18 @@ def main(argv: list[str]) -> int:
     print(f"bench e2e: {'ramp' if args.ramp else f'{args.sessions} sessions'}, "
           f"{args.duration:g} s per level, speech {args.speech}, bundle {args.bundle} "
           f"({bundle})", flush=True)  # fmt: skip
+    protocols = None
     with _voicegate_target(args, bundle) as (url, pid):
         print(f"voicegate at {url}", flush=True)
         results["voicegate"] = run_target(url, args, pid, profile=args.profile)
+        if args.protocol == "realtime":
+            args.wire = "realtime"
+            try:
+                print(f"voicegate at {realtime_url(url)}", flush=True)
+                results["voicegate/realtime"] = run_target(realtime_url(url), args, pid)
+            finally:
+                args.wire = "stream"
+            protocols = protocol_comparison(results["voicegate"], results["voicegate/realtime"])
     security = None
     if args.tls or args.auth:
         secured = "voicegate" + ("+tls" if args.tls else "") + ("+auth" if args.auth else "")
@@ -650,7 +723,7 @@ def main(argv: list[str]) -> int:
     vg = results["voicegate"]
     comparisons: dict[str, dict[str, Any]] = {}
     for name, result in results.items():
-        if name == "voicegate":
+        if name in ("voicegate", "voicegate/realtime"):
             continue
         at = _compared_level(vg, result, args.sessions)
         at_capacity = vg["capacity"] if _has_level(result, vg["capacity"]) else None
@@ -678,6 +751,8 @@ def main(argv: list[str]) -> int:
               f"capacity voicegate/{name} x{_cell(comp['capacity_ratio'])}")  # fmt: skip
     if security is not None:
         print(_security_line(security))
+    if protocols is not None:
+        print(_protocol_line(protocols))
 
     out = report.results_dir(args.out)
     charts = [] if args.quick else _charts(out, args.tag, results, args.budget_ms)
@@ -694,6 +769,7 @@ def main(argv: list[str]) -> int:
         "bundle": {"name": str(args.bundle), "path": str(bundle)},
         "peers_unavailable": unavailable or None,
         "security_overhead": security,
+        "protocol_comparison": protocols,
         "charts": charts,
     }
     path = report.write_json(out / f"{args.tag}.json", data)

@@ -134,7 +134,7 @@ def test_text_input_and_session_end() -> None:
             "'session.start.output.encoding': encoding 'opus' is not supported",
         ),
         (
-            '{"type": "session.start", "output": {"fallback": {"encoding": "alaw"}}}',
+            '{"type": "session.start", "output": {"fallback": {"encoding": "g722"}}}',
             ErrorCode.UNSUPPORTED_ENCODING,
             "'session.start.output.fallback.encoding'",
         ),

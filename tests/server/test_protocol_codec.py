@@ -156,3 +156,100 @@ def test_silence() -> None:
     assert codec.silence(AudioFormat(Encoding.MULAW, 8000), 20) == b"\xff" * 160
     assert codec.silence(AudioFormat(Encoding.PCM16, 16000), 10) == bytes(320)
     assert codec.mulaw_decode(b"\xff" * 4).tolist() == [0, 0, 0, 0]
+
+
+# ITU-T G.711 Table 1a (A-law): wire code -> decoded value in units of the 13-bit linear
+# scale (full scale 4096); the 16-bit values are 8 times that. Codes on the wire have the
+# even bits inverted, so the smallest positive step is 0xD5 and its negative 0x55.
+G711_ALAW_DECODE_13BIT = {
+    0xD5: 1,
+    0xD4: 3,
+    0xDA: 31,
+    0xC5: 33,
+    0xCA: 63,
+    0xF5: 66,
+    0xE5: 132,
+    0x95: 264,
+    0x85: 528,
+    0xB5: 1056,
+    0xA5: 2112,
+    0xAA: 4032,
+    0x55: -1,
+    0x54: -3,
+    0x2A: -4032,
+}
+
+# 13-bit magnitudes where a new segment starts, with the wire code (positive) of the last
+# step below and of the first step at the threshold.
+G711_ALAW_SEGMENTS = [
+    (32, 0xDA, 0xC5),
+    (64, 0xCA, 0xF5),
+    (128, 0xFA, 0xE5),
+    (256, 0xEA, 0x95),
+    (512, 0x9A, 0x85),
+    (1024, 0x8A, 0xB5),
+    (2048, 0xBA, 0xA5),
+]
+
+
+def test_alaw_decode_matches_g711_table() -> None:
+    decoded = codec.alaw_decode(bytes(G711_ALAW_DECODE_13BIT))
+    assert decoded.dtype == np.int16
+    assert decoded.tolist() == [8 * v for v in G711_ALAW_DECODE_13BIT.values()]
+
+
+@pytest.mark.parametrize(("threshold", "below", "at"), G711_ALAW_SEGMENTS)
+def test_alaw_encode_segment_thresholds(threshold: int, below: int, at: int) -> None:
+    pcm = np.array([8 * threshold - 1, 8 * threshold], dtype=np.int16)
+    assert codec.alaw_encode(pcm) == bytes([below, at])
+
+
+def test_alaw_is_symmetric_in_ones_complement() -> None:
+    # A-law codes -x-1 like x with the sign bit (0x80 before the inversion) cleared.
+    pcm = np.arange(0, 32768, dtype=np.int32)
+    positive = np.frombuffer(codec.alaw_encode(pcm.astype(np.int16)), np.uint8)
+    negative = np.frombuffer(codec.alaw_encode((-pcm - 1).astype(np.int16)), np.uint8)
+    assert (negative == (positive ^ 0x80)).all()
+
+
+def test_alaw_extremes_and_linear_first_segment() -> None:
+    pcm = np.array([0, 15, 16, 31, 32, 32767, -32768, -1, -16, -17], dtype=np.int16)
+    assert list(codec.alaw_encode(pcm)) == [
+        0xD5, 0xD5, 0xD4, 0xD4, 0xD7, 0xAA, 0x2A, 0x55, 0x55, 0x54,
+    ]
+
+
+def test_alaw_every_code_survives_decode_encode() -> None:
+    codes = bytes(range(256))
+    assert codec.alaw_encode(codec.alaw_decode(codes)) == codes
+
+
+def test_alaw_matches_reference_for_all_inputs() -> None:
+    audioop = pytest.importorskip("audioop")  # the stdlib's C G.711, gone in Python 3.13
+    pcm = np.arange(-32768, 32768, dtype=np.int16)
+    assert codec.alaw_encode(pcm) == audioop.lin2alaw(pcm.astype("<i2").tobytes(), 2)
+    codes = bytes(range(256))
+    assert codec.alaw_decode(codes).astype("<i2").tobytes() == audioop.alaw2lin(codes, 2)
+
+
+def test_alaw_decode_error_within_half_a_step() -> None:
+    pcm = np.arange(-32768, 32768, 7, dtype=np.int16)
+    back = codec.alaw_decode(codec.alaw_encode(pcm)).astype(np.int32)
+    error = np.abs(back - pcm.astype(np.int32))
+    magnitude = np.abs(pcm.astype(np.int32))
+    # Steps are 16 (16-bit units) in the first two segments, doubling up to 1024.
+    assert error[magnitude < 512].max() <= 8
+    assert error.max() <= 512
+
+
+def test_alaw_format_sizes_codec_dispatch_and_silence() -> None:
+    fmt = AudioFormat(Encoding.ALAW, 8000)
+    assert fmt.frame_bytes(20) == 160
+    assert fmt.bytes_per_second == 8000
+    assert fmt.to_dict() == {"encoding": "alaw", "sample_rate": 8000}
+    samples = np.array([0, 1000, -1000, 32767], dtype=np.int16)
+    assert codec.encode(samples, Encoding.ALAW) == codec.alaw_encode(samples)
+    assert codec.decode(b"\xd5\x2a", Encoding.ALAW).tolist() == [8, -32256]
+    assert codec.silence(fmt, 10) == b"\xd5" * 80
+    with pytest.raises(TypeError, match="int16"):
+        codec.alaw_encode(np.zeros(4, dtype=np.float32))

@@ -83,7 +83,7 @@ def test_defaults_are_mulaw_at_8k_both_ways() -> None:
         ({"encoding": "opus"}, "encoding"),
         ({"sample_rate": "11025"}, "sample_rate"),
         ({"sample_rate": "8k"}, "sample_rate"),
-        ({"output_encoding": "alaw"}, "output_encoding"),
+        ({"output_encoding": "g722"}, "output_encoding"),
         ({"output_sample_rate": "-1"}, "output_sample_rate"),
         ({"volume": "3"}, "volume"),
         ({"instructions": "x" * (DEFAULT_LIMITS.max_instructions_chars + 1)}, "instructions"),

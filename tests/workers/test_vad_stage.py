@@ -102,11 +102,14 @@ def test_decisions_do_not_depend_on_frame_size(vad_bundle: Path, store_hours: np
     assert got[0] == got[1] == got[2]
 
 
-def test_mulaw_at_8khz_is_heard_too(vad_bundle: Path, store_hours: np.ndarray) -> None:
+@pytest.mark.parametrize("encoding", [codec.Encoding.MULAW, codec.Encoding.ALAW])
+def test_mulaw_at_8khz_is_heard_too(
+    vad_bundle: Path, store_hours: np.ndarray, encoding: codec.Encoding
+) -> None:
     h = Harness(stage(vad_bundle))
-    h.open(2, 1, open_params(input=("mulaw", 8000)))
+    h.open(2, 1, open_params(input=(encoding.value, 8000)))
     narrow = float32_to_pcm16(resample(store_hours.astype(np.float32) / 32768, 16000, 8000))
-    coded = codec.encode(narrow, codec.Encoding.MULAW)
+    coded = codec.encode(narrow, encoding)
     for i in range(0, len(coded), 160):
         h.send(msg(Kind.AUDIO_IN, 2, 1, coded[i : i + 160]))
     kinds = [e for e, _, _ in events(h.out.take(event_path=True))]

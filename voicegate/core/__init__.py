@@ -5,7 +5,8 @@ shared-memory layout, audio and text helpers.
 Modules:
     audio        Audio sample utilities: PCM16 <-> float32 and soxr resampling
     clock        The one clock every process compares: CLOCK_MONOTONIC in integer nanoseconds
-    codec        Wire audio formats: encodings, sample rates, frame sizes and G.711 mu-law
+    codec        Wire audio formats: encodings, sample rates, frame sizes and G.711 mu-law and
+                 A-law
     config       Node configuration: one TOML file, then ``VOICEGATE_*`` environment overrides
     config_show  The effective configuration as TOML, each value marked with where it came from
     kinds        Message kinds, record flags and session ids

@@ -1,9 +1,10 @@
-"""Wire audio formats: encodings, sample rates, frame sizes and G.711 mu-law.
+"""Wire audio formats: encodings, sample rates, frame sizes and G.711 mu-law and A-law.
 
-The WebSocket protocol carries mono audio as 16-bit little-endian PCM or as G.711
-mu-law, at one of a few fixed sample rates, in whole multiples of 10 ms. This module
-is the single place that knows how many bytes such a frame takes and how mu-law maps
-to linear PCM, so that the protocol parser, the gateway and the `talk` client agree.
+The WebSocket protocols carry mono audio as 16-bit little-endian PCM or as G.711
+mu-law or A-law, at one of a few fixed sample rates, in whole multiples of 10 ms. This
+module is the single place that knows how many bytes such a frame takes and how the
+G.711 laws map to linear PCM, so that the protocol parsers, the gateway, the stages and
+the `talk` client agree.
 
 The mu-law code is the ITU-T G.711 companding law as in the reference implementation
 that most telephony stacks share: 16-bit input is reduced to the 14-bit range the
@@ -11,6 +12,11 @@ standard works in, biased by 33, and coded as sign, 3-bit segment and 4-bit step
 with all bits inverted on the wire. Decoding returns the segment's midpoint scaled back
 to 16 bits, so decode(encode(x)) is within half a step of x and encode(decode(c)) == c
 for every code except 0x7F (negative zero, which decodes to 0 and re-encodes as 0xFF).
+
+The A-law code is G.711's other law (Europe, most of the world outside North America
+and Japan): 16-bit input is reduced to the 13-bit range, coded as sign, 3-bit segment
+and 4-bit step with a linear first segment, and every even bit is inverted on the wire
+(XOR 0x55). A-law has no negative zero, so encode(decode(c)) == c for all 256 codes.
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ FRAME_UNIT_MS: Final[int] = 10
 _MULAW_BIAS: Final[int] = 0x84  # 33 in the 14-bit domain, as a 16-bit value
 _MULAW_CLIP: Final[int] = 32635  # largest 16-bit magnitude that still fits once biased
 MULAW_SILENCE: Final[int] = 0xFF  # the code for +0
+_ALAW_XOR: Final[int] = 0x55  # the even bits G.711 inverts on the wire
+ALAW_SILENCE: Final[int] = 0xD5  # the code for the smallest positive step (A-law has no 0)
 
 
 class Encoding(enum.StrEnum):
     PCM16 = "pcm16"  # signed 16-bit little-endian
     MULAW = "mulaw"  # G.711 mu-law, one byte per sample
+    ALAW = "alaw"  # G.711 A-law, one byte per sample
 
     @property
     def bytes_per_sample(self) -> int:
@@ -121,20 +130,65 @@ def _mulaw_decode_table() -> NDArray[np.int16]:
     return np.where(code & 0x80, -magnitude, magnitude).astype(np.int16)
 
 
+def _alaw_encode_table() -> NDArray[np.uint8]:
+    # Same indexing as the mu-law table: the sample as uint16.
+    pcm = np.arange(-32768, 32768, dtype=np.int32) >> 3  # the 13-bit domain
+    positive = pcm >= 0
+    # One's complement for negatives: -1 codes like 0 with the sign cleared, so the
+    # two smallest steps around zero are symmetric.
+    magnitude = np.where(positive, pcm, -pcm - 1)
+    # Segment 0 and 1 share the step size (the linear first chord); above, segment n
+    # starts at 16 << n.
+    segment = np.zeros_like(magnitude)
+    for seg in range(1, 8):
+        segment[magnitude >= 16 << seg] = seg
+    step = np.where(segment < 2, magnitude >> 1, magnitude >> segment) & 0x0F
+    code = (segment << 4) | step
+    code = np.where(positive, code | 0x80, code) ^ _ALAW_XOR
+    table = code.astype(np.uint8)
+    return np.concatenate([table[32768:], table[:32768]])
+
+
+def _alaw_decode_table() -> NDArray[np.int16]:
+    code = np.arange(256, dtype=np.int32) ^ _ALAW_XOR
+    segment = (code >> 4) & 0x07
+    step = code & 0x0F
+    # The decoded value is the middle of the step, in the 16-bit domain (x 8).
+    linear = (step << 4) + 8
+    linear = np.where(segment > 0, (linear + 0x100) << np.maximum(segment - 1, 0), linear)
+    return np.where(code & 0x80, linear, -linear).astype(np.int16)
+
+
 _ENCODE: Final[NDArray[np.uint8]] = _mulaw_encode_table()
 _DECODE: Final[NDArray[np.int16]] = _mulaw_decode_table()
+_ALAW_ENCODE: Final[NDArray[np.uint8]] = _alaw_encode_table()
+_ALAW_DECODE: Final[NDArray[np.int16]] = _alaw_decode_table()
+
+
+def _g711_encode(table: NDArray[np.uint8], samples: NDArray[np.int16], law: str) -> bytes:
+    if samples.dtype != np.int16:
+        raise TypeError(f"{law} encoding needs int16 samples, got {samples.dtype}")
+    return table[samples.reshape(-1).view(np.uint16)].tobytes()
 
 
 def mulaw_encode(samples: NDArray[np.int16]) -> bytes:
     """G.711 mu-law bytes of 16-bit linear samples."""
-    if samples.dtype != np.int16:
-        raise TypeError(f"mu-law encoding needs int16 samples, got {samples.dtype}")
-    return _ENCODE[samples.reshape(-1).view(np.uint16)].tobytes()
+    return _g711_encode(_ENCODE, samples, "mu-law")
 
 
 def mulaw_decode(data: bytes | bytearray | memoryview) -> NDArray[np.int16]:
     """16-bit linear samples of G.711 mu-law bytes."""
     return _DECODE[np.frombuffer(data, dtype=np.uint8)]
+
+
+def alaw_encode(samples: NDArray[np.int16]) -> bytes:
+    """G.711 A-law bytes of 16-bit linear samples."""
+    return _g711_encode(_ALAW_ENCODE, samples, "A-law")
+
+
+def alaw_decode(data: bytes | bytearray | memoryview) -> NDArray[np.int16]:
+    """16-bit linear samples of G.711 A-law bytes."""
+    return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
 
 
 def pcm16_from_bytes(data: bytes | bytearray | memoryview) -> NDArray[np.int16]:
@@ -154,6 +208,8 @@ def encode(samples: NDArray[np.int16], encoding: Encoding) -> bytes:
     """Wire bytes of 16-bit samples in `encoding`."""
     if encoding is Encoding.MULAW:
         return mulaw_encode(samples)
+    if encoding is Encoding.ALAW:
+        return alaw_encode(samples)
     return pcm16_to_bytes(samples)
 
 
@@ -161,6 +217,8 @@ def decode(data: bytes | bytearray | memoryview, encoding: Encoding) -> NDArray[
     """16-bit samples of wire bytes in `encoding`."""
     if encoding is Encoding.MULAW:
         return mulaw_decode(data)
+    if encoding is Encoding.ALAW:
+        return alaw_decode(data)
     return pcm16_from_bytes(data)
 
 
@@ -169,4 +227,6 @@ def silence(fmt: AudioFormat, ms: int) -> bytes:
     n = fmt.samples_per_frame(ms)
     if fmt.encoding is Encoding.MULAW:
         return bytes([MULAW_SILENCE]) * n
+    if fmt.encoding is Encoding.ALAW:
+        return bytes([ALAW_SILENCE]) * n
     return bytes(2 * n)

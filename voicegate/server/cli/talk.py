@@ -535,7 +535,7 @@ def _parse_format(text: str, flag: str) -> AudioFormat:
     except ValueError:
         raise TalkError(
             ExitCode.BAD_INPUT,
-            f"{flag} must be ENCODING:RATE with ENCODING pcm16 or mulaw and RATE one of "
+            f"{flag} must be ENCODING:RATE with ENCODING pcm16, mulaw or alaw and RATE one of "
             f"{', '.join(map(str, SUPPORTED_SAMPLE_RATES))}, got {text!r}",
         ) from None
 

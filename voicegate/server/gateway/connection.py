@@ -30,9 +30,11 @@ from voicegate.core.kinds import Flag, Kind
 from voicegate.core.logs import current_session
 from voicegate.core.payloads import (
     SessionParams,
+    Truncation,
     encode_output_format,
     encode_playback,
     encode_text,
+    heard_chars,
 )
 from voicegate.ext import Record
 from voicegate.server.gateway.limits import TokenBucket
@@ -49,16 +51,20 @@ from voicegate.server.gateway.slow_clients import socket_fd_of, unread_backlog
 from voicegate.server.gateway.turns import SessionTurns
 from voicegate.server.protocols.base import (
     Action,
+    CancelResponse,
     Close,
     CloseSession,
     CommitTurn,
     ConnectionState,
+    CreateResponse,
     ForwardAudio,
     ForwardText,
     OpenSession,
     Refusal,
     SendText,
     SwitchOutput,
+    TruncateAnswer,
+    UpdateSession,
     WireSession,
 )
 from voicegate.server.protocols.native_events import ErrorEvent, ResponseDone
@@ -233,17 +239,48 @@ class Connection:
                 ).pack()
                 self.write(Kind.SESSION_OPEN, self.open_payload)
             elif isinstance(action, ForwardText):
-                self.write(Kind.TEXT_INPUT, encode_text(action.text))
+                flags = Flag.ITEM_ONLY if action.item_only else 0
+                self.write(Kind.TEXT_INPUT, encode_text(action.text), flags)
             elif isinstance(action, CommitTurn):
                 self.write(Kind.COMMIT, b"")
             elif isinstance(action, SwitchOutput):
                 turns.switch_output(action.format)
                 self.write(Kind.OUTPUT_FORMAT, encode_output_format(action.format))
+            elif isinstance(action, UpdateSession | CreateResponse | CancelResponse
+                            | TruncateAnswer):  # fmt: skip
+                self._session_option(action)
             elif isinstance(action, CloseSession):
                 self.write(Kind.SESSION_CLOSE, b"")
             elif isinstance(action, Close):
                 turns.queue.push(CloseItem(int(action.code), action.reason))
             # Accept: run() accepts before reading.
+
+    def _session_option(
+        self, action: UpdateSession | CreateResponse | CancelResponse | TruncateAnswer
+    ) -> None:
+        """The records of the per-session options (docs/pipeline.md, "Session options")."""
+        turns = self.turns
+        if isinstance(action, UpdateSession):
+            turns.respond = action.options.respond
+            self.write(Kind.SESSION_UPDATE, action.options.to_payload())
+        elif isinstance(action, CreateResponse):
+            turns.response_modes.append(
+                action.own.respond if action.own is not None else turns.respond
+            )
+            if action.own is not None:
+                self.write(Kind.SESSION_UPDATE, action.own.to_payload())
+            self.write(Kind.RESPONSE_CREATE, b"")
+            if action.session is not None:
+                self.write(Kind.SESSION_UPDATE, action.session.to_payload())
+        elif isinstance(action, CancelResponse):
+            # As a barge-in does: what is queued of the answer goes, and the stages drop
+            # it from the next turn on.
+            turns.turn = max(turns.turn, action.turn + 1)
+            turns.void_before(action.turn + 1, "client")
+            self.write(Kind.CANCEL, b"")
+        else:
+            chars = heard_chars(turns.marks.get(action.turn, ()), action.audio_ms)
+            self.write(Kind.TRUNCATE, Truncation(action.turn, chars).to_payload())
 
     def _within_rate(self, action: ForwardAudio | ForwardText) -> bool:
         """Whether the session's input is within its budget; if not, it is closed with
@@ -381,7 +418,9 @@ class Connection:
             if item.turn < turns.stale_below:  # barged in while we slept
                 return
         if item.data:
-            await self._send_frame(self.wire.audio_frame(item.turn, item.data))
+            frame = self.wire.audio_frame(item.turn, item.data)
+            if frame:  # empty: the protocol has nothing to send for it
+                await self._send_frame(frame)
             self.play_sent_ms += turns.output_ms(len(item.data))
             self.host.counters["frames_out"] += 1
             self._check_unread()

@@ -97,6 +97,9 @@ class Gateway:
         self.limits = config.limits
         self.addresses = AddressLimiter(config.limits.max_connections_per_address)
         self.end_of_turn_ms = end_of_turn_silence_ms(config.workers["vad"].options)
+        for protocol in PROTOCOLS:
+            if protocol.configure is not None:
+                protocol.configure(config)
         self._locals = itertools.count(1)
         self.counters: dict[str, int] = dict.fromkeys(
             (

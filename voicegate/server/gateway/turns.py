@@ -24,6 +24,7 @@ from typing import Final
 from voicegate.core.codec import AudioFormat
 from voicegate.core.kinds import Flag, Kind
 from voicegate.core.payloads import (
+    AudioMark,
     TurnError,
     TurnErrorCode,
     TurnTiming,
@@ -123,6 +124,14 @@ class SessionTurns:
         # (end sample at 16 kHz, arrival ns) of recent input frames, to date VAD events.
         self.arrivals = ArrivalLog(4096)
         self.overflowed = False  # push_audio refused: the connection must react
+        # Per-session options (SESSION_UPDATE): how answers end, and the audio marks of
+        # the latest answer (what TRUNCATE needs).
+        self.respond = "audio"
+        self.marks: dict[int, list[AudioMark]] = {}
+        # How the responses asked for (RESPONSE_CREATE) answer, in order, and the turns
+        # of those that write (a written answer ends with its last token).
+        self.response_modes: list[str] = []
+        self.written: set[int] = set()
 
     @property
     def output(self) -> AudioFormat:
@@ -200,6 +209,8 @@ class SessionTurns:
                 answer.final_sent = text
                 self._emit(r.turn, TranscriptFinal(r.turn, text), hold=False)
             self.confirm(r.turn)
+            if self.respond == "none":
+                answer.done = True  # a transcription session's turn ends here
         elif kind == Kind.LLM_TOKEN:
             self._on_token(r)
         elif kind == Kind.AUDIO_OUT:
@@ -211,6 +222,17 @@ class SessionTurns:
         elif kind == Kind.OUTPUT_FORMAT:
             # The degrade request came back through every stage: later audio is new-format.
             self.awaiting_format = False
+        elif kind == Kind.RESPONSE_CREATE:
+            # The client asked for this answer: no end of turn will confirm it.
+            mode = self.response_modes.pop(0) if self.response_modes else self.respond
+            if mode == "text":
+                self.written.add(r.turn)
+            self._answer(r.turn)
+            self.confirm(r.turn)
+        elif kind == Kind.AUDIO_MARK:
+            if r.turn not in self.marks:
+                self.marks = {r.turn: []}  # only the latest answer can be truncated
+            self.marks[r.turn].append(AudioMark.from_payload(r.payload))
 
     def _on_vad_event(self, r: Received, read_ns: int) -> None:
         event = VadEvent.unpack(r.payload)
@@ -245,6 +267,12 @@ class SessionTurns:
         if delta:
             answer.text.append(delta)
             self._emit(r.turn, ResponseTextDelta(r.turn, delta), hold=True)
+        written = self.respond == "text" or r.turn in self.written
+        if r.flags & Flag.LAST and written and not answer.done:
+            # A written answer ends with its last token: no audio follows.
+            answer.done = True
+            self.written.discard(r.turn)
+            self._push(DoneItem(r.turn), hold=r.turn not in self.confirmed)
 
     def _on_audio(self, r: Received) -> None:
         answer = self._answer(r.turn)

@@ -29,8 +29,8 @@ connection, a ``base.WireSession``; the gateway's ``Connection`` (server/gateway
   event as zero, one or several frames (``SendText``; one pipeline record may become
   several wire events); ``audio_frame(turn, data)`` makes the frame of one audio chunk
   (bytes as is, or a JSON text frame with base64 audio). Audio stays in the formats the
-  session opened with (pcm16 or mu-law at 8, 16, 24 or 48 kHz, both ways): the stages
-  convert, the gateway never resamples. A-law would be a new ``core.codec.Encoding``.
+  session opened with (pcm16, mu-law or A-law at 8, 16, 24 or 48 kHz, both ways): the
+  stages convert, the gateway never resamples.
 - Server side: ``degrade_output`` (slow client), ``begin_shutdown`` and
   ``shutdown_deadline`` (drain), ``refuse`` (a server limit, ``base.Refusal``) and
   ``disconnected`` return actions the same way; how each is said (an error event, a
@@ -38,21 +38,30 @@ connection, a ``base.WireSession``; the gateway's ``Connection`` (server/gateway
 - Barge-in is the connection's: audio of a stale turn is dropped before it is sent, and
   ``send_event`` gets ``ResponseCancelled``.
 
-Modules: ``base`` (the interface, actions, states and turn events), ``native`` (the
-``/v1/stream`` state machine) with ``native_wire`` (its client messages, error and close
-codes, limits) and ``native_events`` (its server events), ``telephony`` (raw PCM or G.711
-for telephony bridges, ``/v1/pcm``).
-
 Modules:
-    base           What a wire protocol and the gateway's ``Connection`` say to each other
-    native         The native protocol, ``/v1/stream``
-    native_events  The events the server sends on ``/v1/stream``, as JSON text messages
-    native_wire    The client side of the native WebSocket protocol at ``/v1/stream``: parsing and
-                   limits
-    telephony      Raw audio for telephony bridges: ``WS /v1/pcm?encoding=mulaw&sample_rate=8000``
+    base                    What a wire protocol and the gateway's ``Connection`` say to each other
+    native                  The native protocol, ``/v1/stream``
+    native_events           The events the server sends on ``/v1/stream``, as JSON text messages
+    native_wire             The client side of the native WebSocket protocol at ``/v1/stream``:
+                            parsing and limits
+    realtime                OpenAI's Realtime protocol (GA) on ``WS /v1/realtime?model=NAME``
+                            (docs/realtime.md)
+    realtime_audio          Input audio of a Realtime session: client chunks of any size into whole
+                            10 ms frames
+    realtime_config         The configuration of one Realtime session: defaults, ``session.update``
+    realtime_events         The client events of the OpenAI Realtime protocol (GA), parsed into
+                            typed values
+    realtime_fields         The OpenAI Realtime protocol's ``error`` and the reading of client JSON
+                            into typed values
+    realtime_server_events  The server events of the OpenAI Realtime protocol (GA), built for one
+                            session
+    realtime_session        One Realtime conversation as a pure state machine: client events in,
+                            pipeline events in, server events and pipeline actions out
+    telephony               Raw audio for telephony bridges: ``WS
+                            /v1/pcm?encoding=mulaw&sample_rate=8000``
 """
 
-from voicegate.server.protocols import native, telephony
+from voicegate.server.protocols import native, realtime, telephony
 from voicegate.server.protocols.base import WireProtocol
 
-PROTOCOLS: tuple[WireProtocol, ...] = (native.PROTOCOL, telephony.PROTOCOL)
+PROTOCOLS: tuple[WireProtocol, ...] = (native.PROTOCOL, telephony.PROTOCOL, realtime.PROTOCOL)

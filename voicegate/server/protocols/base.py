@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from voicegate.core.codec import AudioFormat
-from voicegate.core.config import ProtocolLimits
+from voicegate.core.config import NodeConfig, ProtocolLimits
+from voicegate.core.payloads import SessionOptions
 from voicegate.server.protocols import native_events as ev
 
 # Client audio as checked by a protocol, and the limits a protocol enforces: the native
@@ -89,6 +90,7 @@ class ForwardAudio:
 @dataclass(frozen=True, slots=True)
 class ForwardText:
     text: str
+    item_only: bool = False  # joins the conversation without an answer (Flag.ITEM_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,39 @@ class SwitchOutput:
     """Send all later answer audio in this format."""
 
     format: AudioFormat
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSession:
+    """The session's options changed (SESSION_UPDATE: respond, voice, turn detection...)."""
+
+    options: SessionOptions
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResponse:
+    """Answer now (RESPONSE_CREATE); ``own`` options apply to this response only: sent
+    before it, and ``session`` again after it."""
+
+    own: SessionOptions | None = None
+    session: SessionOptions | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResponse:
+    """The client cancelled the answer to ``turn``: nothing more of it is sent, and the
+    pipeline drops it."""
+
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateAnswer:
+    """The caller heard ``audio_ms`` of the answer to ``turn``: history keeps the text
+    of that much (TRUNCATE, from the answer's AUDIO_MARKs)."""
+
+    turn: int
+    audio_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +166,10 @@ Action = (
     | ForwardText
     | CommitTurn
     | SwitchOutput
+    | UpdateSession
+    | CreateResponse
+    | CancelResponse
+    | TruncateAnswer
     | SendText
     | CloseSession
     | Close
@@ -199,9 +238,12 @@ class WireProtocol:
     ``open(session, query, limits)`` makes the state machine of one connection:
     ``session`` is its session id as text, ``query`` the handshake's query parameters
     (options a protocol takes in the URL; a bad one is reported by ``connect``).
-    ``name`` is what API keys and tokens allow (``[[keys]] protocols``).
+    ``name`` is what API keys and tokens allow (``[[keys]] protocols``). ``configure``,
+    when set, is called once per gateway process with the node's configuration (what a
+    protocol needs of the node: its turn taking, its bundle's voices).
     """
 
     name: str
     path: str
     open: Callable[[str, Mapping[str, str], ProtocolLimits], WireSession]
+    configure: Callable[[NodeConfig], None] | None = None
