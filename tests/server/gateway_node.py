@@ -134,7 +134,8 @@ def synthetic_node(tmp: Path, name: str) -> Iterator[tuple[int, dict[str, str]]]
     finally:
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0
-    assert not [n for n in os.listdir("/dev/shm") if f"vg-{name}-" in n]
+    left = [n for n in os.listdir("/dev/shm") if f"vg-{name}-" in n]
+    assert not left, f"node {name} left shared memory: {left}"
 
 
 async def start_session(ws: Any, output: dict[str, Any] | None = None) -> dict[str, Any]:

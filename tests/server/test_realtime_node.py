@@ -46,7 +46,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealtimeNode]:
     saved = os.environ.get("VOICEGATE_SECURITY_KEYS_FILE")
     os.environ["VOICEGATE_SECURITY_KEYS_FILE"] = str(keys_file)
     try:
-        with synthetic_node(tmp, f"rt{os.getpid() % 100000}") as (port, _):
+        with synthetic_node(tmp, f"realtime{os.getpid() % 100000}") as (port, _):
             yield RealtimeNode(port, key)
     finally:
         if saved is None:
