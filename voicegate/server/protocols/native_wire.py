@@ -148,7 +148,8 @@ def _policy(code: ErrorCode, message: str) -> ProtocolError:
     return ProtocolError(code, CloseCode.POLICY_VIOLATION, message)
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -184,7 +185,7 @@ class _Fields:
     def _wrong(self, name: str, want: str, value: object) -> ProtocolError:
         return _policy(
             ErrorCode.INVALID_FIELD,
-            f"field '{self.path(name)}' must be {want}, got {_json_type(value)}",
+            f"field '{self.path(name)}' must be {want}, got {json_type(value)}",
         )
 
     def string(self, name: str, *, required: bool) -> str | None:
@@ -325,14 +326,14 @@ def parse_client_text(text: str, limits: ProtocolLimits = DEFAULT_LIMITS) -> Cli
     if not isinstance(value, dict):
         raise _policy(
             ErrorCode.INVALID_MESSAGE,
-            f"text message must be a JSON object, got {_json_type(value)}",
+            f"text message must be a JSON object, got {json_type(value)}",
         )
     kind = value.get("type")
     if kind is None:
         raise _policy(ErrorCode.MISSING_FIELD, "missing field 'type'")
     if not isinstance(kind, str):
         raise _policy(
-            ErrorCode.INVALID_FIELD, f"field 'type' must be a string, got {_json_type(kind)}"
+            ErrorCode.INVALID_FIELD, f"field 'type' must be a string, got {json_type(kind)}"
         )
     fields = _Fields(value, kind)
     fields.string("type", required=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from voicegate.core.codec import AudioFormat
+from voicegate.server.protocols.native_wire import json_type
 from voicegate.server.protocols.realtime_config import (
     Modality,
     SessionPatch,
@@ -36,7 +37,6 @@ from voicegate.server.protocols.realtime_fields import (
     Fields,
     RealtimeError,
     Unset,
-    json_type,
     shown,
 )
 

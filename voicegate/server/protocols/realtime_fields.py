@@ -18,6 +18,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Final, TypeVar
 
+from voicegate.server.protocols.native_wire import json_type
+
 # JSON keys and strings that are echoed in messages are cut to this many characters.
 _SHOWN: Final[int] = 64
 
@@ -96,19 +98,6 @@ def shown(text: str) -> str:
     """A client-chosen string, cut for an error message."""
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
 
-
-def json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 class _Unset(enum.Enum):

@@ -60,7 +60,12 @@ from voicegate.core.payloads import (
 from voicegate.models.llm import LlmEngine, Sampling
 from voicegate.models.llm import Message as ChatMessage
 from voicegate.workers.stages.stage import Batch, Output, Record, Stage, StageContext
-from voicegate.workers.stages.support import StageOptions, bundle_table, execution_config
+from voicegate.workers.stages.support import (
+    StageOptions,
+    bundle_table,
+    emit_timing,
+    execution_config,
+)
 
 _OPTIONS = ("max_tokens", "temperature", "top_p", "step_budget_ms")
 
@@ -248,15 +253,7 @@ class LlmStage(Stage[LlmSession]):
         assert state.gen_turn is not None
         if not state.emitted:
             timing = TurnTiming(state.transcript_ns, first_token_ns=monotonic_ns())
-            out.emit(
-                Record(
-                    kind=Kind.TURN_TIMING,
-                    session=sid,
-                    turn=state.gen_turn,
-                    origin_ns=state.origin_ns,
-                    payload=timing.pack(),
-                ),
-            )
+            emit_timing(out, sid, state.gen_turn, state.origin_ns, timing)
             state.emitted = True
         state.seq += 1
         state.answer += text

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from voicegate.core.config import ConfigError, option_number
+from voicegate.core.kinds import Kind
+from voicegate.core.payloads import TurnTiming
 from voicegate.models.bundle import load_bundle
 from voicegate.models.runtime import ExecutionConfig
-from voicegate.workers.stages.stage import StageContext
+from voicegate.workers.stages.stage import Output, Record, StageContext
 
 
 class StageOptions:
@@ -67,3 +69,16 @@ def bundle_table(context: StageContext, stage: str) -> tuple[Mapping[str, Any], 
         )
     bundle = load_bundle(root, require=(stage,))
     return bundle.table(stage), bundle.root
+
+
+def emit_timing(out: Output, session: int, turn: int, origin_ns: int, timing: TurnTiming) -> None:
+    """Send the turn's TURN_TIMING on (LLM starts it, TTS completes it for the gateway)."""
+    out.emit(
+        Record(
+            kind=Kind.TURN_TIMING,
+            session=session,
+            turn=turn,
+            origin_ns=origin_ns,
+            payload=timing.pack(),
+        )
+    )

@@ -60,7 +60,12 @@ from voicegate.core.payloads import (
 )
 from voicegate.models.tts import TtsEngine
 from voicegate.workers.stages.stage import Batch, Output, Record, Stage, StageContext
-from voicegate.workers.stages.support import StageOptions, bundle_table, execution_config
+from voicegate.workers.stages.support import (
+    StageOptions,
+    bundle_table,
+    emit_timing,
+    execution_config,
+)
 
 _OPTIONS = ("frame_ms", "max_batch", "step_budget_ms")
 FloatAudio = npt.NDArray[np.float32]
@@ -275,13 +280,5 @@ class TtsStage(Stage[TtsSession]):
 
     def _timing(self, sid: int, state: TtsSession, first_audio_ns: int, out: Output) -> None:
         timing = dataclasses.replace(state.timing, first_audio_ns=first_audio_ns)
-        out.emit(
-            Record(
-                kind=Kind.TURN_TIMING,
-                session=sid,
-                turn=state.turn,
-                origin_ns=state.origin_ns,
-                payload=timing.pack(),
-            ),
-        )
+        emit_timing(out, sid, state.turn, state.origin_ns, timing)
         state.timing_sent = True
