@@ -173,6 +173,31 @@ def test_token_secret_file(tmp_path: Path) -> None:
     )
 
 
+@given(st.binary(min_size=32, max_size=64))
+def test_a_binary_token_secret_is_used_byte_for_byte(raw: bytes) -> None:
+    # ``head -c 48 /dev/urandom > secret``: bytes that happen to be whitespace at either
+    # end are part of the secret; another node or an external issuer signs with all of it.
+    import tempfile  # noqa: PLC0415 - hypothesis runs this many times, tmp_path once
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "secret"
+        path.write_bytes(raw)
+        if not (raw.isascii() and raw.strip().decode().isprintable()):
+            assert tokens.load_secret(path) == raw
+        elif len(raw.strip()) >= 32:
+            assert tokens.load_secret(path) == raw.strip()  # a text secret (below)
+        else:
+            with pytest.raises(ValueError, match="at least 32"):
+                tokens.load_secret(path)
+
+
+def test_a_text_token_secret_loses_its_line_end(tmp_path: Path) -> None:
+    # ``head -c 48 /dev/urandom | base64 > secret``: the line end is not the secret's.
+    path = tmp_path / "secret"
+    path.write_bytes(b"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC1zZWNyZXQ=\n")
+    assert tokens.load_secret(path) == b"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC1zZWNyZXQ="
+
+
 # -- Origin and credentials -----------------------------------------------------------
 
 

@@ -263,3 +263,12 @@ def test_a_text_frame_gets_1003(port: int) -> None:
     closed = asyncio.run(main())
     assert closed.rcvd is not None and closed.rcvd.code == 1003
     assert "binary" in closed.rcvd.reason
+
+
+def test_every_wire_protocol_can_be_named_in_a_key() -> None:
+    # A key limited to some protocols names them by the registry's names; one missing
+    # from the key store's list could never be granted (/v1/pcm was).
+    from voicegate.server.protocols import PROTOCOLS as WIRE  # noqa: PLC0415
+    from voicegate.server.security.keys import PROTOCOLS  # noqa: PLC0415
+
+    assert {p.name for p in WIRE} == set(PROTOCOLS)

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 KEY_PREFIX: Final[str] = "vg_"
 # The protocols a key or token may be limited to: the node's WebSocket endpoints.
-PROTOCOLS: Final[tuple[str, ...]] = ("stream", "realtime")
+PROTOCOLS: Final[tuple[str, ...]] = ("stream", "pcm", "realtime")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _FORMAT_VERSION = 1
 

@@ -49,9 +49,14 @@ def load_secret(path: Path | None) -> bytes:
     if path is None:
         return secrets.token_bytes(MIN_SECRET_BYTES)
     try:
-        secret = path.read_bytes().strip()
+        content = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"security.token_secret_file {path}: {exc.strerror}") from None
+    # A text secret (``... | base64 > file``, an editor) loses the whitespace around it; a
+    # binary one (``head -c 48 /dev/urandom > file``) is the secret to the last byte, even
+    # where a byte happens to be a space or a newline.
+    text = content.strip()
+    secret = text if content.isascii() and text.decode("ascii").isprintable() else content
     if len(secret) < MIN_SECRET_BYTES:
         raise ValueError(
             f"security.token_secret_file {path}: {len(secret)} bytes; at least "
